@@ -1,0 +1,1 @@
+"""kushi.cluster."""
