@@ -1,0 +1,1 @@
+"""Test helpers shared by the test directories: a raw MQTT socket client and paho-mqtt wrappers."""
