@@ -1,0 +1,192 @@
+"""The configuration of ``kushi serve``: a YAML file turned into Options, listeners and auth files.
+
+A file has up to five top-level keys, every one optional (see
+``docs/kushi.example.yaml``)::
+
+    options:          # any fields of kushi.Options; the ones left out keep their defaults
+      max_clients: 10000
+    listeners:        # replaces the default listeners (tcp :1883, ws :1882)
+      - {type: tcp, address: ":1883"}
+      - {type: ws, address: ":1882", path: /mqtt}
+      - {type: tls, address: ":8883", certfile: server.crt, keyfile: server.key}
+    http: ":8080"     # metrics and health; null turns it off
+    auth:
+      password_file: /etc/mosquitto/passwd
+      acl_file: /etc/mosquitto/acl
+      ledger: ledger.yaml
+    log_level: info
+
+A partial ``options`` block never zeroes the rest: each field left out keeps
+the default of the ``Options`` dataclass. An unknown key anywhere, or a value
+of the wrong type, raises ``ConfigurationError`` naming the key and what is
+allowed, so a typo fails loudly at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..errors import ConfigurationError
+from ..worker.listeners import TCP, TLS, WSS, Unix, WebSocket, parse_address
+from ..worker.options import Options
+
+ListenerConfig = TCP | WebSocket | TLS | WSS | Unix
+
+#: the ``type`` of a listener entry (``tcp``, ``ws``, ...) -> its config class; also the word used in logs
+LISTENER_KINDS: dict[str, type] = {cls.kind: cls for cls in (TCP, WebSocket, TLS, WSS, Unix)}
+DEFAULT_TCP = ":1883"
+DEFAULT_WS = ":1882"
+DEFAULT_HTTP = ":8080"
+
+
+def listener_kind(listener: ListenerConfig) -> str:
+    """The short name of a listener config's kind: ``tcp``, ``ws``, ``tls``, ``wss`` or ``unix``."""
+    return listener.kind
+
+
+def default_listeners() -> list[ListenerConfig]:
+    """What ``kushi serve`` listens on when neither the file nor the flags say: TCP :1883, WebSocket :1882."""
+    return [TCP("tcp0", DEFAULT_TCP), WebSocket("ws0", DEFAULT_WS)]
+
+
+@dataclass(frozen=True)
+class AuthFiles:
+    """Paths of the authentication files; none set means every client is allowed."""
+
+    password_file: str | None = None
+    acl_file: str | None = None
+    ledger: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return any((self.password_file, self.acl_file, self.ledger))
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``kushi serve`` needs to start one broker."""
+
+    options: Options = field(default_factory=Options)
+    listeners: list[ListenerConfig] = field(default_factory=default_listeners)
+    http: str | None = DEFAULT_HTTP
+    auth: AuthFiles = field(default_factory=AuthFiles)
+    log_level: str = "info"
+
+
+def load_config_file(path: str | Path) -> ServeConfig:
+    """Read a YAML config file; raises ConfigurationError if it is unreadable or wrong."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"config file {path} is not valid YAML: {exc}") from exc
+    return parse_config(data or {}, source=str(path))
+
+
+def parse_config(data: Any, source: str = "config") -> ServeConfig:
+    """A parsed YAML document -> ServeConfig; keys left out keep their defaults."""
+    data = _mapping(data, source)
+    _reject_unknown(data, {f.name for f in dataclasses.fields(ServeConfig)}, source)
+    config = ServeConfig()
+    if "options" in data:
+        config.options = options_from_mapping(data["options"] or {}, f"{source}: options")
+    if "listeners" in data:
+        entries = data["listeners"] or []
+        if not isinstance(entries, list):
+            raise ConfigurationError(f"{source}: listeners must be a list")
+        config.listeners = [
+            listener_from_mapping(entry, index, f"{source}: listeners[{index}]")
+            for index, entry in enumerate(entries)
+        ]
+    if "http" in data:
+        config.http = data["http"] or None
+        if config.http is not None:
+            parse_address(str(config.http))
+            config.http = str(config.http)
+    if "auth" in data:
+        auth = _mapping(data["auth"] or {}, f"{source}: auth")
+        _reject_unknown(auth, {f.name for f in dataclasses.fields(AuthFiles)}, f"{source}: auth")
+        config.auth = AuthFiles(**{key: str(value) for key, value in auth.items() if value})
+    if "log_level" in data:
+        config.log_level = str(data["log_level"]).lower()
+    return config
+
+
+def options_from_mapping(data: Any, source: str = "options") -> Options:
+    """A mapping of some Options fields -> Options; the other fields keep their defaults."""
+    data = _mapping(data, source)
+    hints = typing.get_type_hints(Options)
+    _reject_unknown(data, set(hints), source)
+    values = {name: _typed(value, hints[name], f"{source}.{name}") for name, value in data.items()}
+    return Options(**values)
+
+
+def listener_from_mapping(entry: Any, index: int, source: str) -> ListenerConfig:
+    """``{type: tcp, address: ":1883"}`` -> ``TCP("tcp<index>", ":1883")``."""
+    entry = dict(_mapping(entry, source))
+    kind = entry.pop("type", None)
+    if kind not in LISTENER_KINDS:
+        raise ConfigurationError(
+            f"{source}: type must be one of {', '.join(LISTENER_KINDS)}, got {kind!r}")
+    cls = LISTENER_KINDS[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(entry, set(fields), source)
+    entry.setdefault("id", f"{kind}{index}")
+    missing = [name for name, f in fields.items()
+               if name not in entry and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigurationError(f"{source}: a {kind} listener needs {', '.join(missing)}")
+    if "address" in entry:
+        entry["address"] = str(entry["address"])
+        parse_address(entry["address"])
+    return cls(**entry)
+
+
+def _mapping(data: Any, source: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{source}: expected a mapping of keys to values, got {data!r}")
+    return data
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], source: str) -> None:
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _typed(value: Any, hint: Any, source: str) -> Any:
+    """Check ``value`` against a field's type hint (bool, int, float, str, X | None)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        for option in typing.get_args(hint):
+            try:
+                return _typed(value, option, source)
+            except ConfigurationError:
+                continue
+        raise ConfigurationError(f"{source}: expected {hint}, got {value!r}")
+    if hint is type(None) and value is None:
+        return None
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint in (type(None), bool, int, float, str):
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigurationError(f"{source}: expected {name}, got {value!r}")
+    return value
