@@ -1,0 +1,139 @@
+"""PacketReader: bytes in, in any split; whole packets out (sans-I/O).
+
+The connection feeds every chunk it receives and then takes packets until
+``next_packet()`` returns None. The fixed header is read first: a packet
+declaring more than ``max_packet_size`` bytes is refused right there, before
+its body is buffered, and nothing is ever allocated from a declared length.
+
+Buffering: the reader keeps the chunk it is working through as one immutable
+``bytes`` and walks an offset over it, so a chunk holding many packets is
+parsed without copying it. Chunks that arrive while a packet is incomplete wait
+in a list and are joined once, when enough bytes are there for that packet,
+so a large packet arriving in small pieces costs one copy, not one per piece.
+
+A decoded Publish has ``.raw``: the exact bytes of the whole packet, for
+forwarding unchanged. Its payload is a ``bytes`` slice (small slices of bytes
+are cheaper than memoryviews in CPython, and they do not pin the chunk).
+"""
+
+from __future__ import annotations
+
+from kushi.errors import MalformedPacket, PacketTooLarge
+
+from .codec import decode_at, decode_publish
+from .packets import Connect, Packet
+
+__all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
+
+DEFAULT_MAX_PACKET_SIZE = 268_435_460
+"""The largest packet MQTT can express: 1 + 4 + 268,435,455 bytes."""
+
+
+class PacketReader:
+    """Incremental MQTT packet parser for one connection.
+
+    ``version`` is None until a CONNECT has been decoded (it is then that
+    CONNECT's protocol level); the owner may set it, e.g. a client that knows
+    the version it connected with. ``max_packet_size`` counts the whole packet,
+    fixed header included, as MQTT 5's Maximum Packet Size does.
+    """
+
+    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size")
+
+    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        self.version: int | None = None
+        self.max_packet_size = max_packet_size
+        self._data = b""  # the chunk being parsed
+        self._pos = 0  # offset of the next unparsed byte in _data
+        self._pending: list[bytes] = []  # chunks received after _data
+        self._pending_size = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes. Bytes objects are kept as they are, without a copy."""
+        if not data:
+            return
+        if self._pos >= len(self._data) and not self._pending:
+            self._data = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        else:
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+
+    def buffered(self) -> int:
+        """How many received bytes are not yet returned as packets."""
+        return len(self._data) - self._pos + self._pending_size
+
+    def next_packet(self) -> Packet | None:
+        """The next complete packet, or None if more bytes are needed.
+
+        Raises PacketTooLarge as soon as a fixed header declares a packet bigger
+        than max_packet_size, MalformedPacket for a Remaining Length of more than
+        4 bytes, and whatever decoding the packet raises (kushi.errors classes).
+        After an error the connection is to be closed; the reader is not reusable.
+        """
+        data = self._data
+        pos = self._pos
+        size = len(data)
+        # Fixed header: type byte, then Remaining Length (1 to 4 bytes).
+        if size - pos >= 2 and data[pos + 1] < 128:
+            remaining = data[pos + 1]
+            body_start = pos + 2
+        else:
+            header = self._read_remaining_length(data, pos, size)
+            if header is None:
+                if self._pending and self._join_pending():
+                    return self.next_packet()
+                return None
+            remaining, body_start = header
+        end = body_start + remaining
+        if end - pos > self.max_packet_size:
+            raise PacketTooLarge(
+                f"packet of {end - pos} bytes exceeds the maximum packet size {self.max_packet_size}"
+            )
+        if end > size:
+            if self._pending and size - pos + self._pending_size >= end - pos:
+                self._join_pending()
+                return self.next_packet()
+            return None
+        self._pos = end
+        first_byte = data[pos]
+        if first_byte >> 4 == 3 and self.version is not None:
+            raw = data[pos:end]
+            return decode_publish(first_byte, raw, body_start - pos, end - pos, self.version, raw)
+        packet = decode_at(first_byte, data, body_start, end, self.version)
+        if type(packet) is Connect:
+            self.version = packet.protocol_version
+        return packet
+
+    @staticmethod
+    def _read_remaining_length(data: bytes, pos: int, size: int) -> tuple[int, int] | None:
+        """(Remaining Length, offset of the body), or None if the header is incomplete.
+
+        The shortest-form rule of [MQTT-1.5.5-1] is checked by the decoder for
+        varints inside packets; here only the 4-byte limit matters for safety.
+        """
+        value = 0
+        shift = 0
+        index = pos + 1
+        while index < size:
+            byte = data[index]
+            value |= (byte & 0x7F) << shift
+            index += 1
+            if byte < 128:
+                if byte == 0 and index - pos > 2:
+                    raise MalformedPacket("remaining length not in its shortest form [MQTT-1.5.5-1]")
+                return value, index
+            if index - pos > 4:
+                raise MalformedPacket("remaining length longer than 4 bytes")
+            shift += 7
+        return None
+
+    def _join_pending(self) -> bool:
+        """Move the pending chunks behind the unparsed rest of _data; True if any moved."""
+        if not self._pending:
+            return False
+        self._data = self._data[self._pos :] + b"".join(self._pending)
+        self._pos = 0
+        self._pending = []
+        self._pending_size = 0
+        return True
