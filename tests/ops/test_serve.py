@@ -1,0 +1,168 @@
+"""``kushi serve`` end to end: the console script in a subprocess, real clients, real signals."""
+
+from __future__ import annotations
+
+import signal
+import urllib.request
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from support.paho import PahoClient
+from support.waiting import wait_until
+
+from kushi_process import run_kushi
+
+LOCAL = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+EXIT_TIMEOUT = 5.0
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {sample.name: sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    for argv in (["--version"], ["serve", "--version"]):
+        result = run_kushi(*argv)
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"kushi {version('kushi')}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--bogus"], "unrecognized arguments: --bogus"),
+    (["serve", "--tcp", "nowhere"], "bad listener address 'nowhere'"),
+    (["serve", "--tls", ":8883"], "needs --cert FILE and --key FILE"),
+    (["serve", "--workers", "0"], "must be 1 or more"),
+    (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
+    (["serve", "--config", "/nonexistent/kushi.yaml"], "cannot read config file /nonexistent/kushi.yaml"),
+])
+def test_bad_flags_are_clear_errors(argv: list[str], message: str) -> None:
+    result = run_kushi(*argv)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "kushi.yaml"
+    path.write_text("options:\n  max_client: 10\n")
+    result = run_kushi("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert "unknown key max_client" in result.stderr and "max_clients" in result.stderr
+
+
+def test_several_workers_without_a_supervisor_refuse_to_start() -> None:
+    """--workers 3 must not silently run one worker while the supervisor is not built."""
+    pytest.importorskip("kushi.cluster")
+    from kushi.cluster import __path__ as cluster_path
+
+    if (Path(cluster_path[0]) / "supervisor.py").exists():
+        pytest.skip("the supervisor exists; the cluster tests cover --workers N")
+    result = run_kushi("serve", "--workers", "3", *LOCAL)
+    assert result.returncode == 2
+    assert "--workers 3 needs the multi-process supervisor" in result.stderr
+
+
+def test_serves_tcp_and_websocket_and_logs_bound_ports(serve: Any, paho: Any) -> None:
+    kushi = serve(*LOCAL)
+    assert kushi.port != 0 and kushi.ws_port != 0 and kushi.http_port != 0
+    kushi.wait_for(r"WARNING .*no authentication configured: every client is allowed")
+    subscriber = paho(kushi, "ws-sub", transport="websockets")
+    subscriber.connect()
+    subscriber.subscribe("ops/hello", qos=1)
+    publisher = paho.connected(kushi, "tcp-pub", version=4)
+    publisher.publish("ops/hello", b"over tcp, to ws", qos=1)
+    subscriber.expect_message("ops/hello", b"over tcp, to ws")
+
+
+def test_metrics_counters_move_after_a_publish(serve: Any, paho: Any) -> None:
+    kushi = serve(*LOCAL)
+    client = paho.connected(kushi, "metrics")
+    before = scrape(kushi.http_port)
+    assert before["kushi_clients_connected"] == 1
+    client.subscribe("ops/count")
+    client.publish("ops/count", b"x" * 100, qos=1)
+    client.expect_message("ops/count", b"x" * 100)
+    after = wait_until(
+        lambda: (m := scrape(kushi.http_port))["kushi_messages_sent_total"] > before["kushi_messages_sent_total"] and m,
+        message="kushi_messages_sent_total to grow")
+    assert after["kushi_messages_received_total"] > before["kushi_messages_received_total"]
+    assert after["kushi_bytes_received_total"] >= before["kushi_bytes_received_total"] + 100
+    assert after["kushi_subscriptions"] >= 1
+
+
+def test_healthz(serve: Any) -> None:
+    kushi = serve(*LOCAL)
+    with urllib.request.urlopen(f"http://127.0.0.1:{kushi.http_port}/healthz", timeout=5) as response:
+        assert (response.status, response.read()) == (200, b"ok\n")
+
+
+def test_sys_version_arrives_on_subscribe(serve: Any, paho: Any) -> None:
+    kushi = serve(*LOCAL)
+    client = paho.connected(kushi, "sys")
+    client.subscribe("$SYS/broker/version")
+    message = client.wait_for_message(timeout=5)
+    assert (message.topic, message.payload) == ("$SYS/broker/version", f"kushi {version('kushi')}".encode())
+    assert message.retain
+    client.subscribe("$SYS/broker/worker")
+    client.expect_message("$SYS/broker/worker", b"0")
+
+
+def test_sigterm_sends_v5_clients_disconnect_0x8b_and_exits_0(serve: Any, paho: Any) -> None:
+    kushi = serve(*LOCAL)
+    client = paho.connected(kushi, "stays-till-the-end")
+    kushi.signal(signal.SIGTERM)
+    reason = client.wait_disconnected(timeout=EXIT_TIMEOUT)
+    assert reason.value == 0x8B, f"expected DISCONNECT 0x8B (server shutting down), got {reason}"
+    assert kushi.wait_exit(timeout=EXIT_TIMEOUT) == 0
+    kushi.wait_for("kushi: stopped")
+
+
+def test_sigint_stops_gracefully_too(serve: Any) -> None:
+    kushi = serve(*LOCAL)
+    kushi.signal(signal.SIGINT)
+    assert kushi.wait_exit(timeout=EXIT_TIMEOUT) == 0
+
+
+def test_a_port_in_use_is_an_error_not_a_hang(serve: Any) -> None:
+    first = serve(*LOCAL)
+    result = run_kushi("serve", "--tcp", "127.0.0.1:0", "--ws", "none",
+                       "--http", f"127.0.0.1:{first.http_port}")
+    assert result.returncode == 1
+    assert "cannot open a listener" in result.stderr
+
+
+def test_sighup_reloads_a_changed_password_file(serve: Any, paho: Any, tmp_path: Path) -> None:
+    """The next CONNECT uses the new password; a client connected before stays connected."""
+    passwords = pytest.importorskip("kushi.hooks.passwords")
+    pytest.importorskip("kushi.hooks.mosquitto")
+    password_file = tmp_path / "passwd"
+    password_file.write_text(f"alice:{passwords.hash_password('old')}\n")
+    kushi = serve(*LOCAL, "--password-file", str(password_file))
+
+    def connect(client_id: str, password: str) -> tuple[PahoClient, Any]:
+        client = paho(kushi, client_id)
+        client.client.username_pw_set("alice", password)
+        _, reason, _ = client.connect(expect_success=False)
+        return client, reason
+
+    before, reason = connect("before", "old")
+    assert not reason.is_failure
+    password_file.write_text(f"alice:{passwords.hash_password('new')}\n")
+    lines_so_far = len(kushi.lines)
+    kushi.signal(signal.SIGHUP)
+    kushi.wait_for(r"SIGHUP: reloaded", since=lines_so_far)
+
+    _, reason = connect("old-password", "old")
+    assert reason.value == 0x86, f"the old password must be refused after the reload, got {reason}"
+    after, reason = connect("new-password", "new")
+    assert not reason.is_failure
+    before.subscribe("ops/still-here")
+    after.publish("ops/still-here", b"yes", qos=1)
+    before.expect_message("ops/still-here", b"yes")
+    assert not before.disconnected.is_set()
