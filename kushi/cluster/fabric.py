@@ -1,0 +1,296 @@
+"""BusFabric: the cluster seam of a worker's broker, carried over the ZeroMQ bus.
+
+The broker reports four things (see ``kushi.worker.fabric.Fabric``) and is
+called back with two (the *sink*: ``deliver_remote``, ``apply_retained``):
+
+- **Interest.** ``interest_added``/``interest_removed`` are gossiped to every
+  node as ``int+``/``int-``. Each node keeps the interest of the others in a
+  ``SubscriptionTrie`` (filter -> node names), so a publish is matched once,
+  on the worker that received it, and sent once to each interested node.
+  A node that leaves (its process died) has its entries dropped.
+- **Messages.** ``forward`` encodes the PUBLISH once (MQTT 5 wire form, so every
+  property survives; no pickling) and queues it for each interested node; the
+  bus flushes once per loop iteration. The receiver decodes it and calls
+  ``sink.deliver_remote``, which delivers to local subscribers only.
+- **Retained messages.** Every change is broadcast with an order (hybrid
+  logical clock + node name). Each node keeps, per topic, the greatest order
+  it has seen, including for clears (tombstones): a write ordered before the
+  one known is ignored, so all nodes end with the same message whatever
+  order the gossip arrives in.
+- **Snapshot on join.** ``sync()`` asks every member for its interest and its
+  retained table. The answer travels over the member's PUB (not the reply
+  channel) so it is ordered with the member's later gossip: a change made
+  after the snapshot can never be overtaken by the snapshot.
+
+Retained messages are also kept here, encoded, with their order: that is
+what a joining node is sent, and it lets the fabric decide last-writer-wins
+without reaching into the broker's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import msgpack
+
+from ..protocol.codec import decode_at, encode, read_varint
+from ..protocol.packets import MQTT_5, Publish
+from ..protocol.topics import parse_shared
+from ..router.bus import Bus, BusError
+from ..router.bus_clock import HybridClock, Order
+from ..router.trie import SubscriptionTrie
+
+log = logging.getLogger("kushi.cluster")
+
+PUBLISH = "pub"
+INTEREST_ADDED = "int+"
+INTEREST_REMOVED = "int-"
+RETAINED = "ret"
+SNAPSHOT = "snap"
+TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
+
+
+class Sink(Protocol):
+    """What the fabric calls back on its own node (the broker, or the supervisor's inline client)."""
+
+    def deliver_remote(self, message: Publish) -> None: ...
+    def apply_retained(self, message: Publish) -> None: ...
+
+
+@dataclass
+class FabricStats:
+    forwarded: int = 0          # publishes sent to other nodes (one per recipient)
+    delivered_remote: int = 0   # publishes received from other nodes
+    retained_applied: int = 0   # remote retained changes that won and were applied
+    retained_ignored: int = 0   # remote retained changes ordered before the one known
+
+
+@dataclass
+class _RetainedEntry:
+    order: Order
+    body: bytes          # the encoded PUBLISH; b"" for a clear (tombstone)
+    stored_at: float     # time.monotonic() when stored, for the remaining expiry
+
+
+def encode_message(message: Publish) -> bytes:
+    """The bus form of a message: its MQTT 5 PUBLISH bytes (packet id 1 when QoS > 0)."""
+    if message.qos and message.packet_id is None or message.dup \
+            or message.properties.topic_alias is not None:
+        message = replace(message, packet_id=message.packet_id or (1 if message.qos else None),
+                          dup=False,
+                          properties=replace(message.properties, topic_alias=None))
+    return encode(message, MQTT_5)
+
+
+def decode_message(body: bytes) -> Publish:
+    """The message of a bus body (see ``encode_message``)."""
+    _, start = read_varint(body, 1, len(body))
+    message = decode_at(body[0], body, start, len(body), MQTT_5)
+    assert isinstance(message, Publish)
+    return message
+
+
+class BusFabric:
+    """The fabric of one node: implements the seam over ``bus`` for ``worker_id``."""
+
+    def __init__(self, bus: Bus, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.bus = bus
+        self.node = bus.name
+        self.stats = FabricStats()
+        self.interest = SubscriptionTrie()      # remote interest: filter -> node names
+        self._interest_keys: dict[str, set[str]] = {}   # node -> its keys in self.interest
+        self._local_interest: set[str] = set()
+        self._retained: dict[str, _RetainedEntry] = {}
+        self._tombstones = 0
+        self._clock = HybridClock(bus.name)
+        self._sink: Sink | None = None
+        self._snapshots: dict[str, asyncio.Future[None]] = {}
+        bus.on(PUBLISH, self._on_publish)
+        bus.on(INTEREST_ADDED, self._on_interest_added)
+        bus.on(INTEREST_REMOVED, self._on_interest_removed)
+        bus.on(RETAINED, self._on_retained)
+        bus.on(SNAPSHOT, self._on_snapshot)
+        bus.serve(SNAPSHOT, self._serve_snapshot)
+        bus.on_peer_left.append(self._on_peer_left)
+
+    def attach(self, sink: Sink) -> None:
+        """Give the fabric its broker; retained messages synced before are applied to it now."""
+        self._sink = sink
+        now = time.monotonic()
+        for entry in self._retained.values():
+            message = self._as_of(entry, now) if entry.body else None
+            if message is not None:
+                sink.apply_retained(message)
+
+    # ------------------------------------------------------------- the seam
+
+    def interest_added(self, filter: str) -> None:
+        """The first local subscriber to ``filter``: tell every node."""
+        if filter not in self._local_interest:
+            self._local_interest.add(filter)
+            self.bus.broadcast(INTEREST_ADDED, filter.encode())
+
+    def interest_removed(self, filter: str) -> None:
+        """The last local subscriber to ``filter`` left: tell every node."""
+        if filter in self._local_interest:
+            self._local_interest.discard(filter)
+            self.bus.broadcast(INTEREST_REMOVED, filter.encode())
+
+    def forward(self, message: Publish) -> None:
+        """Send ``message`` once to each other node with a matching interest."""
+        targets = {key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(message.topic)}
+        if not targets:
+            return
+        body = encode_message(message)
+        for node in targets:
+            self.bus.send(node, PUBLISH, body)
+        self.stats.forwarded += len(targets)
+
+    def retained_changed(self, message: Publish) -> None:
+        """A retained set/clear made here: order it after everything seen, tell every node."""
+        order = self._clock.tick(_wall_ms())
+        body = encode_message(message) if len(message.payload) else b""
+        self._remember(message.topic, _RetainedEntry(order, body, time.monotonic()))
+        self.bus.broadcast(RETAINED, msgpack.packb((message.topic, order, body)))
+
+    # --------------------------------------------------------- the other side
+
+    def _on_publish(self, sender: str, body: bytes) -> None:
+        self.stats.delivered_remote += 1
+        if self._sink is not None:
+            self._sink.deliver_remote(decode_message(body))
+
+    def _on_interest_added(self, sender: str, payload: bytes) -> None:
+        self._add_interest(sender, payload.decode())
+
+    def _on_interest_removed(self, sender: str, payload: bytes) -> None:
+        filter, key = _interest_entry(sender, payload.decode())
+        self.interest.remove(filter, key)
+
+    def _add_interest(self, node: str, filter: str) -> None:
+        filter, key = _interest_entry(node, filter)
+        self.interest.add(filter, key, None)
+        self._interest_keys.setdefault(node, set()).add(key)
+
+    def _on_retained(self, sender: str, payload: bytes) -> None:
+        topic, order, body = msgpack.unpackb(payload)
+        self._apply_retained(topic, tuple(order), body, 0.0)
+
+    def _apply_retained(self, topic: str, order: Order, body: bytes, age: float) -> None:
+        """Keep a remote retained change if it is ordered after the one known; else ignore it."""
+        self._clock.observe(order, _wall_ms())
+        known = self._retained.get(topic)
+        if known is not None and order <= known.order:
+            self.stats.retained_ignored += 1
+            return
+        entry = _RetainedEntry(order, body, time.monotonic() - age)
+        self._remember(topic, entry)
+        self.stats.retained_applied += 1
+        if self._sink is None:
+            return
+        if body:
+            message = self._as_of(entry, time.monotonic())
+            if message is not None:
+                self._sink.apply_retained(message)
+        else:
+            self._sink.apply_retained(Publish(topic, b"", retain=True))
+
+    def _remember(self, topic: str, entry: _RetainedEntry) -> None:
+        previous = self._retained.pop(topic, None)
+        if previous is not None and not previous.body:
+            self._tombstones -= 1
+        self._retained[topic] = entry  # re-inserted last: the dict is oldest-first
+        if not entry.body:
+            self._tombstones += 1
+            if self._tombstones > TOMBSTONE_LIMIT:
+                self._forget_oldest_tombstones()
+
+    def _forget_oldest_tombstones(self) -> None:
+        for topic in [topic for topic, entry in self._retained.items() if not entry.body]:
+            if self._tombstones <= TOMBSTONE_LIMIT // 2:
+                break
+            del self._retained[topic]
+            self._tombstones -= 1
+
+    @staticmethod
+    def _as_of(entry: _RetainedEntry, now: float) -> Publish | None:
+        """The stored message with its remaining expiry interval at ``now``; None if expired."""
+        message = decode_message(entry.body)
+        interval = message.properties.message_expiry_interval
+        if interval is None:
+            return message
+        remaining = interval - int(now - entry.stored_at)
+        if remaining <= 0:
+            return None
+        return replace(message, properties=replace(message.properties, message_expiry_interval=remaining))
+
+    def _on_peer_left(self, node: str) -> None:
+        dropped = sum(len(self.interest.remove_key(key)) for key in self._interest_keys.pop(node, ()))
+        log.info("%s left the bus; %d interest entries dropped", node, dropped)
+        waiter = self._snapshots.get(node)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------ snapshots
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Take every member's interest and retained messages (a joining node, before it serves)."""
+        loop = asyncio.get_running_loop()
+        members = sorted(self.bus.peers)
+        self._snapshots = {member: loop.create_future() for member in members}
+        for member in members:
+            try:
+                await self.bus.request(member, SNAPSHOT, timeout=timeout)
+            except BusError as exc:
+                log.warning("no snapshot from %s: %s", member, exc)
+                self._snapshots.pop(member).set_result(None)
+        if self._snapshots:
+            await asyncio.wait_for(asyncio.gather(*self._snapshots.values()), timeout)
+        self._snapshots = {}
+
+    def _serve_snapshot(self, sender: str, payload: bytes) -> bytes:
+        """Send ``sender`` our interest and retained table over PUB, in order with later gossip."""
+        now = time.monotonic()
+        retained = [(topic, entry.order, entry.body, now - entry.stored_at)
+                    for topic, entry in self._retained.items()]
+        self.bus.send(sender, SNAPSHOT, msgpack.packb((sorted(self._local_interest), retained)))
+        return b""
+
+    def _on_snapshot(self, sender: str, payload: bytes) -> None:
+        interest, retained = msgpack.unpackb(payload)
+        for filter in interest:
+            self._add_interest(sender, filter)
+        for topic, order, body, age in retained:
+            self._apply_retained(topic, tuple(order), body, age)
+        waiter = self._snapshots.get(sender)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def local_interest(self) -> frozenset[str]:
+        return frozenset(self._local_interest)
+
+
+_GROUP_SEPARATOR = "\x00"
+
+
+def _interest_entry(node: str, filter: str) -> tuple[str, str]:
+    """(filter to match, key) of one node's interest in the remote-interest trie.
+
+    Plain filters are keyed by the node name. "$share/g/a/+" is matched as
+    "a/+" under the key "node\\0g", so a node's shared and plain interest in
+    the same filter come and go independently. A shared group's members on
+    several workers each get the message from their own worker's broker (one
+    per worker, not one per group): global groups need the broker's help,
+    see the cluster notes.
+    """
+    group, routable = parse_shared(filter)
+    return routable, node if group is None else f"{node}{_GROUP_SEPARATOR}{group}"
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,174 @@
+"""BusFabric over a real bus: three nodes in one process (each with its own ZeroMQ context).
+
+The multi-process behaviour is covered by the supervisor tests; here the
+fabric's routing, last-writer-wins and snapshot logic are checked directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+
+import pytest
+
+from kushi.cluster.fabric import BusFabric, decode_message, encode_message
+from kushi.protocol.packets import Publish
+from kushi.protocol.properties import Properties
+from kushi.router.bus import Bus, make_runtime_dir
+
+DEADLINE = 10.0
+
+
+class RecordingSink:
+    """Stands in for a broker: records what the fabric delivers and the retained state it applies."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Publish] = []
+        self.retained: dict[str, Publish] = {}
+        self.changed = asyncio.Event()
+
+    def deliver_remote(self, message: Publish) -> None:
+        self.delivered.append(message)
+        self.changed.set()
+
+    def apply_retained(self, message: Publish) -> None:
+        if message.payload:
+            self.retained[message.topic] = message
+        else:
+            self.retained.pop(message.topic, None)
+        self.changed.set()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``condition()`` holds, re-checking after every loop iteration."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0)
+    await asyncio.wait_for(poll(), DEADLINE)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.runtime_dir = make_runtime_dir()
+        self.nodes: dict[str, tuple[Bus, BusFabric, RecordingSink]] = {}
+
+    async def add(self, name: str, worker_id: int) -> tuple[Bus, BusFabric, RecordingSink]:
+        bus = Bus(name, self.runtime_dir, registrar=None if not self.nodes else "w0")
+        fabric = BusFabric(bus, worker_id)
+        sink = RecordingSink()
+        await bus.start()
+        await fabric.sync()
+        fabric.attach(sink)
+        self.nodes[name] = (bus, fabric, sink)
+        return bus, fabric, sink
+
+    async def close(self) -> None:
+        for bus, _, _ in self.nodes.values():
+            await bus.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def run(scenario) -> None:
+    async def main() -> None:
+        cluster = Cluster()
+        try:
+            await scenario(cluster)
+        finally:
+            await cluster.close()
+    asyncio.run(asyncio.wait_for(main(), DEADLINE * 3))
+
+
+def test_bus_form_keeps_every_property() -> None:
+    """A message crosses the bus as MQTT 5 bytes: topic, payload, QoS, retain and properties survive."""
+    properties = Properties(user_properties=(("k", "v"), ("k", "w")), content_type="text/plain",
+                            response_topic="r/t", correlation_data=b"\x00\x01",
+                            message_expiry_interval=30, payload_format_indicator=1)
+    message = Publish("a/b", b"payload", qos=2, retain=True, packet_id=7, properties=properties)
+    back = decode_message(encode_message(message))
+    assert (back.topic, bytes(back.payload), back.qos, back.retain, back.properties) == \
+        ("a/b", b"payload", 2, True, properties)
+
+
+def test_publish_goes_once_to_each_interested_node_only() -> None:
+    """Interest gossip routes a publish to the nodes with matching filters, once each."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, sink0 = await cluster.add("w0", 0)
+        _, w1, sink1 = await cluster.add("w1", 1)
+        _, w2, sink2 = await cluster.add("w2", 2)
+        w1.interest_added("a/+")
+        w1.interest_added("a/#")          # overlapping filters: still one copy for w1
+        w2.interest_added("other/#")
+        await until(lambda: len(w0.interest) == 3)
+        w0.forward(Publish("a/b", b"1", qos=1, packet_id=3))
+        w0.forward(Publish("a/b", b"2", qos=0))
+        await until(lambda: len(sink1.delivered) == 2)
+        assert [bytes(m.payload) for m in sink1.delivered] == [b"1", b"2"]
+        assert sink2.delivered == [] and w0.stats.forwarded == 2
+        w1.interest_removed("a/+")
+        w1.interest_removed("a/#")
+        await until(lambda: len(w0.interest) == 1)
+        w0.forward(Publish("a/b", b"3"))
+        w0.forward(Publish("other/x", b"4"))
+        await until(lambda: len(sink2.delivered) == 1)
+        assert len(sink1.delivered) == 2
+    run(scenario)
+
+
+def test_concurrent_retains_converge_and_clear_deletes_everywhere() -> None:
+    """[invariant 3] Writes to one topic on different nodes resolve the same way on every node."""
+    async def scenario(cluster: Cluster) -> None:
+        nodes = [await cluster.add(f"w{i}", i) for i in range(3)]
+        for round_ in range(20):  # all three write the same topic in the same loop iteration
+            for bus, fabric, sink in nodes:
+                message = Publish("r/t", f"{bus.name}:{round_}".encode(), retain=True)
+                sink.apply_retained(message)   # what the broker does before telling the fabric
+                fabric.retained_changed(message)
+        await until(lambda: all(f.stats.retained_applied + f.stats.retained_ignored == 40
+                                for _, f, _ in nodes))
+        finals = {bytes(sink.retained["r/t"].payload) for _, _, sink in nodes}
+        assert len(finals) == 1, finals
+        assert finals.pop().endswith(b":19")  # the last round wins; which node's depends on the clock
+        bus, fabric, sink = nodes[1]
+        clear = Publish("r/t", b"", retain=True)
+        sink.apply_retained(clear)
+        fabric.retained_changed(clear)
+        await until(lambda: all("r/t" not in s.retained for _, _, s in nodes))
+    run(scenario)
+
+
+def test_joining_node_takes_a_snapshot_of_interest_and_retained() -> None:
+    """[invariant 5] A node that joins late learns the interest table and retained messages first."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, sink0 = await cluster.add("w0", 0)
+        _, w1, sink1 = await cluster.add("w1", 1)
+        w1.interest_added("x/#")
+        w1.interest_added("$share/g/y/#")
+        kept = Publish("keep/me", b"v", retain=True, properties=Properties(message_expiry_interval=100))
+        w0.retained_changed(kept)
+        w0.retained_changed(Publish("gone", b"v", retain=True))
+        w0.retained_changed(Publish("gone", b"", retain=True))
+        await until(lambda: "keep/me" in sink1.retained and len(w0.interest) == 2)
+        _, w2, sink2 = await cluster.add("w2", 2)
+        assert set(sink2.retained) == {"keep/me"}
+        assert 0 < sink2.retained["keep/me"].properties.message_expiry_interval <= 100
+        w2.forward(Publish("x/1", b"a"))
+        w2.forward(Publish("y/1", b"b"))
+        await until(lambda: len(sink1.delivered) == 2)
+    run(scenario)
+
+
+def test_interest_of_a_node_that_left_is_dropped() -> None:
+    """[invariant 6] When a node is forgotten, no interest entry of it remains anywhere."""
+    async def scenario(cluster: Cluster) -> None:
+        bus0, w0, _ = await cluster.add("w0", 0)
+        _, w1, _ = await cluster.add("w1", 1)
+        bus2, w2, _ = await cluster.add("w2", 2)
+        w1.interest_added("a/#")
+        w1.interest_added("$share/g/a/#")
+        await until(lambda: len(w0.interest) == 2 and len(w2.interest) == 2)
+        bus0.forget("w1")  # the registrar saw w1 die: it forgets it and tells the others
+        assert len(w0.interest) == 0
+        await until(lambda: len(w2.interest) == 0)
+        assert "w1" not in bus2.peers
+    run(scenario)
