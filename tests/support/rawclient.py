@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Collection
 from typing import Any
 
 from kushi.protocol.codec import encode
@@ -128,22 +129,27 @@ class RawClient:
             except Exception:  # noqa: BLE001 - we only wait for the close here
                 pass
 
-    def expect_disconnect(self, reason_code: int, timeout: float = DEFAULT_TIMEOUT) -> Disconnect:
-        """Assert the broker sends DISCONNECT with ``reason_code`` and then closes."""
+    def expect_disconnect(self, reason_code: int | Collection[int],
+                          timeout: float = DEFAULT_TIMEOUT) -> Disconnect:
+        """Assert the broker sends DISCONNECT with ``reason_code`` (or one of several
+        acceptable codes, where the spec allows a choice) and then closes."""
+        expected = _codes(reason_code)
         packet = self.recv_packet(timeout)
-        assert isinstance(packet, Disconnect), f"expected DISCONNECT 0x{reason_code:02X}, got {packet!r}"
-        assert packet.reason_code == reason_code, (
-            f"expected DISCONNECT 0x{reason_code:02X}, got 0x{packet.reason_code:02X} {packet!r}"
+        assert isinstance(packet, Disconnect), f"expected DISCONNECT {expected}, got {packet!r}"
+        assert packet.reason_code in reason_code_set(reason_code), (
+            f"expected DISCONNECT {expected}, got 0x{packet.reason_code:02X} {packet!r}"
         )
         assert self.expect_closed(timeout), "the broker did not close after its DISCONNECT"
         return packet
 
-    def expect_connack_refusal(self, reason_code: int, timeout: float = DEFAULT_TIMEOUT) -> Connack:
+    def expect_connack_refusal(self, reason_code: int | Collection[int],
+                               timeout: float = DEFAULT_TIMEOUT) -> Connack:
         """Assert the next packet is a CONNACK with ``reason_code`` (v5) and the broker closes."""
+        expected = _codes(reason_code)
         packet = self.recv_packet(timeout)
-        assert isinstance(packet, Connack), f"expected CONNACK 0x{reason_code:02X}, got {packet!r}"
-        assert packet.reason_code == reason_code, (
-            f"expected CONNACK 0x{reason_code:02X}, got 0x{packet.reason_code:02X}"
+        assert isinstance(packet, Connack), f"expected CONNACK {expected}, got {packet!r}"
+        assert packet.reason_code in reason_code_set(reason_code), (
+            f"expected CONNACK {expected}, got 0x{packet.reason_code:02X}"
         )
         assert not packet.session_present, "[MQTT-3.2.2-6] refused CONNACK must have session present 0"
         assert self.expect_closed(timeout), "[MQTT-3.2.2-7] the broker did not close after refusing"
@@ -174,6 +180,15 @@ class RawClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def reason_code_set(reason_code: int | Collection[int]) -> frozenset[int]:
+    """One code or several acceptable ones, as a set."""
+    return frozenset([reason_code]) if isinstance(reason_code, int) else frozenset(reason_code)
+
+
+def _codes(reason_code: int | Collection[int]) -> str:
+    return "/".join(f"0x{code:02X}" for code in sorted(reason_code_set(reason_code)))
 
 
 # ---- hand-built wire fragments ---------------------------------------------
