@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kushi.hooks.topic_rules import rule_covers, strip_shared
+from kushi.hooks.topic_rules import rule_covers
 
 
 @pytest.mark.parametrize("rule, target, expected", [
@@ -29,6 +29,10 @@ from kushi.hooks.topic_rules import rule_covers, strip_shared
     ("a/b", "a/+", False),
     ("a/+/c", "a/#", False),
     ("#", "#", True),
+    ("a/+/#", "a/#", False),
+    ("+/#", "+/#", True),
+    ("#", "+/x", True),
+    ("#", "$SYS/#", False),
     ("a/#", "#", False),
     ("+", "#", False),
     # shared subscriptions are judged on their filter
@@ -37,9 +41,3 @@ from kushi.hooks.topic_rules import rule_covers, strip_shared
 ])
 def test_rule_covers(rule: str, target: str, expected: bool) -> None:
     assert rule_covers(rule, target) is expected
-
-
-def test_strip_shared() -> None:
-    assert strip_shared("$share/g/a/b") == "a/b"
-    assert strip_shared("a/b") == "a/b"
-    assert strip_shared("$SYS/x") == "$SYS/x"
