@@ -1,0 +1,450 @@
+"""The supervisor: one broker as N worker processes on one host.
+
+    Supervisor(options, listeners, hooks, workers=3).run()   # blocks; returns the exit code
+
+What it does, in order:
+
+1. Reserves each port-0 listener's port: binds a SO_REUSEPORT socket to port
+   0 to learn a free port and keeps it bound but NOT listening (a listening
+   socket here would queue connections nobody accepts once its worker died;
+   a bound one only holds the number). The workers bind the same port.
+2. Creates the private runtime directory of the bus and joins it as the
+   registrar node "sup" (it serialises the joins of the workers).
+3. Forks the workers. Each creates its own event loop, ZeroMQ context and
+   listeners after the fork (``kushi.cluster.worker``). At first boot no
+   worker opens its listeners until every worker has synced with the bus.
+4. Logs ``listening KIND HOST:PORT`` once per listener, with the real port.
+5. Watches: a worker that dies is restarted with back-off (0.1 s doubling to
+   10 s; reset once a worker has run 30 s); the others drop its interest
+   entries. A worker that fails at boot (a configuration error, a port in
+   use...) stops the whole server with its message: no fork loop.
+
+Signals: SIGTERM graceful (workers close listeners, v5 clients get 0x8B,
+within ``grace`` seconds, then they are killed); SIGINT/SIGQUIT fast;
+SIGHUP forwarded (workers reload auth files in place); SIGTTIN adds a worker,
+SIGTTOU retires the newest (its clients get 0x9C, use another server).
+
+The supervisor is a node on the bus with its own fabric, so its inline
+client (``publish``/``subscribe``) reaches every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..errors import ConfigurationError
+from ..hooks.base import Hook
+from ..protocol.packets import Publish
+from ..protocol.properties import NO_PROPERTIES, Properties
+from ..protocol.topics import topic_matches
+from ..router.bus import Bus, make_runtime_dir
+from ..worker.listeners import Unix, bind_socket, parse_address
+from ..worker.options import Options
+from .fabric import BusFabric
+from .worker import CONTROL, EXIT_BOOT_FAILED, RETIRE, SUPERVISOR, WorkerSpec, node_name, worker_main
+
+log = logging.getLogger("kushi")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+RESTART_DELAY_FIRST = 0.1
+RESTART_DELAY_MAX = 10.0
+STABLE_AFTER = 30.0          # a worker up this long resets the back-off
+DEFAULT_GRACE = 10.0
+
+
+@dataclass
+class _Worker:
+    """What the supervisor knows of one worker slot."""
+
+    worker_id: int
+    pid: int = 0
+    started_at: float = 0.0
+    ready: bool = False
+    failures: int = 0           # consecutive short-lived runs, for the back-off
+    retired: bool = False
+    boot_error: str | None = None
+    restart: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class InlineSink:
+    """The supervisor's own subscribers: callbacks by filter (the inline client)."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[tuple[str, int], Callable[..., Any]] = {}
+
+    def deliver_remote(self, message: Publish) -> None:
+        for (filter, _), callback in list(self.subscriptions.items()):
+            if topic_matches(filter, message.topic):
+                result = callback(message.topic, bytes(message.payload), message)
+                if asyncio.iscoroutine(result):
+                    asyncio.get_running_loop().create_task(result)
+
+    def apply_retained(self, message: Publish) -> None:
+        """The supervisor's fabric keeps the retained table itself; nothing more to store."""
+
+
+class Supervisor:
+    """Forks, watches and restarts the workers of one broker (see the module docstring)."""
+
+    def __init__(self, options: Options | None = None, listeners: Sequence[Any] = (),
+                 hooks: Sequence[Hook] = (), workers: int | None = None, *,
+                 grace: float = DEFAULT_GRACE) -> None:
+        self.options = options if options is not None else Options()
+        self.workers_wanted = workers or self.options.workers or os.cpu_count() or 1
+        self.hooks = list(hooks)
+        self.grace = grace
+        self.listener_configs = list(listeners)
+        self.listeners: dict[str, tuple[str, str, int | None]] = {}   # id -> (kind, host, port)
+        self.exit_code = EXIT_OK
+        self.runtime_dir = ""
+        self.bus: Bus | None = None
+        self.fabric: BusFabric | None = None
+        self.inline = InlineSink()
+        self._workers: dict[int, _Worker] = {}
+        self._reserved: list[socket.socket] = []
+        self._initial_synced = 0
+        self._open = asyncio.Event()
+        self._all_ready = asyncio.Event()
+        self._done: asyncio.Future[int] | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> int:
+        """Run until stopped (signal or fatal boot error); returns the exit code."""
+        try:
+            import uvloop
+            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        except ImportError:
+            runner = asyncio.Runner()
+        with runner:
+            return runner.run(self._main())
+
+    async def _main(self) -> int:
+        try:
+            await self.start()
+        except ConfigurationError as exc:
+            log.error("%s", exc)
+            await self.close()
+            return EXIT_CONFIG
+        return await self.wait()
+
+    async def start(self) -> None:
+        """Reserve ports, join the bus, fork the workers, wait until they all listen."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        _relabel_log_records(SUPERVISOR)
+        self.listener_configs = self._reserve_ports(self.listener_configs)
+        self.runtime_dir = make_runtime_dir()
+        self.bus = Bus(SUPERVISOR, self.runtime_dir)
+        self.fabric = BusFabric(self.bus, worker_id=-1)
+        self.fabric.attach(self.inline)
+        self.bus.serve("synced", self._serve_synced)
+        self.bus.serve("ready", self._serve_ready)
+        self.bus.serve("boot_failed", self._serve_boot_failed)
+        await self.bus.start()
+        self._install_signal_handlers(loop)
+        for worker_id in range(self.workers_wanted):
+            self._spawn(self._workers.setdefault(worker_id, _Worker(worker_id)))
+        ready = asyncio.ensure_future(self._all_ready.wait())
+        await asyncio.wait({ready, self._done}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._done.done():
+            return
+        for listener_id, (kind, host, port) in self.listeners.items():
+            where = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            log.info("listening %s %s", kind, where)
+        log.info("%d workers serving", len(self._workers))
+
+    async def wait(self) -> int:
+        """Wait until the supervisor has stopped; returns the exit code."""
+        assert self._done is not None
+        code = await self._done
+        await self.close()
+        return code
+
+    async def close(self) -> None:
+        """Release the bus, the reserved ports and the runtime directory."""
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
+        if self.runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _finish(self, code: int) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(code)
+
+    # ------------------------------------------------------------ ports
+
+    def _reserve_ports(self, listeners: list[Any]) -> list[Any]:
+        """Give each port-0 listener a real port, held by a bound (never listening) socket."""
+        resolved = []
+        for config in listeners:
+            if isinstance(config, Unix):
+                resolved.append(config)
+                continue
+            host, port = parse_address(config.address)
+            if port == 0:
+                try:
+                    sock = bind_socket(host, 0)
+                except OSError as exc:
+                    raise ConfigurationError(f"listener {config.id}: cannot bind {config.address}: {exc}") from exc
+                self._reserved.append(sock)
+                port = sock.getsockname()[1]
+                shown = "" if host is None else (f"[{host}]" if ":" in host else host)
+                config = dataclasses.replace(config, address=f"{shown}:{port}")
+            resolved.append(config)
+        return resolved
+
+    def _listeners_of(self, worker_id: int) -> list[Any]:
+        """A Unix socket path can be held by one process only: worker 0 takes those."""
+        return [config for config in self.listener_configs
+                if worker_id == 0 or not isinstance(config, Unix)]
+
+    # ------------------------------------------------------------ workers
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Fork worker ``worker``; the child never returns from here."""
+        worker.restart = None
+        worker.ready = False
+        spec = WorkerSpec(worker.worker_id, self.runtime_dir, self.options,
+                          self._listeners_of(worker.worker_id), self.hooks)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(self._child(spec))
+        worker.pid = pid
+        worker.started_at = time.monotonic()
+        self._watch_exit(worker)
+        log.info("worker %d started (pid %d)", worker.worker_id, pid)
+
+    def _child(self, spec: WorkerSpec) -> int:
+        """In the forked child: leave the supervisor's loop, signals and sockets alone, run the worker."""
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                           signal.SIGTTIN, signal.SIGTTOU):
+                signal.signal(signum, signal.SIG_DFL)
+            asyncio.events._set_running_loop(None)  # the supervisor's loop is not ours to run
+            for sock in self._reserved:
+                sock.close()
+            _relabel_log_records(node_name(spec.worker_id))
+            return worker_main(spec)
+        except BaseException:
+            traceback.print_exc()
+            return EXIT_FAILED
+        finally:
+            sys.stderr.flush()
+            sys.stdout.flush()
+
+    def _watch_exit(self, worker: _Worker) -> None:
+        """Learn of the worker's exit through a pidfd (uvloop keeps SIGCHLD for itself)."""
+        pidfd = os.pidfd_open(worker.pid)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(pidfd, self._reap, worker, worker.pid, pidfd)
+
+    def _reap(self, worker: _Worker, pid: int, pidfd: int) -> None:
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        if worker.pid == pid:
+            self._worker_exited(worker, os.waitstatus_to_exitcode(status))
+
+    def _worker_exited(self, worker: _Worker, code: int) -> None:
+        worker.pid = 0
+        if self.bus is not None:
+            self.bus.forget(node_name(worker.worker_id))
+        if self._stopping or worker.retired:
+            log.info("worker %d exited (%s)", worker.worker_id, _describe(code))
+            self._workers.pop(worker.worker_id, None) if worker.retired else None
+            if self._stopping and all(w.pid == 0 for w in self._workers.values()):
+                self._finish(self.exit_code)
+            return
+        if code == EXIT_BOOT_FAILED or worker.boot_error is not None:
+            why = worker.boot_error or _describe(code)
+            log.error("worker %d failed at boot: %s; stopping the server", worker.worker_id, why)
+            self.exit_code = EXIT_CONFIG if "ConfigurationError" in why else EXIT_FAILED
+            self.stop(signal.SIGTERM)
+            return
+        uptime = time.monotonic() - worker.started_at
+        worker.failures = 0 if uptime > STABLE_AFTER else worker.failures + 1
+        delay = min(RESTART_DELAY_FIRST * 2 ** max(worker.failures - 1, 0), RESTART_DELAY_MAX)
+        log.warning("worker %d died (%s); restarting in %.1fs", worker.worker_id, _describe(code), delay)
+        assert self._done is not None
+        worker.restart = asyncio.get_running_loop().call_later(delay, self._respawn, worker)
+
+    def _respawn(self, worker: _Worker) -> None:
+        if not self._stopping and worker.pid == 0:
+            self._spawn(worker)
+
+    # ------------------------------------------------------------ bus services
+
+    async def _serve_synced(self, sender: str, payload: bytes) -> bytes:
+        """A worker joined and synced: answer when it may open its listeners."""
+        worker = self._worker_named(sender)
+        if worker is not None and not self._open.is_set():
+            self._initial_synced += 1
+            if self._initial_synced >= self.workers_wanted:
+                self._open.set()
+        await self._open.wait()
+        return b""
+
+    def _serve_ready(self, sender: str, payload: bytes) -> bytes:
+        worker = self._worker_named(sender)
+        if worker is not None:
+            worker.ready = True
+            for listener_id, kind, host, port in msgpack.unpackb(payload):
+                self.listeners.setdefault(listener_id, (kind, host, port))
+            log.info("worker %d ready", worker.worker_id)
+        if all(w.ready for w in self._workers.values()):
+            self._all_ready.set()
+        return b""
+
+    def _serve_boot_failed(self, sender: str, payload: bytes) -> bytes:
+        worker = self._worker_named(sender)
+        if worker is not None:
+            kind, message = msgpack.unpackb(payload)
+            worker.boot_error = f"{kind}: {message}"
+        return b""
+
+    def _worker_named(self, name: str) -> _Worker | None:
+        for worker in self._workers.values():
+            if node_name(worker.worker_id) == name:
+                return worker
+        return None
+
+    # ------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(signum, self.stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_signal, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGTTIN, self.add_worker)
+        loop.add_signal_handler(signal.SIGTTOU, self.retire_worker)
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """SIGTERM: graceful (within ``grace`` seconds); SIGINT/SIGQUIT: fast."""
+        if self._stopping:
+            return
+        self._stopping = True
+        graceful = signum == signal.SIGTERM
+        log.info("%s: stopping %s", signal.Signals(signum).name, "gracefully" if graceful else "now")
+        for worker in self._workers.values():
+            if worker.restart is not None:
+                worker.restart.cancel()
+        self._forward_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+        if all(w.pid == 0 for w in self._workers.values()):
+            self._finish(self.exit_code)
+            return
+        asyncio.get_running_loop().call_later(self.grace if graceful else 1.0, self._kill_all)
+
+    def _kill_all(self) -> None:
+        self._forward_signal(signal.SIGKILL)
+
+    def _forward_signal(self, signum: int) -> None:
+        for worker in self._workers.values():
+            if worker.pid:
+                try:
+                    os.kill(worker.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def add_worker(self) -> None:
+        """SIGTTIN: one more worker (it syncs before it listens)."""
+        if self._stopping:
+            return
+        worker_id = next(i for i in range(len(self._workers) + 1) if i not in self._workers)
+        log.info("SIGTTIN: adding worker %d", worker_id)
+        self._spawn(self._workers.setdefault(worker_id, _Worker(worker_id)))
+
+    def retire_worker(self) -> None:
+        """SIGTTOU: retire the newest worker; its clients are told to use another server (0x9C)."""
+        live = [w for w in self._workers.values() if w.pid and not w.retired]
+        if self._stopping or len(live) <= 1:
+            return
+        worker = max(live, key=lambda w: w.worker_id)
+        worker.retired = True
+        log.info("SIGTTOU: retiring worker %d", worker.worker_id)
+        assert self.bus is not None
+        self.bus.send(node_name(worker.worker_id), CONTROL, RETIRE)
+
+    # ------------------------------------------------------------ inline client
+
+    async def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0,
+                      properties: Properties | None = None) -> None:
+        """Publish from the supervisor: reaches the subscribers on every worker."""
+        assert self.fabric is not None
+        if isinstance(payload, str):
+            payload = payload.encode()
+        message = Publish(topic, payload, qos, retain, properties=properties or NO_PROPERTIES)
+        if retain:
+            self.fabric.retained_changed(message)
+        self.fabric.forward(message)
+
+    async def subscribe(self, filter: str, subscription_id: int, callback: Callable[..., Any]) -> None:
+        """Call ``callback(topic, payload, packet)`` for each message published on any worker."""
+        assert self.fabric is not None
+        self.inline.subscriptions[(filter, subscription_id)] = callback
+        self.fabric.interest_added(filter)
+
+    async def unsubscribe(self, filter: str, subscription_id: int) -> None:
+        assert self.fabric is not None
+        self.inline.subscriptions.pop((filter, subscription_id), None)
+        if not any(f == filter for f, _ in self.inline.subscriptions):
+            self.fabric.interest_removed(filter)
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker id -> pid of the live workers."""
+        return {w.worker_id: w.pid for w in self._workers.values() if w.pid}
+
+
+def _describe(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def _relabel_log_records(label: str) -> None:
+    """Stamp this process's log lines with its worker label (see kushi.ops.logging)."""
+    for handler in logging.getLogger().handlers:
+        for log_filter in handler.filters:
+            if hasattr(log_filter, "worker"):
+                log_filter.worker = label
+
+
+def run_cluster(options: Options, listeners: Sequence[Any], hooks: Sequence[Hook] = (),
+                workers: int | None = None, grace: float = DEFAULT_GRACE) -> int:
+    """``kushi serve --workers N``: run the supervisor until it stops; returns the exit code."""
+    return Supervisor(options, listeners, hooks, workers, grace=grace).run()
+
+
+def serve(config: Any, hooks: Sequence[Hook] | None = None) -> int:
+    """Entry point for ``kushi.ops.cli.run_workers``: a ServeConfig (duck-typed) -> exit code.
+
+    The auth hooks are built by the CLI (``build_auth_hooks``); refusing to run
+    without them when auth files are configured keeps a multi-worker broker
+    from silently letting everyone in.
+    """
+    if hooks is None:
+        if getattr(getattr(config, "auth", None), "configured", False):
+            log.error("auth files are configured but no hooks were passed to the supervisor")
+            return EXIT_CONFIG
+        hooks = ()
+    return run_cluster(config.options, config.listeners, hooks, config.options.workers)

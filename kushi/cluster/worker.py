@@ -1,0 +1,180 @@
+"""One worker process of a multi-process broker: what runs after the supervisor forks.
+
+Boot order (each step waits for the one before):
+
+1. a fresh event loop (uvloop) and a fresh ZeroMQ context: nothing of the
+   supervisor's loop or sockets is touched in the child;
+2. join the bus (handshake with every member) and take a snapshot of the
+   interest table and retained messages (``BusFabric.sync``);
+3. tell the supervisor "synced" and wait for its answer: at first boot the
+   supervisor answers when every worker has synced, so no listener opens
+   while a worker is still joining;
+4. ``Server.start()`` opens the SO_REUSEPORT listeners on the ports the
+   supervisor reserved; report "ready" with the bound addresses.
+
+An exception during boot is reported to the supervisor ("boot_failed", with
+the message) and the process exits with ``EXIT_BOOT_FAILED``: the supervisor
+then stops the whole server instead of restarting the worker in a loop.
+
+Signals: SIGTERM closes gracefully (listeners first, v5 clients get
+DISCONNECT 0x8B); SIGINT and SIGQUIT exit at once; SIGHUP reloads every hook
+that has ``reload()`` (auth files) in place, keeping every connection.
+The supervisor can also send "retire" over the bus: the worker closes with
+0x9C (use another server), for SIGTTOU scaling down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..hooks.base import Hook
+from ..router.bus import Bus
+from ..worker.options import Options
+from ..worker.server import Server
+from .fabric import BusFabric
+
+log = logging.getLogger("kushi.cluster")
+
+EXIT_BOOT_FAILED = 78        # EX_CONFIG: the worker could not start; do not restart it
+SUPERVISOR = "sup"
+CONTROL = "ctl"              # bus kind of supervisor -> worker commands
+RETIRE = b"retire"
+USE_ANOTHER_SERVER = 0x9C
+SERVER_SHUTTING_DOWN = 0x8B
+BOOT_TIMEOUT = 120.0         # how long a worker waits for the others to sync
+
+
+def node_name(worker_id: int) -> str:
+    """The bus name of worker ``worker_id``."""
+    return f"w{worker_id}"
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a forked worker needs; built by the supervisor before the fork."""
+
+    worker_id: int
+    runtime_dir: str
+    options: Options
+    listeners: Sequence[Any]
+    hooks: Sequence[Hook]
+
+
+class _ServerSink:
+    """The fabric's sink for a Server whose broker is created inside ``start()``.
+
+    Until the broker exists nothing can be delivered locally anyway (no
+    client is connected); retained messages arriving then are kept by the
+    fabric and applied by ``attach`` once the broker is there.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def deliver_remote(self, message: Any) -> None:
+        if self.server.broker is not None:
+            self.server.broker.deliver_remote(message)
+
+    def apply_retained(self, message: Any) -> None:
+        if self.server.broker is not None:
+            self.server.broker.apply_retained(message)
+
+
+class WorkerProcess:
+    """The broker of one worker, its bus node and its fabric."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.bus = Bus(node_name(spec.worker_id), spec.runtime_dir, registrar=SUPERVISOR,
+                       join_timeout=30.0)
+        self.fabric = BusFabric(self.bus, spec.worker_id)
+        self.server = Server(spec.options)
+        self.server.worker_id = spec.worker_id
+        self.server.fabric = self.fabric
+        self.stopping: asyncio.Future[int] | None = None
+        self.bus.on(CONTROL, self._on_control)
+
+    async def run(self) -> int:
+        """Boot, serve until told to stop, close; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        self.stopping = loop.create_future()
+        try:
+            await self._boot()
+        except Exception as exc:
+            log.error("worker %d failed at boot: %s", self.spec.worker_id, exc)
+            try:
+                await self.bus.request(SUPERVISOR, "boot_failed",
+                                       msgpack.packb((type(exc).__name__, str(exc))), timeout=2.0)
+            except Exception:
+                pass  # the exit code says it as well
+            return EXIT_BOOT_FAILED
+        self._install_signal_handlers(loop)
+        reason_code = await self.stopping
+        await self.server.close(reason_code)
+        await self.bus.close()
+        return 0
+
+    async def _boot(self) -> None:
+        for hook in self.spec.hooks:
+            self.server.add_hook(hook)
+        for listener in self.spec.listeners:
+            self.server.add_listener(listener)
+        await self.bus.start()
+        await self.fabric.sync()
+        await self.bus.request(SUPERVISOR, "synced", timeout=BOOT_TIMEOUT)
+        await self.server.start()
+        self.fabric.attach(_ServerSink(self.server))
+        addresses = [(handle.config.id, getattr(handle.config, "kind", "?"), handle.host, handle.port)
+                     for handle in self.server.listeners.values()]
+        await self.bus.request(SUPERVISOR, "ready", msgpack.packb(addresses))
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.stop, SERVER_SHUTTING_DOWN)
+        for signum in (signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(signum, os._exit, 0)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def stop(self, reason_code: int) -> None:
+        """Close gracefully; clients are told ``reason_code`` (v5)."""
+        if self.stopping is not None and not self.stopping.done():
+            log.info("worker %d stopping (reason 0x%02X)", self.spec.worker_id, reason_code)
+            self.stopping.set_result(reason_code)
+
+    def reload(self) -> None:
+        """SIGHUP: reload every hook that can (auth files) without touching a connection."""
+        for hook in self.spec.hooks:
+            reload = getattr(hook, "reload", None)
+            if reload is None:
+                continue
+            try:
+                reload()
+                log.info("SIGHUP: reloaded %s", getattr(hook, "id", type(hook).__name__))
+            except Exception:
+                log.exception("SIGHUP: reloading %s failed; its previous rules stay in force",
+                              getattr(hook, "id", type(hook).__name__))
+
+    def _on_control(self, sender: str, payload: bytes) -> None:
+        if payload == RETIRE:
+            self.stop(USE_ANOTHER_SERVER)
+
+
+def worker_main(spec: WorkerSpec) -> int:
+    """Run worker ``spec`` in this (freshly forked) process; returns its exit code."""
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:  # uvloop is not built for every platform
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(WorkerProcess(spec).run())
+    finally:
+        loop.close()
