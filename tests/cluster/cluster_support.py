@@ -1,0 +1,166 @@
+"""A multi-worker ``kushi serve`` in a subprocess, and where its clients landed.
+
+``KushiCluster`` starts the real console script with ``--workers N`` on port 0,
+reads its log lines in a thread, and waits on them with deadlines. The real
+port comes from the supervisor's ``kushi: listening tcp HOST:PORT`` line.
+
+``worker_of(client_port)`` answers which worker holds a client's connection:
+it finds the server side of the TCP connection in /proc/net/tcp and the
+worker whose file descriptors include that socket. No log parsing, no guess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+KUSHI = str(Path(sys.executable).with_name("kushi"))
+STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+LISTENING = re.compile(r" kushi: listening tcp (\S+):(\d+)$")
+
+
+class KushiCluster:
+    """``kushi serve --workers N`` as a child process, with its log lines at hand."""
+
+    def __init__(self, workers: int, *extra: str, env: dict[str, str] | None = None) -> None:
+        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", "--no-ws", "--no-http",
+                "--workers", str(workers), *extra]
+        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        text=True, env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.host = ""
+        self.port = 0
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 20.0,
+                      start: int = 0) -> re.Match[str]:
+        """The first log line from index ``start`` matching ``pattern``; AssertionError after ``timeout``."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            index = start
+            while True:
+                while index < len(self.lines):
+                    match = regex.search(self.lines[index])
+                    if match:
+                        return match
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line matching {regex.pattern!r}; log:\n" + self.log())
+                self._changed.wait(min(remaining, 0.5))
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        match = self.wait_for_line(LISTENING, timeout)
+        self.host, self.port = match.group(1), int(match.group(2))
+
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker id -> pid of its latest start, from the supervisor's log."""
+        pids: dict[int, int] = {}
+        with self._changed:
+            for line in self.lines:
+                match = STARTED.search(line)
+                if match:
+                    pids[int(match.group(1))] = int(match.group(2))
+        return pids
+
+    def worker_of(self, client_port: int) -> int | None:
+        """The id of the worker holding the server side of the client's connection from ``client_port``."""
+        inode = _server_socket_inode(self.port, client_port)
+        if inode is None:
+            return None
+        for worker_id, pid in self.worker_pids().items():
+            if inode in socket_inodes(pid):
+                return worker_id
+        return None
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the supervisor and wait for it to exit; kills it after ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for pid in self.worker_pids().values():
+                    _kill_quietly(pid)
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
+        self._reader.join(5)
+        return self.process.returncode
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _server_socket_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the established socket with local port ``server_port`` and remote ``client_port``."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            if int(local.rsplit(":", 1)[1], 16) == server_port \
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port and inode:
+                return inode
+    return None
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` has open."""
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets in LISTEN state on ``port``."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(int(fields[9]))
+    return found

@@ -1,0 +1,87 @@
+"""The supervisor: port 0 over several workers, restarts, boot failures, signals.
+
+Each test runs the real ``kushi serve --workers N`` and bounds every wait.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from kushi.protocol.packets import Disconnect
+from tests.support.rawclient import RawClient
+
+from cluster_support import KushiCluster, listening_inodes, socket_inodes
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def cluster3():
+    cluster = KushiCluster(3)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_port_zero_is_shared_by_every_worker_and_the_supervisor_holds_no_listener(cluster3) -> None:
+    """Three workers listen on the port the supervisor reserved; the supervisor listens on nothing."""
+    listening = listening_inodes(cluster3.port)
+    pids = cluster3.worker_pids()
+    assert sorted(pids) == [0, 1, 2]
+    for worker_id, pid in pids.items():
+        assert len(socket_inodes(pid) & listening) == 1, f"worker {worker_id} is not listening"
+    assert not socket_inodes(cluster3.process.pid) & listening
+    for worker_id in range(3):
+        cluster3.wait_for_line(rf"worker {worker_id} listening tcp 127\.0\.0\.1:{cluster3.port}$")
+    client = RawClient(cluster3.host, cluster3.port)
+    assert client.connect_ok("anyone").reason_code == 0
+
+
+def test_a_worker_killed_with_sigkill_is_restarted_and_serves(cluster3) -> None:
+    """[invariant 6] kill -9 of a worker: the supervisor starts it again and it listens again."""
+    old_pid = cluster3.worker_pids()[1]
+    mark = len(cluster3.lines)
+    os.kill(old_pid, signal.SIGKILL)
+    cluster3.wait_for_line(r"worker 1 died \(killed by SIGKILL\); restarting", start=mark)
+    cluster3.wait_for_line(r"worker 1 ready", start=mark)
+    new_pid = cluster3.worker_pids()[1]
+    assert new_pid != old_pid
+    assert len(socket_inodes(new_pid) & listening_inodes(cluster3.port)) == 1
+    for attempt in range(10):  # whichever worker the kernel picks, every connection works
+        RawClient(cluster3.host, cluster3.port).connect_ok(f"after-restart-{attempt}")
+
+
+def test_a_configuration_error_at_boot_stops_the_server_with_its_message() -> None:
+    """A worker that cannot start (TLS files missing) stops everything: exit non-zero, no fork loop."""
+    cluster = KushiCluster(2, "--tls", "127.0.0.1:0", "--cert", "/nonexistent.pem",
+                           "--key", "/nonexistent.key")
+    try:
+        code = cluster.process.wait(30)
+    finally:
+        cluster.stop()
+    log = cluster.log()
+    assert code != 0, log
+    assert "failed at boot" in log and "cannot load TLS files" in log, log
+    assert log.count("started (pid") <= 2, log   # each worker started once at most: no restart loop
+
+
+def test_sigterm_stops_gracefully_and_v5_clients_get_server_shutting_down() -> None:
+    """SIGTERM: every worker closes; a v5 client is sent DISCONNECT 0x8B; the exit code is 0."""
+    cluster = KushiCluster(2)
+    try:
+        cluster.wait_ready()
+        clients = [RawClient(cluster.host, cluster.port) for _ in range(4)]
+        for index, client in enumerate(clients):
+            client.connect_ok(f"graceful-{index}")
+        cluster.process.send_signal(signal.SIGTERM)
+        for client in clients:
+            packet = client.recv_packet(timeout=10)
+            assert isinstance(packet, Disconnect) and packet.reason_code == 0x8B
+    finally:
+        code = cluster.stop()
+    assert code == 0, cluster.log()
