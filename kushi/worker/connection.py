@@ -1,0 +1,281 @@
+"""MQTTConnection: one client's network connection, as an asyncio Protocol.
+
+The connection owns what belongs to the wire and dies with it: the packet
+reader, the write buffer, the connection's state (waiting for CONNECT,
+authenticating, connected, closed), keep alive, and the inbound topic aliases.
+What a packet *means* is the broker's business (``kushi.worker.broker``): the
+connection decodes, checks the connection-level rules, and hands packets over.
+
+Reading: every ``data_received`` parses *all* the packets it holds before
+anything is written. Writing: packets are collected in a list and flushed once
+per loop iteration (one ``call_soon``), so a burst of messages for one client
+costs one system call, not one per message (ARCHITECTURE.md, "The hot path").
+
+The connection never knows its transport: TCP, TLS, WebSocket and Unix sockets
+all look the same from here. It is also the ``ClientInfo`` the hooks see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from enum import Enum
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from ..errors import KeepAliveTimeout, KushiError, ProtocolError, TopicAliasInvalid
+from ..protocol.codec import encode
+from ..protocol.errors_to_wire import error_packet, reply_version
+from ..protocol.packets import Auth, Connect, Disconnect, Packet, Publish
+from ..protocol.reader import PacketReader
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .session import Session
+
+log = logging.getLogger("kushi.connection")
+
+
+class State(Enum):
+    WAITING_FOR_CONNECT = 1
+    CONNECTING = 2        # CONNECT received, hooks / enhanced authentication under way
+    CONNECTED = 3         # CONNACK 0x00 sent
+    CLOSED = 4
+
+
+class MQTTConnection(asyncio.Protocol):
+    """One network connection speaking MQTT to one client."""
+
+    def __init__(self, broker: Broker, listener: str) -> None:
+        self.broker = broker
+        self.listener = listener
+        options = broker.options
+        self.reader = PacketReader(options.maximum_packet_size)
+        self.write_buffer_limit = options.write_buffer_limit
+        self.topic_alias_maximum = options.topic_alias_maximum
+        self.state = State.WAITING_FOR_CONNECT
+        self.transport: asyncio.BaseTransport | None = None
+        self.opened_at = 0.0
+        self.last_received = 0.0
+        # ClientInfo (what hooks read)
+        self.client_id = ""
+        self.username: str | None = None
+        self.remote_address: tuple[str, int] | str | None = None
+        self.protocol_version = 0
+        self.clean_start = True
+        # set when the CONNECT is accepted
+        self.session: Session | None = None
+        self.keep_alive = 0
+        self.maximum_packet_size = 0          # the client's limit on what we send; 0 = none
+        self.authentication_method: str | None = None
+        self.requested_session_expiry = 0     # as the CONNECT asked; DISCONNECT may not raise it from 0
+        self.connect_packet: Connect | None = None
+        self.inbound_aliases: dict[int, str] = {}
+        self.auth_waiter: asyncio.Future[Auth] | None = None
+        self.will_decided = False             # a DISCONNECT said what to do with the will
+        self.error: BaseException | None = None
+        self._out: list[bytes | memoryview] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._writing_paused = False
+
+    # ---- ClientInfo ------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
+    def __repr__(self) -> str:
+        return f"<MQTTConnection {self.client_id!r} {self.remote_address} {self.state.name}>"
+
+    # ---- asyncio.Protocol ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.opened_at = self.last_received = monotonic()
+        self.remote_address = transport.get_extra_info("peername")
+        self.broker.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = monotonic()
+        self.last_received = now
+        self.broker.bytes_received += len(data)
+        try:
+            self.reader.feed(data)
+            self.process_packets(now)
+        except KushiError as error:
+            self.fail(error)
+
+    def eof_received(self) -> bool | None:
+        return None   # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is State.CLOSED and self.transport is None:
+            return
+        self.state = State.CLOSED
+        self.transport = None
+        self._out.clear()
+        if self.auth_waiter is not None and not self.auth_waiter.done():
+            self.auth_waiter.cancel()
+        self.broker.connection_lost(self, exc or self.error, monotonic())
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._out:
+            self._flush()
+
+    # ---- reading ------------------------------------------------------------------
+    def process_packets(self, now: float) -> None:
+        """Handle every complete packet the reader holds (raises on a bad one)."""
+        reader = self.reader
+        broker = self.broker
+        while True:
+            state = self.state
+            if state is State.CONNECTED:
+                packet = reader.next_packet()
+                if packet is None:
+                    return
+                broker.handle_packet(self, packet, now)
+            elif state is State.WAITING_FOR_CONNECT:
+                packet = reader.next_packet()
+                if packet is None:
+                    return
+                if not isinstance(packet, Connect):
+                    # [MQTT-3.1.0-1] close without a CONNACK
+                    self.abort()
+                    return
+                self.protocol_version = packet.protocol_version
+                self.state = State.CONNECTING
+                broker.begin_connect(self, packet, now)
+            elif state is State.CONNECTING:
+                if self.auth_waiter is None:
+                    return   # keep the bytes until the CONNECT is answered
+                packet = reader.next_packet()
+                if packet is None:
+                    return
+                self._authentication_packet(packet)
+            else:
+                return
+
+    def _authentication_packet(self, packet: Packet) -> None:
+        """A packet during enhanced authentication: only AUTH may come [MQTT-3.1.2-30]."""
+        waiter = self.auth_waiter
+        self.auth_waiter = None
+        if isinstance(packet, Auth) and waiter is not None and not waiter.done():
+            waiter.set_result(packet)
+            return
+        if isinstance(packet, Disconnect):
+            self.close()
+            return
+        raise ProtocolError("only AUTH may be sent during authentication")
+
+    def resolve_topic_alias(self, packet: Publish) -> Publish:
+        """Apply the inbound Topic Alias of a v5 PUBLISH; the result has no alias [MQTT-3.3.2-12]."""
+        alias = packet.properties.topic_alias
+        topic = packet.topic
+        if alias is None:
+            if not topic:
+                raise ProtocolError("empty topic name without a topic alias")
+            return packet
+        if alias == 0 or alias > self.topic_alias_maximum:
+            raise TopicAliasInvalid(f"topic alias {alias} is outside 1..{self.topic_alias_maximum}")
+        if topic:
+            self.inbound_aliases[alias] = topic
+        else:
+            topic = self.inbound_aliases.get(alias)
+            if topic is None:
+                raise TopicAliasInvalid(f"topic alias {alias} was never set")
+        return replace(packet, topic=topic, properties=replace(packet.properties, topic_alias=None),
+                       raw=None)
+
+    def check_timers(self, now: float) -> None:
+        """Called by the broker's tick: connect timeout and keep alive [MQTT-3.1.2-22]."""
+        state = self.state
+        if state is State.CONNECTED:
+            if self.keep_alive and now - self.last_received > 1.5 * self.keep_alive:
+                self.fail(KeepAliveTimeout("no packet within 1.5 x keep alive"))
+        elif state is not State.CLOSED:
+            if now - self.opened_at > self.broker.options.connect_timeout:
+                self.abort()
+
+    # ---- writing ------------------------------------------------------------------
+    def send(self, packet: Packet) -> None:
+        """Encode ``packet`` for this client and queue it for the next flush."""
+        hooks = self.broker.hooks
+        if hooks.provides("on_packet_encode"):
+            packet = hooks.on_packet_encode(self, packet)
+        self.write(encode(packet, self.protocol_version))
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Queue bytes for this client; they go out once per loop iteration."""
+        if self.transport is None or self.state is State.CLOSED:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.broker.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self.transport
+        if transport is None or not self._out:
+            return
+        if self._writing_paused:
+            # the transport is full: hold the bytes here, within the limit
+            if self._out_size + transport.get_write_buffer_size() > self.write_buffer_limit:
+                self._slow_consumer()
+            return
+        out = self._out
+        self._out = []
+        self.broker.bytes_sent += self._out_size
+        self._out_size = 0
+        transport.writelines(out)
+        if transport.get_write_buffer_size() > self.write_buffer_limit:
+            self._slow_consumer()
+
+    def _slow_consumer(self) -> None:
+        """The client reads slower than it is sent to: drop it, the others go on."""
+        self.broker.slow_consumers_disconnected += 1
+        log.warning("client %r disconnected: write buffer over %d bytes",
+                    self.client_id, self.write_buffer_limit)
+        self.abort()
+
+    # ---- closing -----------------------------------------------------------------
+    def fail(self, error: KushiError) -> None:
+        """Report ``error`` to the client as the spec says (CONNACK, DISCONNECT or nothing), then close."""
+        if self.state is State.CLOSED:
+            return
+        self.error = error
+        connack_sent = self.state is State.CONNECTED
+        version = reply_version(error, self.protocol_version or None)
+        self.protocol_version = version  # the answer is encoded in it
+        packet = error_packet(error, version, connack_sent)
+        if packet is not None:
+            self.send(packet)
+        self.close()
+
+    def close(self) -> None:
+        """Write what is buffered, then close the connection."""
+        transport = self.transport
+        if transport is None or self.state is State.CLOSED:
+            return
+        self._flush_now()
+        self.state = State.CLOSED
+        transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping anything unsent (bad first packet, timeout, slow consumer)."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.state = State.CLOSED
+        self._out.clear()
+        transport.abort()
+
+    def _flush_now(self) -> None:
+        if self._out and self.transport is not None:
+            self._writing_paused = False
+            self._flush()

@@ -1,0 +1,235 @@
+"""Delivery: how a message leaves the broker for its subscribers (the hot path).
+
+``route`` matches a topic once (the ``TopicMatcher`` caches topic -> subscribers),
+folds the overlapping subscriptions of each client into one delivery (highest
+QoS [MQTT-3.3.4-2], every subscription identifier [MQTT-3.3.4-4]), picks one
+member per shared group [MQTT-4.8.2], and hands each client its copy:
+
+* QoS 0 goes straight to the connection's write buffer. A subscriber of the
+  same protocol version gets the very bytes received (``Publish.raw``) when
+  nothing changes on the wire; otherwise each wire form (version, retain flag,
+  subscription identifiers) is encoded once and shared (``WireForms``).
+* QoS 1/2 goes in flight when the client's receive maximum allows
+  [MQTT-4.9.0-2], else into the session's bounded queue; ``drain`` moves the
+  queue on as acknowledgements free slots.
+
+``Delivery`` is a base class of ``Broker``; it uses the broker's sessions,
+connections, matcher, hooks and counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.codec import encode
+from ..protocol.packets import MQTT_5, Publish
+from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
+
+if TYPE_CHECKING:
+    from .connection import MQTTConnection
+
+log = logging.getLogger("kushi.delivery")
+
+
+class WireForms:
+    """The encodings of one message, computed once and shared by all its subscribers."""
+
+    __slots__ = ("message", "source_version", "_cache")
+
+    def __init__(self, message: Publish, source_version: int | None) -> None:
+        self.message = message
+        self.source_version = wire_family(source_version) if source_version else None
+        self._cache: dict[tuple, Any] = {}
+
+    def qos0_bytes(self, version: int, retain: bool, identifiers: tuple[int, ...]) -> bytes | memoryview:
+        """The QoS 0 PUBLISH for a subscriber of protocol ``version``."""
+        family = wire_family(version)
+        if family != MQTT_5:
+            identifiers = ()
+        key = (family, retain, identifiers)
+        data = self._cache.get(key)
+        if data is None:
+            message = self.message
+            raw = message.raw
+            if (raw is not None and message.qos == 0 and retain == message.retain
+                    and not identifiers and family == self.source_version):
+                data = raw
+            else:
+                data = encode(self.publish_for(0, retain, identifiers), version)
+            self._cache[key] = data
+        return data
+
+    def publish_for(self, qos: int, retain: bool, identifiers: tuple[int, ...]) -> Publish:
+        """The PUBLISH (without packet id) a subscriber gets with this QoS, flag and identifiers."""
+        key = (qos, retain, identifiers)
+        packet = self._cache.get(key)
+        if packet is None:
+            message = self.message
+            properties = message.properties
+            if identifiers or properties.subscription_identifiers:
+                properties = replace(properties, subscription_identifiers=identifiers)
+            packet = Publish(message.topic, message.payload, qos, retain, False, None, properties)
+            self._cache[key] = packet
+        return packet
+
+
+def wire_family(version: int) -> int:
+    """MQTT 3.1 and 3.1.1 share one PUBLISH format; MQTT 5 has properties."""
+    return MQTT_5 if version == MQTT_5 else 4
+
+
+class Delivery:
+    """Outbound message handling, mixed into ``Broker``."""
+
+    # provided by Broker
+    sessions: dict[str, Session]
+    connections: dict[str, MQTTConnection]
+
+    def route(self, message: Publish, publisher_id: str | None, now: float,
+              source_version: int | None = None) -> None:
+        """Deliver ``message`` to every local subscription matching its topic."""
+        match = self.matcher.match(message.topic)
+        if not match:
+            return
+        plan: dict[str, list[Any]] = {}
+        for key, entry in match.subscribers:
+            if entry.no_local and key == publisher_id:
+                continue  # [MQTT-3.8.3-3]
+            fold = plan.get(key)
+            if fold is None:
+                plan[key] = [entry.qos, entry.retain_as_published,
+                             (entry.identifier,) if entry.identifier else (), entry]
+            else:
+                if entry.qos > fold[0]:
+                    fold[0] = entry.qos
+                fold[1] = fold[1] or entry.retain_as_published
+                if entry.identifier:
+                    fold[2] = fold[2] + (entry.identifier,)
+        if self.hooks.provides("on_select_subscribers"):
+            selected = self.hooks.on_select_subscribers({k: v[3] for k, v in plan.items()}, message)
+            plan = {k: v for k, v in plan.items() if k in selected}
+        forms = WireForms(message, source_version)
+        sessions = self.sessions
+        qos = message.qos
+        retain = message.retain
+        for key, (granted, as_published, identifiers, entry) in plan.items():
+            if entry.callback is not None:
+                self.call_inline(entry, message)
+                continue
+            session = sessions.get(key)
+            if session is not None:
+                self.deliver(session, message, min(qos, granted), retain and as_published,
+                             identifiers, now, forms)
+        for group, filter, members in match.shared:
+            member = (self.matcher.pick(group, filter, members, self.is_available)
+                      or self.matcher.pick(group, filter, members))
+            if member is None:
+                continue
+            key, entry = member
+            if entry.callback is not None:
+                self.call_inline(entry, message)
+                continue
+            session = sessions.get(key)
+            if session is not None:
+                self.deliver(session, message, min(qos, entry.qos),
+                             retain and entry.retain_as_published,
+                             (entry.identifier,) if entry.identifier else (), now, forms)
+
+    def is_available(self, key: str) -> bool:
+        """Is this shared-group member connected (or the inline client)?"""
+        return key in self.connections or key.startswith("\x00")
+
+    def deliver(self, session: Session, message: Publish, qos: int, retain: bool,
+                identifiers: tuple[int, ...], now: float, forms: WireForms | None) -> None:
+        """Give one client its copy: written now (QoS 0), in flight, or queued."""
+        if forms is None:
+            forms = WireForms(message, None)
+        conn = self.connections.get(session.client_id)
+        if qos == 0:
+            if conn is None:
+                return  # QoS 0 is not queued for an absent client
+            data = forms.qos0_bytes(conn.protocol_version, retain, identifiers)
+            if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
+                self.count_dropped(conn, message)  # [MQTT-3.1.2-25]
+                return
+            conn.write(data)
+            self.messages_sent += 1
+            return
+        item = Outbound(forms.publish_for(qos, retain, identifiers), now)
+        if conn is not None and not session.queue and session.has_send_quota():
+            self.send_inflight(session, conn, item, now)
+            return
+        dropped = session.enqueue(item)
+        if dropped is not None:
+            self.count_dropped(conn or self.server_info, dropped.message)
+
+    def send_inflight(self, session: Session, conn: MQTTConnection, item: Outbound, now: float) -> None:
+        """Send a QoS 1/2 message with a fresh packet id, unless it has expired [MQTT-3.3.2-5]."""
+        remaining = remaining_expiry(item.message, item.received_at, now)
+        if remaining is not None and remaining <= 0:
+            self.count_dropped(conn, item.message)
+            return
+        if not session.start_inflight(item):
+            if self.hooks.provides("on_packet_id_exhausted"):
+                self.hooks.on_packet_id_exhausted(conn, item.message)
+            self.count_dropped(conn, item.message)
+            return
+        self.write_publish(session, conn, item, remaining, False)
+
+    def write_publish(self, session: Session, conn: MQTTConnection, item: Outbound,
+                      remaining: int | None, dup: bool) -> None:
+        """Encode an in-flight message for ``conn`` and queue the bytes."""
+        message = item.message
+        properties = message.properties
+        if remaining is not None and remaining != properties.message_expiry_interval:
+            properties = replace(properties, message_expiry_interval=max(remaining, 1))  # [MQTT-3.3.2-6]
+        packet = replace(message, packet_id=item.packet_id, dup=dup, properties=properties)
+        hooks = self.hooks
+        if hooks.provides("on_packet_encode"):
+            packet = hooks.on_packet_encode(conn, packet)
+        data = encode(packet, conn.protocol_version)
+        if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
+            session.inflight.pop(item.packet_id, None)  # as if delivered [MQTT-3.1.2-25]
+            self.count_dropped(conn, message)
+            return
+        conn.write(data)
+        item.sent = True
+        self.messages_sent += 1
+        if hooks.provides("on_qos_publish"):
+            hooks.on_qos_publish(conn, packet, 0.0, int(dup))
+
+    def drain(self, session: Session, conn: MQTTConnection, now: float) -> None:
+        """Move queued messages in flight while the client's receive maximum allows."""
+        queue = session.queue
+        while queue and session.has_send_quota():
+            self.send_inflight(session, conn, queue.popleft(), now)
+
+    def resume(self, session: Session, conn: MQTTConnection, now: float) -> None:
+        """A session resumed: resend what was in flight, DUP set [MQTT-4.4.0-1], then the queue."""
+        for item in list(session.inflight.values()):
+            if item.released:
+                conn.write(bytes((0x62, 2, item.packet_id >> 8, item.packet_id & 0xFF)))
+            else:
+                remaining = remaining_expiry(item.message, item.received_at, now)
+                self.write_publish(session, conn, item, remaining, item.sent)
+        self.drain(session, conn, now)
+
+    def count_dropped(self, client: Any, message: Publish) -> None:
+        """A message was dropped for one client (queue full, too large, expired)."""
+        self.messages_dropped += 1
+        if self.hooks.provides("on_publish_dropped"):
+            self.hooks.on_publish_dropped(client, message)
+
+    def call_inline(self, entry: SubscriptionEntry, message: Publish) -> None:
+        """Hand a message to an inline-client callback (sync, or a coroutine run as a task)."""
+        try:
+            result = entry.callback(message.topic, bytes(message.payload), message)
+            if asyncio.iscoroutine(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            log.exception("inline subscription callback for %r failed", entry.filter)

@@ -1,0 +1,38 @@
+"""Options: every setting of one kushi server, each with a default.
+
+One flat dataclass so that a config file, CLI flags and an embedding program
+all fill the same record. The limits here are what keeps memory bounded
+(architecture invariant 8): packet size, inflight, queued messages, write
+buffers, connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Options:
+    """The settings of a kushi server; the defaults serve a typical broker."""
+
+    workers: int = 1
+    inline_client: bool = True
+    max_clients: int = 0                  # 0 = unlimited
+    maximum_session_expiry: int = 0xFFFFFFFF
+    maximum_message_expiry: int = 0       # 0 = no cap
+    receive_maximum: int = 1024           # ours, advertised in CONNACK
+    maximum_inflight: int = 1024          # cap on what we send in flight to one client
+    maximum_qos: int = 2
+    retain_available: bool = True
+    wildcard_subscriptions_available: bool = True
+    subscription_identifiers_available: bool = True
+    shared_subscriptions_available: bool = True
+    maximum_packet_size: int = 1_048_576  # inbound limit, advertised in CONNACK (v5)
+    topic_alias_maximum: int = 65535      # inbound aliases we accept
+    minimum_protocol_version: int = 3
+    max_queued_messages: int = 1000       # per offline/slow session; oldest dropped & counted
+    write_buffer_limit: int = 8_388_608   # bytes buffered for one slow client before it is disconnected
+    server_keep_alive: int | None = None  # if set, overrides the client's keep alive (v5 property)
+    connect_timeout: float = 10.0
+    sys_interval: float = 10.0            # $SYS publish interval, 0 = off
+    allow_empty_client_id: bool = True

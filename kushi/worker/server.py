@@ -1,0 +1,196 @@
+"""kushi.Server: the broker as a library object (one process, one event loop).
+
+    server = kushi.Server(kushi.Options())
+    server.add_hook(MyAuth())
+    server.add_listener(kushi.TCP("t1", ":1883"))
+    await server.start()          # listeners open; server.listeners["t1"].port is bound
+    await server.publish("a/b", b"hello")           # the inline client
+    await server.subscribe("a/#", 1, on_message)
+    await server.close()          # graceful: listeners first, then v5 clients get 0x8B
+
+``run()`` does all of it blocking, on uvloop, until SIGINT or SIGTERM.
+With no hook providing authentication every client is let in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from time import monotonic
+from typing import Any, Callable
+
+from ..errors import AdministrativeAction, ConfigurationError, ServerShuttingDown
+from ..hooks.base import Hook
+from ..hooks.manager import HookManager
+from ..protocol.packets import Publish
+from ..protocol.properties import NO_PROPERTIES, Properties
+from ..protocol.topics import validate_topic_name
+from .broker import Broker
+from .connection import MQTTConnection
+from .fabric import Fabric, LocalFabric
+from .listeners import ListenerHandle, start_listener
+from .options import Options
+
+log = logging.getLogger("kushi.server")
+
+TICK_SECONDS = 1.0
+CLOSE_GRACE_SECONDS = 2.0
+
+
+class Server:
+    """One MQTT broker: listeners, hooks, the broker core and an inline client."""
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options if options is not None else Options()
+        self.hooks = HookManager()
+        self.worker_id = 0
+        self.fabric: Fabric = LocalFabric(self.worker_id)
+        self.listeners: dict[str, ListenerHandle] = {}
+        self.broker: Broker | None = None
+        self._listener_configs: list[Any] = []
+        self._tick_task: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Event | None = None
+        self._closing = False
+
+    # ---- set-up --------------------------------------------------------------------
+    def add_hook(self, hook: Hook, config: object | None = None) -> None:
+        """Add a hook; hooks run in the order they were added."""
+        self.hooks.add(hook, config)
+
+    def add_listener(self, listener: Any) -> None:
+        """Add a listener config (kushi.TCP, WebSocket, TLS, WSS, Unix) before ``start``."""
+        if self.broker is not None:
+            raise ConfigurationError("add listeners before start()")
+        if any(existing.id == listener.id for existing in self._listener_configs):
+            raise ConfigurationError(f"two listeners with the id {listener.id!r}")
+        self._listener_configs.append(listener)
+
+    async def start(self) -> None:
+        """Start the broker and open every listener; their bound ports are then known."""
+        if self.broker is not None:
+            raise ConfigurationError("server already started")
+        loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self.hooks.init_all()
+        self.broker = Broker(self.options, self.hooks, self.fabric, loop)
+        try:
+            for config in self._listener_configs:
+                factory = functools.partial(MQTTConnection, self.broker, config.id)
+                handle = await start_listener(config, factory, loop,
+                                              max_packet_size=self.options.maximum_packet_size)
+                self.listeners[config.id] = handle
+                log.info("worker %d listening %s %s", self.worker_id,
+                         getattr(config, "kind", type(config).__name__.lower()), handle.address)
+        except BaseException:
+            for handle in self.listeners.values():
+                await handle.close()
+            raise
+        self._tick_task = loop.create_task(self._tick())
+        if self.hooks.provides("on_started"):
+            self.hooks.on_started(self)
+
+    async def _tick(self) -> None:
+        broker = self.broker
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                broker.tick(monotonic())
+            except Exception:
+                log.exception("broker tick failed")
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed."""
+        if self._stopped is None:
+            raise ConfigurationError("start() the server first")
+        await self._stopped.wait()
+
+    async def close(self, reason_code: int = 0x8B) -> None:
+        """Stop gracefully: listeners first, then clients (v5: DISCONNECT ``reason_code``)."""
+        broker = self.broker
+        if broker is None or self._closing:
+            return
+        self._closing = True
+        for handle in self.listeners.values():
+            await handle.close()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        for conn in list(broker.open_connections):
+            if conn.connected:
+                conn.fail(ServerShuttingDown("server shutting down", reason_code=reason_code))
+            else:
+                conn.abort()
+        deadline = monotonic() + CLOSE_GRACE_SECONDS
+        while broker.open_connections and monotonic() < deadline:
+            await asyncio.sleep(0.01)  # connection_lost callbacks are on their way
+        if self.hooks.provides("on_stopped"):
+            self.hooks.on_stopped(self)
+        self.hooks.stop_all()
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM, on uvloop when it is installed; then close gracefully."""
+        async def main() -> None:
+            await self.start()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda: loop.create_task(self.close()))
+            await self.serve_forever()
+
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+
+    # ---- the inline client -------------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0,
+                      properties: Properties | None = None) -> None:
+        """Publish from inside the server, as if a client had (no hooks, no ACL)."""
+        broker = self._inline_broker()
+        validate_topic_name(topic)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        message = Publish(topic, payload, min(qos, self.options.maximum_qos), retain,
+                          properties=properties or NO_PROPERTIES)
+        broker.publish(message, None, monotonic())
+
+    async def subscribe(self, filter: str, subscription_id: int,
+                        callback: Callable[[str, bytes, Publish], Any]) -> None:
+        """Call ``callback(topic, payload, packet)`` for each matching message; retained ones at once."""
+        self._inline_broker().inline_subscribe(filter, subscription_id, callback, monotonic())
+
+    async def unsubscribe(self, filter: str, subscription_id: int) -> None:
+        self._inline_broker().inline_unsubscribe(filter, subscription_id)
+
+    def _inline_broker(self) -> Broker:
+        if self.broker is None:
+            raise ConfigurationError("start() the server first")
+        if not self.options.inline_client:
+            raise ConfigurationError("the inline client is disabled (Options.inline_client)")
+        return self.broker
+
+    # ---- introspection ------------------------------------------------------------------
+    def clients(self) -> list[MQTTConnection]:
+        """The connected clients (each a ClientInfo)."""
+        return list(self.broker.connections.values()) if self.broker else []
+
+    def client(self, client_id: str) -> MQTTConnection | None:
+        return self.broker.connections.get(client_id) if self.broker else None
+
+    async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
+        """Disconnect a client (v5: DISCONNECT ``reason_code``); False if it is not connected."""
+        conn = self.client(client_id)
+        if conn is None:
+            return False
+        conn.fail(AdministrativeAction("disconnected by the server", reason_code=reason_code))
+        return True
+
+    def retained(self, filter: str = "#") -> list[Publish]:
+        """The retained messages matching ``filter``."""
+        return self.broker.retained_store.match(filter, monotonic()) if self.broker else []
+
+    def stats(self) -> dict[str, int]:
+        return self.broker.stats() if self.broker else {}

@@ -1,0 +1,150 @@
+"""Session: the state MQTT keeps for one client id, with or without a connection.
+
+What lives here (MQTT 5 section 4.1): the client's subscriptions, the QoS 1/2
+messages sent and not yet acknowledged (``inflight``), the QoS 2 packet ids
+received and not yet released, the messages waiting for a free slot or for the
+client to come back (``queue``), the will and the session's expiry.
+
+Pure logic: no I/O, no clock; every method that needs the time takes ``now``
+(seconds, ``time.monotonic()``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..protocol.packets import Publish, Will
+
+NEVER = 0xFFFFFFFF
+"""A Session Expiry Interval meaning the session never expires."""
+
+
+@dataclass(slots=True)
+class SubscriptionEntry:
+    """One subscription of one session: the value stored in the subscription trie."""
+
+    client_id: str
+    filter: str                  # as subscribed, "$share/group/..." included
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    identifier: int | None = None
+    callback: object = None      # set for the inline client's subscriptions only
+
+
+@dataclass(slots=True)
+class Outbound:
+    """A message on its way to one client: queued, or in flight with a packet id.
+
+    ``message`` is the PUBLISH as this client will get it (QoS, retain flag and
+    subscription identifiers already chosen), without a packet id.
+    ``received_at`` is when the broker took it, for message expiry.
+    """
+
+    message: Publish
+    received_at: float
+    packet_id: int = 0
+    released: bool = False       # PUBREC received and PUBREL sent; waiting for PUBCOMP
+    sent: bool = False           # has gone on the wire at least once
+
+
+@dataclass
+class Session:
+    """All the state of one client id; outlives its connections while it has not expired."""
+
+    client_id: str
+    protocol_version: int
+    max_queued_messages: int = 1000
+    expiry_interval: int = 0           # seconds after disconnect; NEVER = keep forever
+    subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
+    inflight: dict[int, Outbound] = field(default_factory=dict)
+    queue: deque[Outbound] = field(default_factory=deque)
+    inbound_qos2: set[int] = field(default_factory=set)
+    will: Will | None = None
+    will_delay: int = 0
+    will_due_at: float | None = None   # set while a delayed will waits to be published
+    will_client: object = None         # the ClientInfo the delayed will is published for
+    disconnected_at: float | None = None
+    send_quota_limit: int = 65535      # the client's Receive Maximum, capped by ours
+    dropped: int = 0                   # queued messages dropped because the queue was full
+    _last_packet_id: int = 0
+
+    # ---- packet identifiers ---------------------------------------------
+    def allocate_packet_id(self) -> int | None:
+        """A non-zero packet id not in use by an inflight message [MQTT-2.2.1-4]; None if all are."""
+        if len(self.inflight) >= 65535:
+            return None
+        packet_id = self._last_packet_id
+        while True:
+            packet_id = packet_id % 65535 + 1
+            if packet_id not in self.inflight:
+                self._last_packet_id = packet_id
+                return packet_id
+
+    # ---- flow control ------------------------------------------------------
+    def has_send_quota(self) -> bool:
+        """May one more QoS 1/2 PUBLISH go out now [MQTT-4.9.0-2]?"""
+        return len(self.inflight) < self.send_quota_limit
+
+    def enqueue(self, item: Outbound) -> Outbound | None:
+        """Queue a message; if the queue is full, drop the oldest and return it."""
+        dropped = None
+        if len(self.queue) >= self.max_queued_messages:
+            dropped = self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(item)
+        return dropped
+
+    def start_inflight(self, item: Outbound) -> bool:
+        """Give a message a packet id and record it as in flight; False if no id is free."""
+        packet_id = self.allocate_packet_id()
+        if packet_id is None:
+            return False
+        item.packet_id = packet_id
+        self.inflight[packet_id] = item
+        return True
+
+    # ---- acknowledgements of what we sent ------------------------------------
+    def acknowledge(self, packet_id: int) -> Outbound | None:
+        """PUBACK, PUBCOMP, or a failing PUBREC: the message's flow is over."""
+        return self.inflight.pop(packet_id, None)
+
+    def release(self, packet_id: int) -> Outbound | None:
+        """A successful PUBREC: from now on we owe a PUBREL, never the PUBLISH again."""
+        item = self.inflight.get(packet_id)
+        if item is not None:
+            item.released = True
+        return item
+
+    # ---- expiry ---------------------------------------------------------------
+    def detach(self, now: float) -> None:
+        """The connection has gone; the expiry clock starts."""
+        self.disconnected_at = now
+
+    def attach(self) -> None:
+        """A connection has taken this session (again); nothing expires while it lives."""
+        self.disconnected_at = None
+        self.will_due_at = None
+
+    def expires_at(self) -> float | None:
+        """When this session ends; None while connected or if it never expires."""
+        if self.disconnected_at is None or self.expiry_interval >= NEVER:
+            return None
+        return self.disconnected_at + self.expiry_interval
+
+    def is_expired(self, now: float) -> bool:
+        due = self.expires_at()
+        return due is not None and now >= due
+
+
+def remaining_expiry(message: Publish, received_at: float, now: float) -> int | None:
+    """The Message Expiry Interval left for ``message`` at ``now`` [MQTT-3.3.2-6].
+
+    None if the message has no expiry; 0 or less means it has expired [MQTT-3.3.2-5].
+    """
+    interval = message.properties.message_expiry_interval
+    if interval is None:
+        return None
+    return interval - int(now - received_at)
