@@ -52,8 +52,14 @@ Where kushi differs from Mochi, on purpose:
   Mochi's order is random when two filters match).
 * Filters match with MQTT rules: ``a/b`` does not match ``a/b/c`` (it does in
   Mochi), ``a/#`` matches ``a``, and a filter starting with a wildcard does
-  not match a ``$`` topic. For a SUBSCRIBE the filter must cover the whole
-  subscription (see ``kushi.hooks.topic_rules``).
+  not match a ``$`` topic.
+* A SUBSCRIBE is checked on its filter so that it can never bring a message
+  the per-message check would refuse: a filter that overlaps the subscription
+  decides where Mochi's "matches" would, and it allows only if it also covers
+  the whole subscription (see ``kushi.hooks.topic_rules``). With
+  ``'#': 1, 'updates/#': 0`` (read all, grant first) a subscription to ``#``
+  is allowed, as each of its messages would be; with only ``secret/#: 0`` it
+  is refused, as it could bring ``secret/...`` messages.
 * The file is checked strictly: an unknown key (say ``acls:`` for ``acl:``,
   which Mochi would ignore, allowing everything), an access value other than
   0-3, or an empty file is an error rather than an empty rule set.
@@ -75,7 +81,7 @@ from ..protocol.packets import Connect
 from .base import ClientInfo, Hook
 from .passwords import PasswordHash, is_password_hash
 from .rules_file import RulesFile
-from .topic_rules import rule_covers
+from .topic_rules import rule_covers, rules_overlap
 
 DENY, READ_ONLY, WRITE_ONLY, READ_WRITE = 0, 1, 2, 3
 ACCESS_VALUES = (DENY, READ_ONLY, WRITE_ONLY, READ_WRITE)
@@ -166,8 +172,8 @@ class Ledger:
         user = self.users.get(username)
         if user is not None:
             for filter_, access in user.acl:
-                if rule_covers(filter_, topic):
-                    return grants(access, write)
+                if rules_overlap(filter_, topic):
+                    return grants(access, write) and rule_covers(filter_, topic)
         for rule in self.acl:
             if not (value_matches(rule.client, client_id) and value_matches(rule.username, username)
                     and value_matches(rule.remote, remote)):
@@ -176,7 +182,7 @@ class Ledger:
                 return True
             if any(grants(access, write) and rule_covers(f, topic) for f, access in rule.filters):
                 return True
-            if any(rule_covers(f, topic) for f, _ in rule.filters):
+            if any(rules_overlap(f, topic) for f, _ in rule.filters):
                 return False
         return True
 

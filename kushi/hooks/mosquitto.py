@@ -39,8 +39,11 @@ user's ``topic`` grant (Mosquitto checks the user's own rules first); an
 unknown keyword is an error instead of being ignored (a misspelt ``deny``
 line would otherwise silently grant); and a SUBSCRIBE is checked on its
 filter (Mosquitto 2.0 lets every subscription through and only checks each
-delivery): the filter must be entirely within a read grant (see
-``kushi.hooks.topic_rules``), and each delivery is checked as well.
+delivery): the filter must lie entirely within one read grant and overlap
+no deny rule (see ``kushi.hooks.topic_rules``), so every message the
+subscription can bring is one the client may read. A client granted ``#``
+but denied ``secret/#`` is therefore refused a subscription to ``#`` and
+may subscribe to ``a/#``; per-message checks at delivery are not needed.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from ..protocol.packets import Connect
 from .base import ClientInfo, Hook
 from .passwords import PasswordHash
 from .rules_file import RulesFile
-from .topic_rules import rule_covers
+from .topic_rules import rule_covers, rules_overlap
 
 log = logging.getLogger("kushi.hooks")
 
@@ -126,7 +129,7 @@ class AclRules:
         if patterns is None:
             return False
         rules = own + patterns
-        if any(rule.access == DENY and rule_covers(rule.filter, topic) for rule in rules):
+        if any(rule.access == DENY and rules_overlap(rule.filter, topic) for rule in rules):
             return False
         wanted = WRITE if write else READ
         return any(rule.access & wanted and rule_covers(rule.filter, topic) for rule in rules)

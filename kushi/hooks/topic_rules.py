@@ -13,6 +13,12 @@ SUBSCRIBE, about a topic filter. ``rule_covers(rule, target)`` answers both:
   that only partly overlaps a rule is not decided by it (the per-message
   delivery check then decides each message).
 
+``rules_overlap(rule, target)`` is the weaker relation: True if at least one
+topic matches both. For a topic name it is the same as matching; for a
+subscription it tells that *some* of the messages the subscription can bring
+fall under the rule (used so that a deny rule refuses any subscription that
+could bring a denied message, without relying on a check per delivery).
+
 A shared subscription is checked on its filter: ``$share/group/a/b`` as ``a/b``.
 """
 
@@ -32,3 +38,26 @@ def rule_covers(rule: str, target: str) -> bool:
         return False
     target_levels = target.split("/")
     return target_levels[-1] != "#" or "#" in rule.split("/")[: len(target_levels)]
+
+
+def rules_overlap(rule: str, target: str) -> bool:
+    """True if some topic name matches both ``rule`` and ``target`` (a topic name or a filter)."""
+    _, target = parse_shared(target)
+    rule_levels, target_levels = rule.split("/"), target.split("/")
+    if _dollar_mismatch(rule_levels[0], target_levels[0]) or _dollar_mismatch(target_levels[0], rule_levels[0]):
+        return False
+    for index in range(max(len(rule_levels), len(target_levels))):
+        mine = rule_levels[index] if index < len(rule_levels) else None
+        theirs = target_levels[index] if index < len(target_levels) else None
+        if mine == "#" or theirs == "#":
+            return True
+        if mine is None or theirs is None:
+            return False
+        if mine != theirs and "+" not in (mine, theirs):
+            return False
+    return True
+
+
+def _dollar_mismatch(first_level: str, other_first_level: str) -> bool:
+    """A topic starting with "$" is never matched by a filter starting with a wildcard."""
+    return first_level.startswith("$") and other_first_level in ("+", "#")

@@ -155,10 +155,24 @@ def test_a_literal_filter_does_not_match_deeper_topics(mochi_ledger) -> None:
     assert mochi_ledger.acl_ok("id", "mochi", "", "readonly", True) is False
 
 
-def test_subscription_filters_must_be_covered_by_a_grant(mochi_ledger) -> None:
+def test_a_subscription_never_brings_a_message_the_delivery_check_would_refuse(mochi_ledger) -> None:
     assert mochi_ledger.acl_ok("id", "mochi", "", "mochi/+/x", False) is True
-    assert mochi_ledger.acl_ok("id", "mochi", "", "d/+/f", False) is False
     assert mochi_ledger.acl_ok("id", "mochi", "", "$share/g/readonly", False) is True
+    assert mochi_ledger.acl_ok("id", "mochi", "", "d/+/f", False) is False
+    assert mochi_ledger.acl_ok("id", "mochi", "", "d/#", False) is False, "could bring d/x/f"
+    assert mochi_ledger.acl_ok("id", "mochi", "", "special/+", False) is False, "only partly decided by special/mochi: refused, conservatively"
+    assert mochi_ledger.acl_ok("id", "mochi-co", "", "mochi-co/#", False) is True
+    assert mochi_ledger.acl_ok("id", "mochi-co", "", "#", False) is False, "d/+/f is denied to mochi-co"
+    assert mochi_ledger.acl_ok("id", "", "", "$SYS/#", False) is False
+
+
+def test_subscription_check_follows_mochis_grant_first_order() -> None:
+    read_all = parse_ledger("acl:\n  - filters:\n      '#': 1\n      updates/#: 0\n")
+    assert read_all.acl_ok("id", "u", "", "#", False) is True
+    assert read_all.acl_ok("id", "u", "", "updates/x", False) is True, "the grant comes first, as in Mochi"
+    deny_only = parse_ledger("acl:\n  - filters:\n      secret/#: 0\n")
+    assert deny_only.acl_ok("id", "u", "", "#", False) is False
+    assert deny_only.acl_ok("id", "u", "", "public/#", False) is True
 
 
 def test_mochi_example_file_yaml_and_json_agree(tmp_path: Path, make_client) -> None:

@@ -192,10 +192,14 @@ def test_a_wildcard_rule_does_not_reach_sys_topics() -> None:
     assert not rules.allows("c", None, "$SYS/broker/uptime", False)
 
 
-def test_subscriptions_must_fit_inside_a_read_grant(acl) -> None:
-    assert acl.allows("a1", "alice", "alice/+/x", False)
+def test_subscriptions_must_fit_inside_a_read_grant_and_miss_every_deny(acl) -> None:
+    """So that no message the subscription brings is one the client may not read,
+    even without a check on each delivery."""
+    assert acl.allows("a1", "alice", "alice/public/+", False)
+    assert not acl.allows("a1", "alice", "alice/+/x", False), "alice/secret/x is denied"
     assert not acl.allows("a1", "alice", "alice/secret/+", False), "entirely denied"
-    assert acl.allows("a1", "alice", "alice/#", False), "partly denied: each delivery is checked"
+    assert not acl.allows("a1", "alice", "alice/#", False), "it could bring alice/secret/... messages"
+    assert acl.allows("a1", "alice", "alice/public/#", False)
     assert not acl.allows("anon", None, "#", False), "wider than the grant"
     assert acl.allows("anon", None, "$share/g/public/+", False)
 

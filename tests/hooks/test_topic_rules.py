@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kushi.hooks.topic_rules import rule_covers
+from kushi.hooks.topic_rules import rule_covers, rules_overlap
 
 
 @pytest.mark.parametrize("rule, target, expected", [
@@ -41,3 +41,26 @@ from kushi.hooks.topic_rules import rule_covers
 ])
 def test_rule_covers(rule: str, target: str, expected: bool) -> None:
     assert rule_covers(rule, target) is expected
+
+
+@pytest.mark.parametrize("rule, target, expected", [
+    ("a/b", "a/b", True),
+    ("a/b", "a/c", False),
+    ("a/#", "a", True),
+    ("a", "a/#", True),
+    ("a", "a/+", False),
+    ("secret/#", "#", True),
+    ("#", "secret/x", True),
+    ("a/+/c", "a/b/+", True),
+    ("a/+/c", "a/b/d", False),
+    ("a/+", "a/b/c", False),
+    ("+/+", "a/#", True),
+    ("$SYS/#", "#", False),
+    ("#", "$SYS/x", False),
+    ("+/x", "$SYS/+", False),
+    ("$SYS/+", "$SYS/#", True),
+    ("secret/#", "$share/g/+/x", True),
+])
+def test_rules_overlap(rule: str, target: str, expected: bool) -> None:
+    assert rules_overlap(rule, target) is expected
+    assert rules_overlap(target.removeprefix("$share/g/"), rule) is expected, "overlap is symmetric"
