@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--password-file", metavar="FILE", help="Mosquitto password file (mosquitto_passwd)")
     auth.add_argument("--acl-file", metavar="FILE", help="Mosquitto ACL file")
     auth.add_argument("--ledger", metavar="FILE", help="Mochi MQTT auth ledger (YAML or JSON)")
+    auth.add_argument("--allow-anonymous", action="store_true", default=None,
+                      help="with --password-file, also let in clients that give no username")
 
     serve.add_argument("--workers", type=_positive_int, metavar="N",
                        help="worker processes (default 1; N > 1 needs the multi-process supervisor)")
@@ -93,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"kushi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(config.log_level, worker_id=0)
+    configure_logging(config.log_level, worker_id="sup" if config.options.workers > 1 else 0)
     if config.options.workers > 1:
         return run_workers(config)
     return run(config)
@@ -113,6 +115,7 @@ def apply_flags(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
         password_file=args.password_file or config.auth.password_file,
         acl_file=args.acl_file or config.auth.acl_file,
         ledger=args.ledger or config.auth.ledger,
+        allow_anonymous=args.allow_anonymous or config.auth.allow_anonymous,
     )
     options = config.options
     if args.workers is not None:
@@ -158,7 +161,7 @@ def run_workers(config: ServeConfig) -> int:
     """Hand a multi-worker config to the supervisor, or refuse when there is none yet.
 
     Running one worker when N were asked for would hide a wrong deployment, so
-    without ``kushi.cluster.supervisor.serve`` this is an error.
+    without ``kushi.cluster.supervisor.serve(config, hooks)`` this is an error.
     """
     try:
         from ..cluster import supervisor
@@ -169,7 +172,10 @@ def run_workers(config: ServeConfig) -> int:
         log.error("--workers %d needs the multi-process supervisor (kushi.cluster), which is "
                   "not built yet; run with --workers 1", config.options.workers)
         return EXIT_USAGE
-    return int(serve(config))
+    if config.http:
+        log.warning("with --workers > 1 the HTTP listener (/metrics, /healthz) and $SYS are "
+                    "not served yet (planned: the supervisor aggregates the workers' stats)")
+    return int(serve(config, build_auth_hooks(config.auth)))
 
 
 def run(config: ServeConfig) -> int:
@@ -201,7 +207,8 @@ def build_auth_hooks(auth: AuthFiles) -> list[Hook]:
     hooks: list[Hook] = []
     if auth.password_file or auth.acl_file:
         from ..hooks.mosquitto import MosquittoHook
-        hooks.append(MosquittoHook(password_file=auth.password_file, acl_file=auth.acl_file))
+        hooks.append(MosquittoHook(password_file=auth.password_file, acl_file=auth.acl_file,
+                                   allow_anonymous=auth.allow_anonymous))
     if auth.ledger:
         from ..hooks.ledger import LedgerHook
         hooks.append(LedgerHook(auth.ledger))
@@ -288,12 +295,16 @@ class Service:
             reload = getattr(hook, "reload", None)
             if reload is None:
                 continue
+            name = getattr(hook, "id", type(hook).__name__)
             try:
-                reload()
-                log.info("SIGHUP: reloaded %s", getattr(hook, "id", type(hook).__name__))
+                reloaded = reload() is not False
             except Exception:
-                log.exception("SIGHUP: reloading %s failed; its previous rules stay in force",
-                              getattr(hook, "id", type(hook).__name__))
+                log.exception("SIGHUP: reloading %s failed", name)
+                reloaded = False
+            if reloaded:
+                log.info("SIGHUP: reloaded %s", name)
+            else:
+                log.error("SIGHUP: %s kept its previous rules (see the error above)", name)
 
 
 def _host_port(host: str, port: int) -> str:

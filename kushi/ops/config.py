@@ -63,6 +63,7 @@ class AuthFiles:
     password_file: str | None = None
     acl_file: str | None = None
     ledger: str | None = None
+    allow_anonymous: bool = False     # with a password file: let in clients without a username
 
     @property
     def configured(self) -> bool:
@@ -116,7 +117,12 @@ def parse_config(data: Any, source: str = "config") -> ServeConfig:
     if "auth" in data:
         auth = _mapping(data["auth"] or {}, f"{source}: auth")
         _reject_unknown(auth, {f.name for f in dataclasses.fields(AuthFiles)}, f"{source}: auth")
-        config.auth = AuthFiles(**{key: str(value) for key, value in auth.items() if value})
+        config.auth = AuthFiles(
+            password_file=_optional_path(auth.get("password_file")),
+            acl_file=_optional_path(auth.get("acl_file")),
+            ledger=_optional_path(auth.get("ledger")),
+            allow_anonymous=_typed(auth.get("allow_anonymous", False), bool, f"{source}: auth.allow_anonymous"),
+        )
     if "log_level" in data:
         config.log_level = str(data["log_level"]).lower()
     return config
@@ -151,6 +157,10 @@ def listener_from_mapping(entry: Any, index: int, source: str) -> ListenerConfig
         entry["address"] = str(entry["address"])
         parse_address(entry["address"])
     return cls(**entry)
+
+
+def _optional_path(value: Any) -> str | None:
+    return str(value) if value else None
 
 
 def _mapping(data: Any, source: str) -> Mapping[str, Any]:

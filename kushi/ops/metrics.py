@@ -33,21 +33,18 @@ COUNTERS: dict[str, str] = {
     "connections": "Connections accepted since start.",
     "messages_received": "PUBLISH packets received from clients.",
     "messages_sent": "PUBLISH packets sent to clients.",
+    "messages_dropped": "Messages dropped (queue full, too large for the client, expired).",
     "bytes_received": "Bytes received from clients.",
     "bytes_sent": "Bytes sent to clients.",
-    "dropped": "Messages dropped (queue full, too large, expired, slow consumer).",
-    "messages_dropped": "Messages dropped (queue full, too large, expired, slow consumer).",
-    "packets_received": "MQTT packets received from clients.",
-    "packets_sent": "MQTT packets sent to clients.",
+    "slow_consumers_disconnected": "Clients disconnected because they did not read fast enough.",
 }
 #: stats keys that go up and down -> help text; exported as kushi_<key>
 GAUGES: dict[str, str] = {
-    "clients_connected": "Clients connected now.",
-    "clients_total": "Sessions known, connected or not.",
+    "clients_connected": "Clients connected now (CONNECT accepted).",
+    "connections_open": "Network connections open now, connected or not yet.",
+    "sessions": "Sessions held, connected or not.",
     "retained": "Retained messages stored.",
     "subscriptions": "Subscriptions held.",
-    "inflight": "QoS 1/2 messages in flight to clients.",
-    "queued": "Messages queued for offline or slow clients.",
 }
 _NOT_A_NAME = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -47,6 +47,7 @@ def test_empty_file_gives_the_defaults() -> None:
     ({"listeners": [{"type": "tls", "address": ":1"}]}, ["listeners[0]", "needs", "certfile"]),
     ({"listeners": [{"type": "tcp", "address": "nowhere"}]}, ["bad listener address 'nowhere'"]),
     ({"auth": {"passwords": "x"}}, ["auth", "unknown key passwords", "password_file"]),
+    ({"auth": {"allow_anonymous": "yes"}}, ["auth.allow_anonymous", "expected bool"]),
     (["not", "a", "mapping"], ["expected a mapping"]),
 ])
 def test_unknown_keys_and_wrong_types_are_clear_errors(data: object, words: list[str]) -> None:
@@ -109,6 +110,9 @@ def test_auth_flags_override_the_file() -> None:
     base = parse_config({"auth": {"password_file": "a", "ledger": "l.yaml"}})
     config = apply_flags(base, flags("--password-file", "b", "--acl-file", "acl"))
     assert (config.auth.password_file, config.auth.acl_file, config.auth.ledger) == ("b", "acl", "l.yaml")
+    assert not config.auth.allow_anonymous
+    assert apply_flags(base, flags("--allow-anonymous")).auth.allow_anonymous
+    assert parse_config({"auth": {"allow_anonymous": True}}).auth.allow_anonymous
 
 
 @pytest.mark.parametrize("text, expected", [

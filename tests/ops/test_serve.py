@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kushi.ops.cli import run_workers
+from kushi.ops.config import ServeConfig
+from kushi.worker.options import Options
 from support.paho import PahoClient
 from support.waiting import wait_until
 
@@ -56,16 +60,13 @@ def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
     assert "unknown key max_client" in result.stderr and "max_clients" in result.stderr
 
 
-def test_several_workers_without_a_supervisor_refuse_to_start() -> None:
-    """--workers 3 must not silently run one worker while the supervisor is not built."""
-    pytest.importorskip("kushi.cluster")
-    from kushi.cluster import __path__ as cluster_path
-
-    if (Path(cluster_path[0]) / "supervisor.py").exists():
-        pytest.skip("the supervisor exists; the cluster tests cover --workers N")
-    result = run_kushi("serve", "--workers", "3", *LOCAL)
-    assert result.returncode == 2
-    assert "--workers 3 needs the multi-process supervisor" in result.stderr
+def test_several_workers_without_a_supervisor_refuse_to_start(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """--workers 3 must not silently run one worker when there is no supervisor."""
+    monkeypatch.setitem(sys.modules, "kushi.cluster.supervisor", None)   # import fails
+    config = ServeConfig(options=Options(workers=3))
+    assert run_workers(config) == 2
+    assert "--workers 3 needs the multi-process supervisor" in caplog.text
 
 
 def test_serves_tcp_and_websocket_and_logs_bound_ports(serve: Any, paho: Any) -> None:
