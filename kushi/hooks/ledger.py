@@ -321,7 +321,7 @@ class LedgerHook(Hook):
 
     def on_connect_authenticate(self, client: ClientInfo, packet: Connect) -> bool:
         password = (packet.password or b"").decode("utf-8", "surrogateescape")
-        return self.ledger.auth_ok(client.client_id, client.username or "", password,
+        return self.ledger.auth_ok(client.client_id, packet.username or "", password,
                                    remote_text(client.remote_address))
 
     def on_acl_check(self, client: ClientInfo, topic: str, write: bool) -> bool:

@@ -82,6 +82,20 @@ def test_hash_password_round_trips() -> None:
     assert parsed.encode() == encoded
 
 
+def test_the_hash_command_prints_a_hash_of_the_password_typed_twice(monkeypatch, capsys) -> None:
+    import getpass
+
+    from kushi.hooks import passwords
+
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": "typed")
+    passwords.main()
+    assert PasswordHash.parse(capsys.readouterr().out.strip()).verify(b"typed")
+    answers = iter(["one", "two"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    with pytest.raises(SystemExit, match="differ"):
+        passwords.main()
+
+
 def test_anonymous_clients_need_allow_anonymous(tmp_path: Path, make_client) -> None:
     path = write(tmp_path / "passwd", mosquitto_pbkdf2_line("alice", "x"))
     assert not authenticate(MosquittoHook(password_file=path), make_client, None, None)
