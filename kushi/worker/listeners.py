@@ -242,7 +242,8 @@ async def start_listener(
                 factory, host, port, ssl=ssl_context, reuse_port=True, backlog=BACKLOG
             )
     except OSError as exc:
-        raise ConfigurationError(f"listener {config.id}: cannot listen on {config.address}: {exc}") from exc
+        message = f"listener {config.id}: cannot listen on {config.address}: {exc}"
+        raise ConfigurationError(message) from exc
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     return ListenerHandle(config, bound_host, bound_port, server)
 
@@ -260,7 +261,8 @@ async def _start_unix(
             _remove_socket_file(config.path)  # left over by a process that died
             server = await loop.create_unix_server(protocol_factory, config.path, backlog=BACKLOG)
     except OSError as exc:
-        raise ConfigurationError(f"listener {config.id}: cannot listen on {config.path}: {exc}") from exc
+        message = f"listener {config.id}: cannot listen on {config.path}: {exc}"
+        raise ConfigurationError(message) from exc
     return ListenerHandle(config, config.path, None, server)
 
 
