@@ -104,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def apply_flags(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
     """The config from the file (or the defaults) with the command line's flags laid over it."""
     listeners = _listeners_from_flags(config.listeners, args)
+    if not listeners:
+        raise ConfigurationError("no MQTT listener left: give at least one of --tcp, --ws, --tls, --wss, --unix")
     http = config.http
     if args.http is not None:
         http = None if args.http.lower() == NONE else args.http

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -45,6 +47,9 @@ def test_version_flag_prints_the_package_version() -> None:
     (["serve", "--workers", "0"], "must be 1 or more"),
     (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
     (["serve", "--config", "/nonexistent/kushi.yaml"], "cannot read config file /nonexistent/kushi.yaml"),
+    (["serve", "--tcp", "none", "--no-ws"], "no MQTT listener left"),
+    (["serve", "--tcp", "127.0.0.1:0", "--ws", "none", "--http", "none", "--tls", "127.0.0.1:0",
+      "--cert", "/nonexistent.crt", "--key", "/nonexistent.key"], "listener tls0: cannot load TLS files"),
 ])
 def test_bad_flags_are_clear_errors(argv: list[str], message: str) -> None:
     result = run_kushi(*argv)
@@ -167,3 +172,30 @@ def test_sighup_reloads_a_changed_password_file(serve: Any, paho: Any, tmp_path:
     after.publish("ops/still-here", b"yes", qos=1)
     before.expect_message("ops/still-here", b"yes")
     assert not before.disconnected.is_set()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30)
+    return str(cert), str(key)
+
+
+def test_tls_and_wss_listeners_from_flags(serve: Any, paho: Any, certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    kushi = serve("--tcp", "none", "--ws", "none", "--http", "none", "--tls", "127.0.0.1:0",
+                  "--wss", "127.0.0.1:0", "--cert", cert, "--key", key, listening=["tls", "wss"])
+    secure = SimpleNamespace(host="127.0.0.1", port=kushi.listeners["tls"][1], ws_port=kushi.listeners["wss"][1])
+    clients = [paho(secure, "over-tls"), paho(secure, "over-wss", transport="websockets")]
+    for client in clients:
+        client.client.tls_set(ca_certs=cert)
+        client.connect()
+    clients[0].subscribe("ops/secure")
+    clients[1].publish("ops/secure", b"over wss, to tls", qos=1)
+    clients[0].expect_message("ops/secure", b"over wss, to tls")
