@@ -34,6 +34,10 @@ class ConnectionClosed(AssertionError):
     """The server closed the connection while the test waited for a packet."""
 
 
+class NoPacket(AssertionError):
+    """No packet arrived before the timeout (the connection is still open)."""
+
+
 class RawClient:
     """One TCP connection to the broker, speaking MQTT ``version`` (3, 4 or 5)."""
 
@@ -90,7 +94,7 @@ class RawClient:
                 return packet
             data = self._recv(deadline)
             if data is None:
-                raise AssertionError(f"no packet from the broker within {timeout} s")
+                raise NoPacket(f"no packet from the broker within {timeout} s")
             if not data:
                 self.closed_by_server = True
                 raise ConnectionClosed("the broker closed the connection instead of sending a packet")
