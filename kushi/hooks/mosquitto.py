@@ -68,6 +68,7 @@ READ_WRITE = READ | WRITE
 ACCESS_WORDS = {"read": READ, "write": WRITE, "readwrite": READ_WRITE, "deny": DENY}
 UNSAFE_IN_PATTERNS = frozenset("+#/")
 SUBSTITUTION = re.compile(r"%[cu]")
+FILLED_PATTERNS_CACHE_SIZE = 10_000   # clients whose filled-in patterns are kept
 
 
 # ---- password file ------------------------------------------------------------
@@ -121,6 +122,9 @@ class AclRules:
     anonymous: tuple[AclRule, ...] = ()            # topic lines before any "user" line
     users: Mapping[str, tuple[AclRule, ...]] = field(default_factory=dict)
     patterns: tuple[AclRule, ...] = ()
+    # (client id, username) -> its patterns filled in; lives and dies with these rules
+    _filled: dict[tuple[str, str | None], tuple[AclRule, ...] | None] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def allows(self, client_id: str, username: str | None, topic: str, write: bool) -> bool:
         """May this client write to / read from ``topic`` (a topic, or a filter to subscribe)?"""
@@ -135,8 +139,19 @@ class AclRules:
         return any(rule.access & wanted and rule_covers(rule.filter, topic) for rule in rules)
 
     def _patterns_for(self, client_id: str, username: str | None) -> tuple[AclRule, ...] | None:
-        """The patterns with %c and %u filled in for this client, or None if a deny
-        pattern would need an unsafe value (then everything is denied)."""
+        """The patterns with %c and %u filled in for this client (cached), or None
+        if a deny pattern would need an unsafe value (then everything is denied)."""
+        key = (client_id, username)
+        try:
+            return self._filled[key]
+        except KeyError:
+            pass
+        if len(self._filled) >= FILLED_PATTERNS_CACHE_SIZE:
+            self._filled.clear()
+        filled = self._filled[key] = self._fill_patterns(client_id, username)
+        return filled
+
+    def _fill_patterns(self, client_id: str, username: str | None) -> tuple[AclRule, ...] | None:
         values = {"%c": client_id, "%u": username}
         resolved = []
         for pattern in self.patterns:

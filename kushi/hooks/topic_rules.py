@@ -27,8 +27,15 @@ from __future__ import annotations
 from ..protocol.topics import parse_shared, topic_matches
 
 
+def _is_topic_name(target: str) -> bool:
+    """A publish or delivery topic (the hot path), as opposed to a subscription filter."""
+    return "+" not in target and "#" not in target and not target.startswith("$share/")
+
+
 def rule_covers(rule: str, target: str) -> bool:
     """True if every topic that ``target`` (a topic name or a subscription filter) names matches ``rule``."""
+    if _is_topic_name(target):
+        return topic_matches(rule, target)
     _, target = parse_shared(target)
     # Read as a topic name, the target's "+" and "#" levels are plain names that
     # only a rule's "+" or "#" matches, which is containment level by level;
@@ -42,6 +49,8 @@ def rule_covers(rule: str, target: str) -> bool:
 
 def rules_overlap(rule: str, target: str) -> bool:
     """True if some topic name matches both ``rule`` and ``target`` (a topic name or a filter)."""
+    if _is_topic_name(target):
+        return topic_matches(rule, target)
     _, target = parse_shared(target)
     rule_levels, target_levels = rule.split("/"), target.split("/")
     if _dollar_mismatch(rule_levels[0], target_levels[0]) or _dollar_mismatch(target_levels[0], rule_levels[0]):

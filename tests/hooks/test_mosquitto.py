@@ -292,3 +292,15 @@ def test_reload_applies_new_files_and_keeps_old_rules_on_broken_ones(tmp_path: P
     acl.unlink()
     assert hook.reload() is False
     assert hook.on_acl_check(alice, "b/1", False) and not hook.on_acl_check(alice, "c/1", False)
+
+
+def test_reload_replaces_patterns_already_filled_in_for_a_client(tmp_path: Path, make_client) -> None:
+    acl = write(tmp_path / "acl", "pattern read devices/%c/#")
+    hook = MosquittoHook(acl_file=acl)
+    device = make_client(client_id="dev7")
+    assert hook.on_acl_check(device, "devices/dev7/a", False)
+    assert hook.on_acl_check(device, "devices/dev7/b", False)
+    write(acl, "pattern read sensors/%c/#")
+    assert hook.reload() is True
+    assert not hook.on_acl_check(device, "devices/dev7/a", False)
+    assert hook.on_acl_check(device, "sensors/dev7/a", False)
