@@ -117,9 +117,10 @@ class HookManager:
     def _refuse_coroutine(event: str, function: Callable[..., Any]) -> None:
         if event in SYNC_ONLY_EVENTS and inspect.iscoroutinefunction(function):
             raise ConfigurationError(
-                f"{_name_of(function)} is a coroutine, but {event} runs on the message path "
-                "and must be a plain function (only on_connect, on_connect_authenticate, "
-                "on_auth_packet and the notifications may be coroutines)"
+                f"{_name_of(function)} is a coroutine, but the broker calls {event} without "
+                "awaiting it (a message-path filter or a storage loader), so it must be a plain "
+                "function; only on_connect, on_connect_authenticate, on_auth_packet and the "
+                "notifications may be coroutines"
             )
 
     # ---- lifecycle ----------------------------------------------------------
