@@ -36,14 +36,15 @@ pattern that would substitute one denies everything to that client.
 
 Where kushi differs from Mosquitto 2.0: a ``deny`` pattern also beats a
 user's ``topic`` grant (Mosquitto checks the user's own rules first); an
-unknown keyword is an error instead of being ignored (a misspelt ``deny``
-line would otherwise silently grant); and a SUBSCRIBE is checked on its
+unknown keyword is an error instead of being ignored (a misspelt keyword on
+a deny line would otherwise silently drop the deny); and a SUBSCRIBE is checked on its
 filter (Mosquitto 2.0 lets every subscription through and only checks each
 delivery): the filter must lie entirely within one read grant and overlap
 no deny rule (see ``kushi.hooks.topic_rules``), so every message the
 subscription can bring is one the client may read. A client granted ``#``
 but denied ``secret/#`` is therefore refused a subscription to ``#`` and
-may subscribe to ``a/#``; per-message checks at delivery are not needed.
+may subscribe to ``a/#``. Per-message checks at delivery are then only
+needed for subscriptions made before a ``reload()`` narrowed the rules.
 """
 
 from __future__ import annotations
