@@ -51,6 +51,8 @@ INTEREST_ADDED = "int+"
 INTEREST_REMOVED = "int-"
 RETAINED = "ret"
 SNAPSHOT = "snap"
+BARRIER = "bar"
+BARRIER_ACK = "bar-ack"
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
 
 
@@ -110,12 +112,16 @@ class BusFabric:
         self._clock = HybridClock(bus.name)
         self._sink: Sink | None = None
         self._snapshots: dict[str, asyncio.Future[None]] = {}
+        self._barriers: dict[int, tuple[asyncio.Future[None], set[str]]] = {}
+        self._next_barrier = 1
         bus.on(PUBLISH, self._on_publish)
         bus.on(INTEREST_ADDED, self._on_interest_added)
         bus.on(INTEREST_REMOVED, self._on_interest_removed)
         bus.on(RETAINED, self._on_retained)
         bus.on(SNAPSHOT, self._on_snapshot)
         bus.serve(SNAPSHOT, self._serve_snapshot)
+        bus.on(BARRIER, self._on_barrier)
+        bus.on(BARRIER_ACK, self._on_barrier_ack)
         bus.on_peer_left.append(self._on_peer_left)
 
     def attach(self, sink: Sink) -> None:
@@ -157,6 +163,42 @@ class BusFabric:
         body = encode_message(message) if len(message.payload) else b""
         self._remember(message.topic, _RetainedEntry(order, body, time.monotonic()))
         self.bus.broadcast(RETAINED, msgpack.packb((message.topic, order, body)))
+
+    def barrier(self) -> asyncio.Future[None]:
+        """A future done when every node has handled everything this node sent before it.
+
+        PUB/SUB is FIFO per pair of nodes, so a node's answer to the barrier
+        proves it processed our earlier gossip. The broker awaits it before a
+        SUBACK that added interest: once the client has its SUBACK, a publish
+        on any worker is routed to it, as it would be with one process.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting_for = set(self.bus.peers)
+        if not waiting_for:
+            waiter.set_result(None)
+            return waiter
+        number = self._next_barrier
+        self._next_barrier += 1
+        self._barriers[number] = (waiter, waiting_for)
+        self.bus.broadcast(BARRIER, number.to_bytes(8, "big"))
+        return waiter
+
+    def _on_barrier(self, sender: str, payload: bytes) -> None:
+        self.bus.send(sender, BARRIER_ACK, payload)
+
+    def _on_barrier_ack(self, sender: str, payload: bytes) -> None:
+        self._barrier_answered(int.from_bytes(payload, "big"), sender)
+
+    def _barrier_answered(self, number: int, node: str) -> None:
+        entry = self._barriers.get(number)
+        if entry is None:
+            return
+        waiter, waiting_for = entry
+        waiting_for.discard(node)
+        if not waiting_for:
+            del self._barriers[number]
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --------------------------------------------------------- the other side
 
@@ -235,6 +277,8 @@ class BusFabric:
         waiter = self._snapshots.get(node)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        for number in list(self._barriers):
+            self._barrier_answered(number, node)
 
     # ------------------------------------------------------------ snapshots
 

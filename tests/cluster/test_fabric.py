@@ -172,3 +172,16 @@ def test_interest_of_a_node_that_left_is_dropped() -> None:
         await until(lambda: len(w2.interest) == 0)
         assert "w1" not in bus2.peers
     run(scenario)
+
+
+def test_barrier_returns_once_every_node_has_applied_earlier_gossip() -> None:
+    """After ``await barrier()`` the interest just added is known on every other node."""
+    async def scenario(cluster: Cluster) -> None:
+        nodes = [await cluster.add(f"w{i}", i) for i in range(3)]
+        _, w1, _ = nodes[1]
+        for round_ in range(5):
+            w1.interest_added(f"t/{round_}")
+            await asyncio.wait_for(w1.barrier(), DEADLINE)
+            for _, other, _ in (nodes[0], nodes[2]):
+                assert {key for key, _ in other.interest.match(f"t/{round_}")} == {"w1"}
+    run(scenario)

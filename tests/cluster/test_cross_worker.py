@@ -1,0 +1,150 @@
+"""One broker over several workers: clients forced onto different workers see one broker.
+
+A client is "on worker N" when the server side of its TCP connection is held
+by worker N's process (``KushiCluster.worker_of``); a client that lands on
+the wrong worker reconnects until it lands where the test wants it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.paho import PahoClient
+
+from cluster_support import KushiCluster
+
+pytestmark = pytest.mark.timeout(180)
+ATTEMPTS = 60
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[KushiCluster]:
+    cluster = KushiCluster(3)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[PahoClient]]:
+    made: list[PahoClient] = []
+    yield made
+    for client in made:
+        client.stop()
+
+
+def client_on(cluster: KushiCluster, made: list[PahoClient], client_id: str,
+              accept: Callable[[int], bool], clean: bool = True) -> tuple[PahoClient, int]:
+    """A connected v5 client whose connection a worker accepted by ``accept(worker_id)``."""
+    for _ in range(ATTEMPTS):
+        client = PahoClient(cluster.host, cluster.port, client_id, 5, clean=clean)
+        made.append(client)
+        client.connect()
+        worker = cluster.worker_of(client.client.socket().getsockname()[1])
+        if worker is not None and accept(worker):
+            return client, worker
+        client.disconnect()
+    raise AssertionError(f"{client_id}: no connection landed on a wanted worker in {ATTEMPTS} attempts")
+
+
+def receive(client: PahoClient, count: int, timeout: float) -> list[bytes]:
+    """``count`` message payloads, in arrival order; AssertionError if they do not all come in time."""
+    payloads = []
+    deadline = time.monotonic() + timeout
+    while len(payloads) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(payloads)} of {count} messages arrived"
+        payloads.append(client.wait_for_message(timeout=remaining).payload)
+    return payloads
+
+
+def test_a_subscriber_gets_messages_published_on_another_worker(cluster, clients) -> None:
+    """[invariant 1] QoS 0 and 1 messages cross workers, in publish order, right after the SUBACK."""
+    subscriber, sub_worker = client_on(cluster, clients, "x-sub", lambda w: True)
+    subscriber.subscribe("cross/#", qos=1)
+    publisher, pub_worker = client_on(cluster, clients, "x-pub", lambda w: w != sub_worker)
+    for index in range(50):
+        publisher.publish(f"cross/{index % 3}", str(index).encode(), qos=index % 2)
+    assert receive(subscriber, 50, 10) == [str(i).encode() for i in range(50)]
+
+
+def test_retained_message_set_on_one_worker_is_served_by_every_worker(cluster, clients) -> None:
+    """[invariant 3] A retained message published on one worker is answered by all of them."""
+    publisher, pub_worker = client_on(cluster, clients, "r-pub", lambda w: True)
+    publisher.publish("retained/one", b"kept", qos=1, retain=True)
+    for worker in range(3):
+        subscriber, _ = client_on(cluster, clients, f"r-sub{worker}", lambda w, want=worker: w == want)
+        subscriber.subscribe("retained/one", qos=1)
+        message = subscriber.wait_for_message(timeout=5)
+        assert (message.topic, message.payload, message.retain) == ("retained/one", b"kept", True)
+    publisher.publish("retained/one", b"", qos=1, retain=True)   # an empty payload clears it everywhere
+    publisher.publish("retained/control", b"c", qos=1, retain=True)
+    for worker in range(3):
+        subscriber, _ = client_on(cluster, clients, f"r-clr{worker}", lambda w, want=worker: w == want)
+        subscriber.subscribe_many([("retained/one", 1), ("retained/control", 1)])
+        assert subscriber.wait_for_message(timeout=5).topic == "retained/control"
+        subscriber.expect_no_message()
+
+
+def test_concurrent_retains_on_one_topic_converge_on_every_worker(cluster, clients) -> None:
+    """[invariant 3] Publishers on two workers race on one retained topic; all workers end equal."""
+    first, first_worker = client_on(cluster, clients, "c-pub0", lambda w: True)
+    second, _ = client_on(cluster, clients, "c-pub1", lambda w: w != first_worker)
+
+    def hammer(client: PahoClient, name: str) -> None:
+        for index in range(100):
+            client.client.publish("race/t", f"{name}:{index}".encode(), qos=0, retain=True)
+        client.publish("race/done", name.encode(), qos=1)   # completes after the QoS 0 ones
+
+    threads = [threading.Thread(target=hammer, args=(client, name))
+               for client, name in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    deadline = time.monotonic() + 10
+    while True:
+        answers = []
+        for worker in range(3):
+            subscriber, _ = client_on(cluster, clients, f"c-sub{worker}", lambda w, want=worker: w == want)
+            subscriber.subscribe("race/t", qos=0)
+            answers.append(subscriber.wait_for_message(timeout=5).payload)
+            subscriber.disconnect()
+        if len(set(answers)) == 1 or time.monotonic() > deadline:
+            break
+    assert len(set(answers)) == 1, answers
+    assert answers[0] in (b"a:99", b"b:99")  # the last write of one of the two publishers
+
+
+def test_twenty_thousand_qos1_messages_cross_workers_all_and_in_order(clients, tmp_path) -> None:
+    """[issue 3] 20,000 QoS 1 messages from a publisher on one worker to a subscriber on another.
+
+    The publisher is faster than a paho subscriber, so the subscriber's queue
+    is made big enough to hold the backlog (the default of 1000 drops the
+    oldest, by design, with one worker as with several).
+    """
+    count = 20_000
+    config = tmp_path / "kushi.yaml"
+    config.write_text(f"options:\n  max_queued_messages: {count}\n")
+    cluster = KushiCluster(2, "--config", str(config))
+    try:
+        cluster.wait_ready()
+        subscriber, sub_worker = client_on(cluster, clients, "bulk-sub", lambda w: True)
+        subscriber.subscribe("bulk/t", qos=1)
+        publisher, _ = client_on(cluster, clients, "bulk-pub", lambda w: w != sub_worker)
+        infos = [publisher.client.publish("bulk/t", str(index).encode(), qos=1) for index in range(count)]
+        payloads = receive(subscriber, count, 150)
+        assert [int(payload) for payload in payloads] == list(range(count))
+        infos[-1].wait_for_publish(timeout=30)
+        assert all(info.is_published() for info in infos)
+    finally:
+        for client in clients:
+            client.stop()
+        clients.clear()
+        cluster.stop()
