@@ -1,7 +1,8 @@
-"""Listeners with a tiny recording protocol in place of the MQTT connection.
+"""Listeners, first with a tiny recording protocol in place of the MQTT connection, then end to
+end with a kushi.Server and paho-mqtt clients on every kind of listener.
 
-Each test runs once on asyncio's loop and once on uvloop (the broker's loop), on real sockets.
-The end-to-end tests with a broker and paho-mqtt are in test_listeners_e2e.py.
+The listener tests run once on asyncio's loop and once on uvloop (the broker's loop), on real
+sockets. The WebSocket frame parser at every read split is tested in test_listeners_ws_framing.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import os
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -570,3 +573,111 @@ def test_unix_listener_leaves_a_regular_file_alone(run: Callable, tmp_path: Path
 
     run(scenario())
     assert path.read_text() == "keep me"
+
+
+# -- end to end: a kushi.Server and paho-mqtt clients on every transport ------------------------------
+
+
+class ServerOnEveryListener:
+    """A kushi.Server with one listener of each kind, on uvloop in a background thread."""
+
+    def __init__(self, certs: dict[str, tuple[str, str]], unix_path: str) -> None:
+        import kushi
+
+        self.loop = uvloop.new_event_loop()
+        self.loop_errors: list[dict[str, Any]] = []
+        self.loop.set_exception_handler(lambda loop, context: self.loop_errors.append(context))
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kushi-e2e", daemon=True)
+        self.thread.start()
+        self.server = kushi.Server(kushi.Options(sys_interval=0))
+        cert, key = certs["server"]
+        for listener in (
+            TCP("tcp", "127.0.0.1:0"),
+            WebSocket("ws", "127.0.0.1:0"),
+            TLS("tls", "127.0.0.1:0", cert, key),
+            WSS("wss", "127.0.0.1:0", cert, key),
+            TLS("mtls", "127.0.0.1:0", cert, key, cafile=certs["client"][0]),
+            Unix("unix", unix_path),
+        ):
+            self.server.add_listener(listener)
+        self.call(self.server.start())
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(TIMEOUT)
+
+    def endpoint(self, listener_id: str) -> SimpleNamespace:
+        """What support.paho.PahoFactory needs: host, port and ws_port."""
+        handle = self.server.listeners[listener_id]
+        if handle.port is None:  # a Unix socket: paho takes the path as host, the port is unused
+            return SimpleNamespace(host=handle.host, port=1, ws_port=1)
+        return SimpleNamespace(host=handle.host, port=handle.port, ws_port=handle.port)
+
+    def close(self) -> None:
+        try:
+            self.call(self.server.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(TIMEOUT)
+            self.loop.close()
+
+
+@pytest.fixture
+def every_listener(
+    certs: dict[str, tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerOnEveryListener]:
+    running = ServerOnEveryListener(certs, str(tmp_path_factory.mktemp("unix") / "kushi.sock"))
+    yield running
+    running.close()
+    assert running.loop_errors == [], "errors reached the broker loop's exception handler"
+
+
+# (listener id, paho transport, TLS files for paho or None)
+E2E_TRANSPORTS = [
+    ("tcp", "tcp", None),
+    ("ws", "websockets", None),
+    ("tls", "tcp", "server-ca"),
+    ("wss", "websockets", "server-ca"),
+    ("mtls", "tcp", "client-cert"),
+    ("unix", "unix", None),
+]
+
+
+def connect_over(paho: Any, every_listener: ServerOnEveryListener, certs: dict[str, tuple[str, str]],
+                 listener_id: str, transport: str, tls: str | None) -> Any:
+    client = paho(every_listener.endpoint(listener_id), f"over-{listener_id}", transport=transport)
+    if tls is not None:
+        client_files = certs["client"] if tls == "client-cert" else (None, None)
+        client.client.tls_set(ca_certs=certs["server"][0], certfile=client_files[0], keyfile=client_files[1])
+    client.connect()
+    return client
+
+
+def test_paho_on_every_transport_reaches_every_other(
+    every_listener: ServerOnEveryListener, paho: Any, certs: dict[str, tuple[str, str]]
+) -> None:
+    """TCP, WebSocket (path /mqtt), TLS, WSS, TLS with a client certificate and a Unix socket:
+    a message published over each arrives at subscribers on all of them."""
+    clients = {
+        listener_id: connect_over(paho, every_listener, certs, listener_id, transport, tls)
+        for listener_id, transport, tls in E2E_TRANSPORTS
+    }
+    for client in clients.values():
+        assert client.subscribe("e2e/+", qos=1) == [1]
+    for listener_id, client in clients.items():
+        client.publish(f"e2e/{listener_id}", listener_id.encode(), qos=1)
+    expected = {(f"e2e/{listener_id}", listener_id.encode()) for listener_id in clients}
+    for listener_id, client in clients.items():
+        got = {(m.topic, m.payload) for m in (client.wait_for_message() for _ in expected)}
+        assert got == expected, f"subscriber over {listener_id}"
+
+
+def test_large_message_over_websocket_both_ways(
+    every_listener: ServerOnEveryListener, paho: Any, certs: dict[str, tuple[str, str]]
+) -> None:
+    """A 300 kB publish: a 64-bit frame length, read in many socket reads, and sent back."""
+    publisher = connect_over(paho, every_listener, certs, "ws", "websockets", None)
+    subscriber = connect_over(paho, every_listener, certs, "wss", "websockets", "server-ca")
+    subscriber.subscribe("e2e/big", qos=1)
+    payload = os.urandom(300_000)
+    publisher.publish("e2e/big", payload, qos=1)
+    subscriber.expect_message("e2e/big", payload)

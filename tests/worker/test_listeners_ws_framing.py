@@ -29,6 +29,10 @@ class SocketStandIn:
     def write(self, data: bytes) -> None:
         self.written += data
 
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.written += chunk
+
     def close(self) -> None:
         self.closed = True
 
@@ -83,24 +87,26 @@ class Pair:
 
 def test_every_split_of_a_stream_gives_the_same_bytes() -> None:
     """[MQTT-6.0.0-2] short, 16-bit and 64-bit length frames, a fragmented message and a ping
-    in the middle of it, cut at every byte position (one cut per run), reach the inner
-    protocol as the same concatenated bytes."""
+    in the middle of it, cut at every byte around each frame start (one cut per run), reach the
+    inner protocol as the same concatenated bytes."""
     payloads = [b"\x10" * 16, b"\x20" * 300, b"\x30" * 70_000, b"frag", b"ment", b"ed"]
     template = Pair()
     template.handshake()
-    stream = template.frames(
-        ("binary", payloads[0], True),
-        ("binary", payloads[1], True),
-        ("binary", payloads[2], True),
-        ("binary", payloads[3], False),
-        ("ping", b"hi", True),
-        ("continuation", payloads[4], False),
-        ("continuation", payloads[5], True),
-    )
+    frames = [
+        template.frames(("binary", payloads[0], True)),
+        template.frames(("binary", payloads[1], True)),
+        template.frames(("binary", payloads[2], True)),
+        template.frames(("binary", payloads[3], False)),
+        template.frames(("ping", b"hi", True)),
+        template.frames(("continuation", payloads[4], False)),
+        template.frames(("continuation", payloads[5], True)),
+    ]
+    stream = b"".join(frames)
     expected = b"".join(payloads)
-    # Every cut inside the headers and around the small frames; sampled inside the big payload.
-    cuts = [c for c in range(1, len(stream)) if c < 400 or c > len(stream) - 400 or c % 997 == 0]
-    for cut in cuts:
+    starts = [sum(map(len, frames[:i])) for i in range(len(frames))]
+    # Every cut from just before a frame to past its longest header (14 bytes), and mid-payload.
+    cuts = {start + offset for start in starts for offset in range(-2, 17)} | {len(stream) // 2}
+    for cut in sorted(cut for cut in cuts if 0 < cut < len(stream)):
         pair = Pair()
         pair.handshake()
         pair.server.data_received(stream[:cut])
@@ -143,8 +149,10 @@ def test_server_frames_are_read_by_an_independent_client() -> None:
     sizes = [0, 125, 126, 65_535, 65_536, 100_000]
     for size in sizes:
         pair.inner.transport.write(b"p" * size)
+    pair.inner.transport.writelines([b"p" * 65_000, memoryview(b"q" * 1000), bytearray(b"r")])
     frames = pair.deliver_to_client()
-    assert [(f.opcode, f.fin, len(f.data)) for f in frames] == [(BINARY, True, n) for n in sizes]
+    assert [(f.opcode, f.fin, len(f.data)) for f in frames] == [(BINARY, True, n) for n in sizes + [66_001]]
+    assert frames[-1].data == b"p" * 65_000 + b"q" * 1000 + b"r"
     assert len(binary_frame_header(70_000)) == 10
 
 
