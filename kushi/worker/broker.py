@@ -207,9 +207,11 @@ class Broker(Delivery):
             hooks.on_session_establish(conn, packet)
         previous = self.connections.get(client_id)
         if previous is not None:
-            previous.fail(SessionTakenOver("another connection took this client id"))
-            self.connection_lost(previous, None, now)
+            previous.fail(SessionTakenOver("another connection took this client id"))  # detaches it
         session = self.sessions.get(client_id)
+        if session is not None and session.disconnected_at is not None:
+            self._run_session_timers(session, now)  # what the next tick would have done
+            session = self.sessions.get(client_id)
         if session is not None:
             session.will = None   # a new connection within the will delay: no will [MQTT-3.1.3-9]
             session.will_due_at = None
@@ -324,21 +326,25 @@ class Broker(Delivery):
         """Run every timer that is due (called about once a second)."""
         for conn in list(self.open_connections):
             conn.check_timers(now)
-        hooks = self.hooks
         for client_id in list(self.detached):
             session = self.sessions.get(client_id)
             if session is None:
                 self.detached.discard(client_id)
-                continue
-            if session.will_due_at is not None and now >= session.will_due_at:
-                self.publish_will(session, session.will_client or self.server_info, now)
-            if session.is_expired(now):
-                self.end_session(session, now)
-                if hooks.provides("on_client_expired"):
-                    hooks.on_client_expired(client_id)
+            else:
+                self._run_session_timers(session, now)
+        hooks = self.hooks
         for topic in self.retained_store.expire(now):
             if hooks.provides("on_retained_expired"):
                 hooks.on_retained_expired(topic)
+
+    def _run_session_timers(self, session: Session, now: float) -> None:
+        """A detached session: publish its will when due, end it when expired."""
+        if session.will_due_at is not None and now >= session.will_due_at:
+            self.publish_will(session, session.will_client or self.server_info, now)
+        if session.is_expired(now):
+            self.end_session(session, now)
+            if self.hooks.provides("on_client_expired"):
+                self.hooks.on_client_expired(session.client_id)
 
     # ---- packets of a connected client ------------------------------------------------
     def handle_packet(self, conn: MQTTConnection, packet: Any, now: float) -> None:

@@ -79,6 +79,7 @@ class MQTTConnection(asyncio.Protocol):
         self._out_size = 0
         self._flush_scheduled = False
         self._writing_paused = False
+        self._broker_told = False
 
     # ---- ClientInfo ------------------------------------------------------------
     @property
@@ -109,10 +110,15 @@ class MQTTConnection(asyncio.Protocol):
         return None   # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is State.CLOSED and self.transport is None:
+        self.transport = None
+        self._ended(exc)
+
+    def _ended(self, exc: BaseException | None) -> None:
+        """The connection is over for the broker (told once, at the first sign of it)."""
+        if self._broker_told:
             return
         self.state = State.CLOSED
-        self.transport = None
+        self._broker_told = True
         self._out.clear()
         if self.auth_waiter is not None and not self.auth_waiter.done():
             self.auth_waiter.cancel()
@@ -263,17 +269,17 @@ class MQTTConnection(asyncio.Protocol):
         if transport is None or self.state is State.CLOSED:
             return
         self._flush_now()
-        self.state = State.CLOSED
         transport.close()
+        self._ended(None)
 
     def abort(self) -> None:
         """Close at once, dropping anything unsent (bad first packet, timeout, slow consumer)."""
         transport = self.transport
         if transport is None:
             return
-        self.state = State.CLOSED
         self._out.clear()
         transport.abort()
+        self._ended(None)
 
     def _flush_now(self) -> None:
         if self._out and self.transport is not None:
