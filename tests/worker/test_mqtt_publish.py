@@ -357,3 +357,53 @@ def test_inline_client_publish_reaches_subscribers(broker, paho):
     broker.call(broker.server.publish("inline/t", b"from the server", qos=1))
     message = subscriber.expect_message("inline/t", b"from the server")
     assert message.qos == 1
+
+
+def test_outgoing_dup_independent_of_incoming_dup(broker, raw):
+    """[MQTT-3.3.1-3] the DUP flag sent to a subscriber reflects only our own retransmission,
+    never the DUP of the incoming PUBLISH."""
+    subscriber = raw_subscriber(raw, broker, "dupsub", "dup/t", 1)
+    client = raw(broker, 5)
+    client.connect_ok("duppub")
+    client.send(Publish("dup/t", b"x", qos=1, packet_id=5, dup=True))
+    assert client.recv_packet() == Puback(5)
+    delivered = subscriber.recv_packet()
+    assert isinstance(delivered, Publish) and delivered.dup is False
+
+
+def test_qos2_exchange_completed_after_message_expired(broker, raw):
+    """[MQTT-4.3.3-13] the PUBREC/PUBREL/PUBCOMP exchange is finished even if the message expired."""
+    client = raw(broker, 5)
+    client.connect_ok("expiring")
+    client.send(Publish("exp/q2", b"x", qos=2, packet_id=8,
+                        properties=Properties(message_expiry_interval=1)))
+    assert client.recv_packet() == Pubrec(8)
+    let_time_pass(1.2)
+    client.send(Pubrel(8))
+    assert client.recv_packet() == Pubcomp(8)
+
+
+def test_problem_information_0_keeps_reason_strings_off_acks(make_broker, raw):
+    """[MQTT-3.1.2-29] Request Problem Information 0: no Reason String or User Property on SUBACK
+    (only PUBLISH, CONNACK and DISCONNECT may carry them)."""
+    broker = make_broker(wildcard_subscriptions_available=False)
+    client = raw(broker, 5)
+    client.connect_ok("quiet", properties=Properties(request_problem_information=0))
+    client.send(Subscribe(1, (Subscription("a/#/b", 0), Subscription("w/+", 0))))
+    suback = client.recv_packet()
+    assert isinstance(suback, Suback) and suback.reason_codes[0] >= 0x80
+    assert suback.properties.reason_string is None and suback.properties.user_properties == ()
+
+
+def test_acks_fit_the_client_maximum_packet_size(make_broker, raw):
+    """[MQTT-3.1.2-24] [MQTT-3.9.2-1] [MQTT-3.9.2-2] no packet larger than the client's Maximum
+    Packet Size: a SUBACK drops its Reason String / User Properties rather than exceed it."""
+    from kushi.protocol.codec import encode
+
+    broker = make_broker(wildcard_subscriptions_available=False)
+    client = raw(broker, 5)
+    client.connect_ok("tiny", properties=Properties(maximum_packet_size=16))
+    client.send(Subscribe(1, (Subscription("a/#/b", 0), Subscription("w/+", 0))))
+    suback = client.recv_packet()
+    assert isinstance(suback, Suback) and suback.reason_codes[0] >= 0x80
+    assert len(encode(suback, 5)) <= 16

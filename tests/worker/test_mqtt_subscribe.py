@@ -7,6 +7,8 @@ a marker message published after the one that must not arrive.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from support.paho import subscribe_properties
@@ -295,3 +297,58 @@ def test_established_subscription_gets_retain_0_in_311(broker, paho):
     assert subscriber.subscribe("live/t", 1) == [1]
     paho.connected(broker, "pub", 4).publish("live/t", b"r", qos=1, retain=True)
     assert subscriber.expect_message("live/t", b"r").retain is False
+
+
+def test_unsubscribe_finishes_deliveries_under_way(broker, raw, paho):
+    """[MQTT-3.10.4-3] QoS 2 deliveries already started for a removed filter are completed."""
+    from kushi.protocol.packets import Pubcomp, Pubrec, Pubrel
+
+    client = raw(broker, 5)
+    client.connect_ok("leaving")
+    client.send(Subscribe(1, (Subscription("uw/t", 2),)))
+    client.recv_packet()
+    paho.connected(broker, "pub", 5).publish("uw/t", b"x", qos=2)
+    delivered = client.recv_packet()
+    assert isinstance(delivered, Publish) and delivered.qos == 2
+    client.send(Unsubscribe(2, ("uw/t",)))
+    assert isinstance(client.recv_packet(), Unsuback)
+    client.send(Pubrec(delivered.packet_id))
+    pubrel = client.recv_packet()
+    assert isinstance(pubrel, Pubrel) and pubrel.packet_id == delivered.packet_id
+    client.send(Pubcomp(delivered.packet_id))
+
+
+def test_shared_member_refusing_a_message_does_not_pass_it_on(broker, raw, paho):
+    """[MQTT-4.8.2-6] a member answering PUBACK >= 0x80: the message is dropped, not offered to
+    another member."""
+    from support.rawclient import NoPacket
+
+    members = []
+    for index in range(2):
+        member = raw(broker, 5)
+        member.connect_ok(f"member{index}")
+        member.send(Subscribe(1, (Subscription("$share/g/sh/t", 1),)))
+        assert member.recv_packet().reason_codes == (1,)
+        members.append(member)
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("sh/t", b"refused", qos=1)
+    publisher.publish("sh/t", b"m2", qos=1)
+    publisher.publish("sh/t", b"m3", qos=1)
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 2.0
+    while len(seen) < 3:
+        assert time.monotonic() < deadline, f"only {seen} arrived"
+        for member in members:
+            try:
+                packet = member.recv_packet(timeout=0.05)
+            except NoPacket:
+                continue
+            seen.append(bytes(packet.payload))
+            member.send(Puback(packet.packet_id, reason_code=0x80 if packet.payload == b"refused" else 0))
+    assert sorted(seen) == [b"m2", b"m3", b"refused"], seen
+    for member in members:
+        try:
+            extra = member.recv_packet(timeout=0.3)
+        except NoPacket:
+            continue
+        raise AssertionError(f"the refused message was offered again: {extra!r}")

@@ -141,3 +141,21 @@ def test_will_published_when_session_taken_over(broker, paho, version):
     with_will(paho, broker, "twin", version, "will/twin", b"replaced")
     paho.connected(broker, "twin", version)
     watch.expect_message("will/twin", b"replaced")
+
+
+@pytest.mark.parametrize("bad_disconnect", [
+    pytest.param(b"\xe0\x01\x05", id="undefined_reason_code-MQTT-3.14.2-1"),
+    pytest.param(b"\xe2\x00", id="reserved_flags-MQTT-3.14.1-1"),
+])
+def test_invalid_disconnect_is_an_error_so_the_will_is_published(broker, raw, paho, bad_disconnect):
+    """[MQTT-3.14.2-1] [MQTT-3.14.1-1] a DISCONNECT with an undefined reason code or reserved flags
+    is an error, not a normal disconnect: the connection is closed for a protocol error and the
+    will is published (3.1.2.5)."""
+    from kushi.protocol.packets import Will
+
+    watch = watcher(paho, broker)
+    client = raw(broker, 5)
+    client.connect_ok("sloppy", will=Will("will/sloppy", b"error close"))
+    client.send(bad_disconnect)
+    assert client.expect_closed()
+    watch.expect_message("will/sloppy", b"error close")
