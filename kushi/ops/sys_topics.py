@@ -100,9 +100,18 @@ class SysTopics:
             self._task = None
 
     async def tick(self, now: float) -> int:
-        """Publish the topics whose value changed; returns how many were published."""
-        messages = sys_messages(self.server.stats(), now=now, started=self.started,
-                                worker_id=getattr(self.server, "worker_id", 0),
+        """Publish the topics whose value changed; returns how many were published.
+
+        Hooks providing ``on_sys_info_tick`` get the statistics of the same tick,
+        with ``uptime`` (seconds), ``version`` and ``worker_id`` added.
+        """
+        stats = self.server.stats()
+        worker_id = getattr(self.server, "worker_id", 0)
+        hooks = getattr(self.server, "hooks", None)
+        if hooks is not None and hooks.provides("on_sys_info_tick"):
+            hooks.on_sys_info_tick({**stats, "uptime": int(now - self.started),
+                                    "version": self.version, "worker_id": worker_id})
+        messages = sys_messages(stats, now=now, started=self.started, worker_id=worker_id,
                                 version=self.version)
         changed = {topic: payload for topic, payload in messages.items()
                    if self._last.get(topic) != payload}
