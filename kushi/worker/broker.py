@@ -36,7 +36,7 @@ from ..errors import (
 from ..hooks.base import PublishDropped, PublishRejected
 from ..hooks.manager import HookManager
 from ..protocol.packets import (
-    MQTT_3_1, MQTT_5, Auth, Connack, Connect, Disconnect, PacketType, Pubcomp, Publish,
+    MQTT_3_1, MQTT_5, Auth, Connack, Connect, Disconnect, PacketType, Puback, Pubcomp, Publish,
     Pubrec, Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe,
 )
 from ..protocol.properties import NO_PROPERTIES, Properties
@@ -240,6 +240,7 @@ class Broker(Delivery):
         if version == MQTT_5 and options.server_keep_alive is not None:
             conn.keep_alive = options.server_keep_alive
         conn.session = session
+        session.client = conn
         conn.state = State.CONNECTED
         self.connections[client_id] = conn
         conn.send(Connack(session_present, 0, self._connack_properties(
@@ -283,7 +284,6 @@ class Broker(Delivery):
                 self.publish_will(session, conn, now)
             else:
                 session.will_due_at = now + min(session.will_delay, session.expiry_interval)
-                session.will_client = conn
         ends = session.expiry_interval == 0
         if self.hooks.provides("on_disconnect"):
             self.hooks.on_disconnect(conn, error, ends)
@@ -314,7 +314,7 @@ class Broker(Delivery):
         """The session is over: a delayed will goes out now; subscriptions are removed."""
         client_id = session.client_id
         if session.will_due_at is not None:
-            self.publish_will(session, session.will_client or self.server_info, now)
+            self.publish_will(session, session.client or self.server_info, now)
         for filter in self.matcher.remove_key(client_id):
             self._interest_down(filter)
         session.subscriptions.clear()
@@ -340,7 +340,7 @@ class Broker(Delivery):
     def _run_session_timers(self, session: Session, now: float) -> None:
         """A detached session: publish its will when due, end it when expired."""
         if session.will_due_at is not None and now >= session.will_due_at:
-            self.publish_will(session, session.will_client or self.server_info, now)
+            self.publish_will(session, session.client or self.server_info, now)
         if session.is_expired(now):
             self.end_session(session, now)
             if self.hooks.provides("on_client_expired"):
@@ -424,11 +424,11 @@ class Broker(Delivery):
         if not v5:
             reason_code = 0
         if qos == 1:
-            conn.write(ack_bytes(0x40, packet_id, reason_code))
+            self.send_ack(conn, Puback, packet_id, reason_code)
         elif qos == 2:
             if reason_code < 0x80:
                 session.inbound_qos2.add(packet_id)
-            conn.write(ack_bytes(0x50, packet_id, reason_code))
+            self.send_ack(conn, Pubrec, packet_id, reason_code)
 
     def handle_pubrel(self, conn: MQTTConnection, packet: Pubrel) -> None:
         """PUBREL: the QoS 2 message is released; answer PUBCOMP [MQTT-4.3.3-11]."""
@@ -436,7 +436,7 @@ class Broker(Delivery):
         inbound = conn.session.inbound_qos2
         if packet_id in inbound:
             inbound.discard(packet_id)
-            conn.write(ack_bytes(0x70, packet_id, 0))
+            self.send_ack(conn, Pubcomp, packet_id, 0)
         else:
             conn.send(Pubcomp(packet_id, 0x92 if conn.protocol_version == MQTT_5 else 0))
 
@@ -449,7 +449,7 @@ class Broker(Delivery):
         if item is None:
             conn.send(Pubrel(packet.packet_id, 0x92 if conn.protocol_version == MQTT_5 else 0))
         else:
-            conn.write(ack_bytes(0x62, packet.packet_id, 0))  # [MQTT-4.3.3-4]
+            self.send_ack(conn, Pubrel, packet.packet_id, 0)  # [MQTT-4.3.3-4]
 
     def handle_completion(self, conn: MQTTConnection, packet_id: int, packet: Any, now: float) -> None:
         """PUBACK, PUBCOMP or a failing PUBREC: a send slot is free again [MQTT-4.9.0-*]."""
@@ -672,10 +672,3 @@ class Broker(Delivery):
 def inline_key(subscription_id: int) -> str:
     """The subscriber key of an inline-client subscription (U+0000 is never in a client id)."""
     return f"\x00inline:{subscription_id}"
-
-
-def ack_bytes(first_byte: int, packet_id: int, reason_code: int) -> bytes:
-    """PUBACK/PUBREC/PUBREL/PUBCOMP without properties, encoded directly (the hot path)."""
-    if reason_code:
-        return bytes((first_byte, 3, packet_id >> 8, packet_id & 0xFF, reason_code))
-    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))

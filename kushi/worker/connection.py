@@ -212,7 +212,10 @@ class MQTTConnection(asyncio.Protocol):
         hooks = self.broker.hooks
         if hooks.provides("on_packet_encode"):
             packet = hooks.on_packet_encode(self, packet)
-        self.write(encode(packet, self.protocol_version))
+        data = encode(packet, self.protocol_version)
+        self.write(data)
+        if hooks.provides("on_packet_sent"):
+            hooks.on_packet_sent(self, packet, data)
 
     def write(self, data: bytes | memoryview) -> None:
         """Queue bytes for this client; they go out once per loop iteration."""

@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.codec import encode
-from ..protocol.packets import MQTT_5, Publish
+from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
 
 if TYPE_CHECKING:
@@ -108,9 +108,11 @@ class Delivery:
                 fold[1] = fold[1] or entry.retain_as_published
                 if entry.identifier:
                     fold[2] = fold[2] + (entry.identifier,)
-        if self.hooks.provides("on_select_subscribers"):
-            selected = self.hooks.on_select_subscribers({k: v[3] for k, v in plan.items()}, message)
+        hooks = self.hooks
+        if hooks.provides("on_select_subscribers"):
+            selected = hooks.on_select_subscribers({k: v[3] for k, v in plan.items()}, message)
             plan = {k: v for k, v in plan.items() if k in selected}
+        may_read = self.may_read if hooks.provides("on_acl_check") else None
         forms = WireForms(message, source_version)
         sessions = self.sessions
         qos = message.qos
@@ -120,7 +122,7 @@ class Delivery:
                 self.call_inline(entry, message)
                 continue
             session = sessions.get(key)
-            if session is not None:
+            if session is not None and (may_read is None or may_read(session, message)):
                 self.deliver(session, message, min(qos, granted), retain and as_published,
                              identifiers, now, forms)
         for group, filter, members in match.shared:
@@ -133,10 +135,14 @@ class Delivery:
                 self.call_inline(entry, message)
                 continue
             session = sessions.get(key)
-            if session is not None:
+            if session is not None and (may_read is None or may_read(session, message)):
                 self.deliver(session, message, min(qos, entry.qos),
                              retain and entry.retain_as_published,
                              (entry.identifier,) if entry.identifier else (), now, forms)
+
+    def may_read(self, session: Session, message: Publish) -> bool:
+        """The ACL hooks' verdict on this client receiving this topic (checked per delivery)."""
+        return self.hooks.on_acl_check(session.client, message.topic, False)
 
     def is_available(self, key: str) -> bool:
         """Is this shared-group member connected (or the inline client)?"""
@@ -201,6 +207,14 @@ class Delivery:
         if hooks.provides("on_qos_publish"):
             hooks.on_qos_publish(conn, packet, 0.0, int(dup))
 
+    def send_ack(self, conn: MQTTConnection, kind: type, packet_id: int, reason_code: int) -> None:
+        """Send PUBACK/PUBREC/PUBREL/PUBCOMP; as ready-made bytes unless a hook watches packets."""
+        hooks = self.hooks
+        if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+            conn.send(kind(packet_id, reason_code))
+        else:
+            conn.write(ack_bytes(kind, packet_id, reason_code))
+
     def drain(self, session: Session, conn: MQTTConnection, now: float) -> None:
         """Move queued messages in flight while the client's receive maximum allows."""
         queue = session.queue
@@ -211,7 +225,7 @@ class Delivery:
         """A session resumed: resend what was in flight, DUP set [MQTT-4.4.0-1], then the queue."""
         for item in list(session.inflight.values()):
             if item.released:
-                conn.write(bytes((0x62, 2, item.packet_id >> 8, item.packet_id & 0xFF)))
+                self.send_ack(conn, Pubrel, item.packet_id, 0)
             else:
                 remaining = remaining_expiry(item.message, item.received_at, now)
                 self.write_publish(session, conn, item, remaining, item.sent)
@@ -233,3 +247,14 @@ class Delivery:
                 task.add_done_callback(self._tasks.discard)
         except Exception:
             log.exception("inline subscription callback for %r failed", entry.filter)
+
+
+ACK_FIRST_BYTE = {Puback: 0x40, Pubrec: 0x50, Pubrel: 0x62, Pubcomp: 0x70}
+
+
+def ack_bytes(kind: type, packet_id: int, reason_code: int) -> bytes:
+    """PUBACK/PUBREC/PUBREL/PUBCOMP without properties, encoded directly (the hot path)."""
+    first_byte = ACK_FIRST_BYTE[kind]
+    if reason_code:
+        return bytes((first_byte, 3, packet_id >> 8, packet_id & 0xFF, reason_code))
+    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))

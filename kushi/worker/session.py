@@ -65,7 +65,7 @@ class Session:
     will: Will | None = None
     will_delay: int = 0
     will_due_at: float | None = None   # set while a delayed will waits to be published
-    will_client: object = None         # the ClientInfo the delayed will is published for
+    client: object = None              # ClientInfo of the last connection (hooks see it)
     disconnected_at: float | None = None
     send_quota_limit: int = 65535      # the client's Receive Maximum, capped by ours
     dropped: int = 0                   # queued messages dropped because the queue was full
