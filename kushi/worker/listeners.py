@@ -26,7 +26,7 @@ import ssl
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kushi.errors import ConfigurationError
 from kushi.worker.websocket_transport import WebSocketProtocol
@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 BACKLOG = 4096
+# Seconds a client has to complete the TLS handshake; the MQTT connection (and its connect
+# timeout) only starts after it.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 # The default inbound MQTT packet limit (Options.maximum_packet_size) ...
 DEFAULT_MAX_PACKET_SIZE = 1_048_576
@@ -131,12 +134,18 @@ class ListenerHandle:
     """An open listener: its config, the bound host and port, and ``close()``."""
 
     def __init__(
-        self, config: ListenerConfig, host: str, port: int | None, server: asyncio.AbstractServer
+        self,
+        config: ListenerConfig,
+        host: str,
+        port: int | None,
+        server: asyncio.AbstractServer,
+        socket_file: str | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.port = port  # None for a Unix socket
         self._server = server
+        self._socket_file = socket_file  # a Unix socket file we created, removed on close
 
     @property
     def address(self) -> str:
@@ -152,8 +161,8 @@ class ListenerHandle:
         Not ``wait_closed()``: from Python 3.12 it also waits for every connection to end.
         """
         self._server.close()
-        if isinstance(self.config, Unix):
-            _remove_socket_file(self.config.path)
+        if self._socket_file is not None:
+            _remove_socket_file(self._socket_file)
 
     def __repr__(self) -> str:
         return f"<ListenerHandle {self.config.kind} {self.config.id} {self.address}>"
@@ -235,11 +244,14 @@ async def start_listener(
     try:
         if sock is None and host is None:
             sock = bind_socket(None, port)
+        tls_options: dict[str, Any] = {}
+        if ssl_context is not None:
+            tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
         if sock is not None:
-            server = await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=BACKLOG)
+            server = await loop.create_server(factory, sock=sock, backlog=BACKLOG, **tls_options)
         else:
             server = await loop.create_server(
-                factory, host, port, ssl=ssl_context, reuse_port=True, backlog=BACKLOG
+                factory, host, port, reuse_port=True, backlog=BACKLOG, **tls_options
             )
     except OSError as exc:
         message = f"listener {config.id}: cannot listen on {config.address}: {exc}"
@@ -254,6 +266,7 @@ async def _start_unix(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket | None,
 ) -> ListenerHandle:
+    socket_file = None if sock is not None else config.path
     try:
         if sock is not None:
             server = await loop.create_unix_server(protocol_factory, sock=sock, backlog=BACKLOG)
@@ -263,7 +276,7 @@ async def _start_unix(
     except OSError as exc:
         message = f"listener {config.id}: cannot listen on {config.path}: {exc}"
         raise ConfigurationError(message) from exc
-    return ListenerHandle(config, config.path, None, server)
+    return ListenerHandle(config, config.path, None, server, socket_file)
 
 
 def _remove_socket_file(path: str) -> None:

@@ -59,8 +59,17 @@ __all__ = ["MQTT_SUBPROTOCOLS", "WebSocketProtocol", "WebSocketTransport"]
 # In order of preference; "mqttv3.1" is what MQTT 3.1 clients (and some old libraries) offer.
 MQTT_SUBPROTOCOLS: tuple[Subprotocol, ...] = (Subprotocol("mqtt"), Subprotocol("mqttv3.1"))
 
-# websockets logs "connection open"/"connection closed" at INFO for each connection.
-_LOGGER = logging.getLogger("kushi.websocket")
+
+
+class _ConnectionEventsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs every connection's open and close at INFO; kushi logs connections at
+    DEBUG, so 10,000 WebSocket clients do not mean 20,000 INFO lines."""
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_LOGGER = _ConnectionEventsAtDebug(logging.getLogger("kushi.websocket"), {})
 
 # First header byte without FIN: the opcode with the reserved bits, which must be 0.
 _CONTINUATION, _TEXT, _BINARY = 0x0, 0x1, 0x2
