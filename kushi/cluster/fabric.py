@@ -37,12 +37,13 @@ from typing import Protocol
 
 import msgpack
 
-from ..protocol.codec import decode_at, encode, read_varint
-from ..protocol.packets import MQTT_5, Publish
+from ..protocol.packets import Publish
 from ..protocol.topics import parse_shared
 from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
+from .session_transfer import session_from_wire, session_to_wire, will_to_wire
+from .wire import decode_message, encode_message
 
 log = logging.getLogger("kushi.cluster")
 
@@ -53,11 +54,22 @@ RETAINED = "ret"
 SNAPSHOT = "snap"
 BARRIER = "bar"
 BARRIER_ACK = "bar-ack"
+CLAIM = "claim"              # request to the directory: this node holds client id's session now
+TAKEOVER = "takeover"        # request to the previous holder: hand the session over
+RELEASE = "release"          # to the directory: the session ended here
+WILL_SET = "will+"           # to the directory: keep a copy of a connected client's will
+WILL_CLEARED = "will-"       # to the directory: that will must not be sent any more
+DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
 
 
 class Sink(Protocol):
-    """What the fabric calls back on its own node (the broker, or the supervisor's inline client)."""
+    """What the fabric calls back on its own node (the broker, or the supervisor's inline client).
+
+    A sink may also have ``export_session(client_id) -> Session | None``: close
+    the client's connection here (0x8E) and give its session up, for a
+    takeover by another worker. Without it, sessions do not move.
+    """
 
     def deliver_remote(self, message: Publish) -> None: ...
     def apply_retained(self, message: Publish) -> None: ...
@@ -78,29 +90,12 @@ class _RetainedEntry:
     stored_at: float     # time.monotonic() when stored, for the remaining expiry
 
 
-def encode_message(message: Publish) -> bytes:
-    """The bus form of a message: its MQTT 5 PUBLISH bytes (packet id 1 when QoS > 0)."""
-    if message.qos and message.packet_id is None or message.dup \
-            or message.properties.topic_alias is not None:
-        message = replace(message, packet_id=message.packet_id or (1 if message.qos else None),
-                          dup=False,
-                          properties=replace(message.properties, topic_alias=None))
-    return encode(message, MQTT_5)
-
-
-def decode_message(body: bytes) -> Publish:
-    """The message of a bus body (see ``encode_message``)."""
-    _, start = read_varint(body, 1, len(body))
-    message = decode_at(body[0], body, start, len(body), MQTT_5)
-    assert isinstance(message, Publish)
-    return message
-
-
 class BusFabric:
     """The fabric of one node: implements the seam over ``bus`` for ``worker_id``."""
 
-    def __init__(self, bus: Bus, worker_id: int) -> None:
+    def __init__(self, bus: Bus, worker_id: int, directory: str = DIRECTORY) -> None:
         self.worker_id = worker_id
+        self.directory = directory
         self.bus = bus
         self.node = bus.name
         self.stats = FabricStats()
@@ -121,6 +116,8 @@ class BusFabric:
         bus.on(SNAPSHOT, self._on_snapshot)
         bus.serve(SNAPSHOT, self._serve_snapshot)
         bus.on(BARRIER, self._on_barrier)
+        bus.serve(TAKEOVER, self._serve_takeover)
+        self._claims: dict[str, int] = {}       # client id -> generation of our claim
         bus.on(BARRIER_ACK, self._on_barrier_ack)
         bus.on_peer_left.append(self._on_peer_left)
 
@@ -199,6 +196,56 @@ class BusFabric:
             del self._barriers[number]
             if not waiter.done():
                 waiter.set_result(None)
+
+    # -------------------------------------------------- sessions across workers
+
+    async def claim_session(self, client_id: str, clean_start: bool) -> object | None:
+        """Before a CONNACK: make this node the holder of ``client_id``'s session.
+
+        Returns the session taken over from the worker that held it (a
+        ``kushi.worker.session.Session``; its connection there got 0x8E), or
+        None when no other worker held one. The directory decides races: of
+        two concurrent claims the later wins, and takes over from the earlier.
+        """
+        reply = await self.bus.request(self.directory, CLAIM,
+                                       msgpack.packb((client_id, clean_start)))
+        generation, previous = msgpack.unpackb(reply)
+        self._claims[client_id] = generation
+        if previous is None or previous == self.node:
+            return None
+        try:
+            body = await self.bus.request(previous, TAKEOVER, client_id.encode())
+        except BusError as exc:
+            log.warning("no takeover of %r from %s: %s", client_id, previous, exc)
+            return None
+        if not body:
+            return None
+        return session_from_wire(body, time.monotonic())
+
+    def _serve_takeover(self, sender: str, payload: bytes) -> bytes:
+        """Another worker took ``client_id`` over: give the session up (empty answer: none here)."""
+        client_id = payload.decode()
+        self._claims.pop(client_id, None)
+        export = getattr(self._sink, "export_session", None)
+        session = export(client_id) if export is not None else None
+        if session is None:
+            return b""
+        return session_to_wire(session, time.monotonic())
+
+    def session_ended(self, client_id: str) -> None:
+        """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""
+        generation = self._claims.pop(client_id, None)
+        self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
+
+    def will_set(self, client_id: str, will: object, session_expiry: int) -> None:
+        """A client connected here with ``will`` (a Will): the directory keeps a copy for a crash."""
+        delay = getattr(will.properties, "will_delay_interval", None) or 0  # type: ignore[attr-defined]
+        self.bus.send(self.directory, WILL_SET,
+                      msgpack.packb((client_id, will_to_wire(will), delay, session_expiry)))
+
+    def will_cleared(self, client_id: str) -> None:
+        """The will of ``client_id`` was sent, or must not be: the directory forgets its copy."""
+        self.bus.send(self.directory, WILL_CLEARED, client_id.encode())
 
     # --------------------------------------------------------- the other side
 

@@ -54,6 +54,7 @@ from ..protocol.topics import topic_matches
 from ..router.bus import Bus, make_runtime_dir
 from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
+from .directory_node import DirectoryNode
 from .fabric import BusFabric
 from .worker import CONTROL, EXIT_BOOT_FAILED, RETIRE, SUPERVISOR, WorkerSpec, node_name, worker_main
 
@@ -116,6 +117,7 @@ class Supervisor:
         self.bus: Bus | None = None
         self.fabric: BusFabric | None = None
         self.inline = InlineSink()
+        self.directory: DirectoryNode | None = None
         self._workers: dict[int, _Worker] = {}
         self._reserved: list[socket.socket] = []
         self._initial_synced = 0
@@ -155,6 +157,7 @@ class Supervisor:
         self.bus = Bus(SUPERVISOR, self.runtime_dir)
         self.fabric = BusFabric(self.bus, worker_id=-1)
         self.fabric.attach(self.inline)
+        self.directory = DirectoryNode(self.bus, self._publish_message)
         self.bus.serve("synced", self._serve_synced)
         self.bus.serve("ready", self._serve_ready)
         self.bus.serve("boot_failed", self._serve_boot_failed)
@@ -395,10 +398,15 @@ class Supervisor:
         assert self.fabric is not None
         if isinstance(payload, str):
             payload = payload.encode()
-        message = Publish(topic, payload, qos, retain, properties=properties or NO_PROPERTIES)
-        if retain:
+        self._publish_message(Publish(topic, payload, qos, retain, properties=properties or NO_PROPERTIES))
+
+    def _publish_message(self, message: Publish) -> None:
+        """A message from the supervisor (inline client, a dead worker's will) to every worker."""
+        assert self.fabric is not None
+        if message.retain:
             self.fabric.retained_changed(message)
         self.fabric.forward(message)
+        self.inline.deliver_remote(message)
 
     async def subscribe(self, filter: str, subscription_id: int, callback: Callable[..., Any]) -> None:
         """Call ``callback(topic, payload, packet)`` for each message published on any worker."""

@@ -7,76 +7,12 @@ fabric's routing, last-writer-wins and snapshot logic are checked directly.
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Callable
 
-import pytest
+from fabric_support import DEADLINE, Cluster, run, until
 
-from kushi.cluster.fabric import BusFabric, decode_message, encode_message
+from kushi.cluster.wire import decode_message, encode_message
 from kushi.protocol.packets import Publish
 from kushi.protocol.properties import Properties
-from kushi.router.bus import Bus, make_runtime_dir
-
-DEADLINE = 10.0
-
-
-class RecordingSink:
-    """Stands in for a broker: records what the fabric delivers and the retained state it applies."""
-
-    def __init__(self) -> None:
-        self.delivered: list[Publish] = []
-        self.retained: dict[str, Publish] = {}
-        self.changed = asyncio.Event()
-
-    def deliver_remote(self, message: Publish) -> None:
-        self.delivered.append(message)
-        self.changed.set()
-
-    def apply_retained(self, message: Publish) -> None:
-        if message.payload:
-            self.retained[message.topic] = message
-        else:
-            self.retained.pop(message.topic, None)
-        self.changed.set()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition()`` holds, re-checking after every loop iteration."""
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0)
-    await asyncio.wait_for(poll(), DEADLINE)
-
-
-class Cluster:
-    def __init__(self) -> None:
-        self.runtime_dir = make_runtime_dir()
-        self.nodes: dict[str, tuple[Bus, BusFabric, RecordingSink]] = {}
-
-    async def add(self, name: str, worker_id: int) -> tuple[Bus, BusFabric, RecordingSink]:
-        bus = Bus(name, self.runtime_dir, registrar=None if not self.nodes else "w0")
-        fabric = BusFabric(bus, worker_id)
-        sink = RecordingSink()
-        await bus.start()
-        await fabric.sync()
-        fabric.attach(sink)
-        self.nodes[name] = (bus, fabric, sink)
-        return bus, fabric, sink
-
-    async def close(self) -> None:
-        for bus, _, _ in self.nodes.values():
-            await bus.close()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
-
-
-def run(scenario) -> None:
-    async def main() -> None:
-        cluster = Cluster()
-        try:
-            await scenario(cluster)
-        finally:
-            await cluster.close()
-    asyncio.run(asyncio.wait_for(main(), DEADLINE * 3))
 
 
 def test_bus_form_keeps_every_property() -> None:

@@ -1,0 +1,75 @@
+"""The session directory on the bus: the supervisor's side of claims, releases and wills.
+
+``DirectoryNode`` answers the ``claim`` requests of the workers' fabrics,
+takes their ``release``/``will+``/``will-`` notes, and when a worker leaves
+the bus (its process died) publishes the wills of the clients it held, each
+after its will delay, unless the client came back first. The bookkeeping
+itself is ``kushi.cluster.directory.SessionDirectory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgpack
+
+from ..protocol.packets import Publish
+from ..router.bus import Bus
+from .directory import SessionDirectory
+from .fabric import CLAIM, RELEASE, WILL_CLEARED, WILL_SET
+from .wire import decode_message
+
+log = logging.getLogger("kushi.cluster")
+
+
+class DirectoryNode:
+    """The session directory served over ``bus``; ``publish`` sends a will to every worker."""
+
+    def __init__(self, bus: Bus, publish: Callable[[Publish], None]) -> None:
+        self.bus = bus
+        self.publish = publish
+        self.directory = SessionDirectory()
+        self._pending_wills: dict[str, tuple[asyncio.TimerHandle, bytes]] = {}
+        bus.serve(CLAIM, self._serve_claim)
+        bus.on(RELEASE, self._on_release)
+        bus.on(WILL_SET, self._on_will_set)
+        bus.on(WILL_CLEARED, self._on_will_cleared)
+        bus.on_peer_left.append(self._on_node_left)
+
+    def _serve_claim(self, sender: str, payload: bytes) -> bytes:
+        client_id, clean_start = msgpack.unpackb(payload)
+        pending = self._pending_wills.pop(client_id, None)
+        if pending is not None:
+            timer, body = pending
+            timer.cancel()
+            if clean_start:   # the old session ends now: its will goes out now [MQTT-3.1.3-9]
+                self._publish_will(client_id, body)
+        generation, previous = self.directory.claim(client_id, sender)
+        return msgpack.packb((generation, previous))
+
+    def _on_release(self, sender: str, payload: bytes) -> None:
+        client_id, generation = msgpack.unpackb(payload)
+        self.directory.release(client_id, sender, generation)
+
+    def _on_will_set(self, sender: str, payload: bytes) -> None:
+        client_id, body, delay, session_expiry = msgpack.unpackb(payload)
+        self.directory.set_will(client_id, sender, body, delay, session_expiry)
+
+    def _on_will_cleared(self, sender: str, payload: bytes) -> None:
+        self.directory.clear_will(payload.decode(), sender)
+
+    def _on_node_left(self, node: str) -> None:
+        """A worker is gone: its sessions are lost; its clients' wills go out when due."""
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for due in self.directory.node_died(node, now):
+            timer = loop.call_later(max(due.due_at - now, 0.0), self._publish_will, due.client_id, due.body)
+            self._pending_wills[due.client_id] = (timer, due.body)
+
+    def _publish_will(self, client_id: str, body: bytes) -> None:
+        self._pending_wills.pop(client_id, None)
+        log.info("publishing the will of %r, whose worker died", client_id)
+        self.publish(decode_message(body))

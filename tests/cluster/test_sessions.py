@@ -1,0 +1,106 @@
+"""Sessions across workers: the directory, the takeover protocol, session transfer, wills of a dead worker.
+
+The broker's side (closing the old connection with 0x8E, installing the
+session it gets back) is stood in for by ``RecordingSink``; the protocol
+between the nodes and the transfer format are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fabric_support import DEADLINE, Cluster, run, until
+
+from kushi.cluster.directory import SessionDirectory
+from kushi.cluster.directory_node import DirectoryNode
+from kushi.cluster.session_transfer import session_from_wire, session_to_wire
+from kushi.protocol.packets import Publish, Will
+from kushi.protocol.properties import Properties
+from kushi.worker.session import Outbound, Session, SubscriptionEntry
+
+
+def sample_session(now: float) -> Session:
+    session = Session("c1", 5, max_queued_messages=50)
+    session.expiry_interval = 300
+    session.subscriptions["a/#"] = SubscriptionEntry("c1", "a/#", 1, True, True, 2, 7)
+    session.subscriptions["$share/g/b"] = SubscriptionEntry("c1", "$share/g/b", 2)
+    session.inflight[5] = Outbound(Publish("a/1", b"one", qos=1), now - 2.0, 5, False, True)
+    session.inflight[6] = Outbound(Publish("a/2", b"two", qos=2), now - 1.0, 6, True, True)
+    session.queue.append(Outbound(Publish("a/3", b"three", qos=1,
+                                          properties=Properties(message_expiry_interval=60)), now - 0.5))
+    session.inbound_qos2 = {3, 9}
+    session.will = Will("will/t", b"bye", 1, True, Properties(will_delay_interval=30, content_type="x"))
+    session.will_delay = 30
+    session.disconnected_at = now - 4.0
+    session.send_quota_limit = 20
+    session._last_packet_id = 6
+    return session
+
+
+def test_session_state_survives_the_transfer() -> None:
+    """Everything a resumed session needs moves: subscriptions, inflight, queue, QoS 2 ids, will, expiry."""
+    sent = sample_session(1000.0)
+    got = session_from_wire(session_to_wire(sent, now=1000.0), now=50.0)  # another process's clock
+    assert got.subscriptions == sent.subscriptions
+    assert {pid: (o.message.topic, bytes(o.message.payload), o.message.qos, o.released, o.sent,
+                  o.received_at) for pid, o in got.inflight.items()} == \
+        {5: ("a/1", b"one", 1, False, True, 48.0), 6: ("a/2", b"two", 2, True, True, 49.0)}
+    assert [(o.message.topic, o.message.properties.message_expiry_interval, o.received_at)
+            for o in got.queue] == [("a/3", 60, 49.5)]
+    assert got.inbound_qos2 == {3, 9}
+    assert got.will == sent.will and got.will_delay == 30
+    assert (got.expiry_interval, got.disconnected_at, got.send_quota_limit, got._last_packet_id) == \
+        (300, 46.0, 20, 6)
+
+
+def test_directory_later_claim_wins_and_release_of_an_older_claim_is_ignored() -> None:
+    """Two claims of one client id: the second names the first holder; its stale release changes nothing."""
+    directory = SessionDirectory()
+    first, previous = directory.claim("c", "w1")
+    assert previous is None
+    second, previous = directory.claim("c", "w2")
+    assert previous == "w1" and second > first
+    assert not directory.release("c", "w1", first)
+    assert directory.owner("c").node == "w2"
+    assert directory.release("c", "w2", second) and directory.owner("c") is None
+
+
+def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> None:
+    """[invariant 2] w2's claim makes w1 give the session up; w2 gets it back whole."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, sup, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, lambda message: None)
+        _, w1, sink1 = await cluster.add("w1", 1)
+        _, w2, sink2 = await cluster.add("w2", 2)
+        assert await w1.claim_session("c1", clean_start=False) is None   # nobody held it
+        sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
+        moved = await w2.claim_session("c1", clean_start=False)
+        assert sink1.exported == ["c1"] and "c1" not in sink1.sessions
+        assert moved is not None and set(moved.subscriptions) == {"a/#", "$share/g/b"}
+        assert set(moved.inflight) == {5, 6} and len(moved.queue) == 1
+        assert await w2.claim_session("c1", clean_start=False) is None   # already here: no takeover
+        assert sink2.exported == []
+    run(scenario)
+
+
+def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> None:
+    """[invariant 6] The directory publishes a dead worker's wills when due; a resumed client's is not sent."""
+    async def scenario(cluster: Cluster) -> None:
+        published: list[Publish] = []
+        sup_bus, sup, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, published.append)
+        _, w1, _ = await cluster.add("w1", 1)
+        _, w2, _ = await cluster.add("w2", 2)
+        w1.will_set("now", Will("will/now", b"a"), session_expiry=0)
+        w1.will_set("later", Will("will/later", b"b", properties=Properties(will_delay_interval=1)), 60)
+        w1.will_set("back", Will("will/back", b"c", properties=Properties(will_delay_interval=1)), 60)
+        w1.will_set("clean", Will("will/clean", b"d"), 60)
+        w1.will_cleared("clean")    # e.g. a normal DISCONNECT: no will
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        sup_bus.forget("w1")        # the supervisor saw w1's process die
+        await until(lambda: len(published) == 1)
+        assert published[0].topic == "will/now"
+        await w2.claim_session("back", clean_start=False)   # "back" reconnects within its will delay
+        await until(lambda: len(published) == 2)             # "later" is due after its 1 s delay
+        assert [m.topic for m in published] == ["will/now", "will/later"]
+    run(scenario)
