@@ -240,13 +240,14 @@ async def start_listener(
         )
 
     ssl_context = server_ssl_context(config) if isinstance(config, (TLS, WSS)) else None
+    tls_options: dict[str, Any] = {}
+    if ssl_context is not None:
+        tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
     host, port = parse_address(config.address)
+    own_socket: socket.socket | None = None
     try:
         if sock is None and host is None:
-            sock = bind_socket(None, port)
-        tls_options: dict[str, Any] = {}
-        if ssl_context is not None:
-            tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+            sock = own_socket = bind_socket(None, port)
         if sock is not None:
             server = await loop.create_server(factory, sock=sock, backlog=BACKLOG, **tls_options)
         else:
@@ -254,6 +255,8 @@ async def start_listener(
                 factory, host, port, reuse_port=True, backlog=BACKLOG, **tls_options
             )
     except OSError as exc:
+        if own_socket is not None:
+            own_socket.close()
         message = f"listener {config.id}: cannot listen on {config.address}: {exc}"
         raise ConfigurationError(message) from exc
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
