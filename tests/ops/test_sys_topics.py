@@ -76,5 +76,6 @@ def test_each_tick_fires_on_sys_info_tick_with_the_stats() -> None:
     server = RecordingServer()
     server.hooks.add(Recorder())
     sys_topics = SysTopics(server, interval=10)
-    asyncio.run(sys_topics.tick(sys_topics.started + 42))
+    sys_topics.started = 1000.0
+    asyncio.run(sys_topics.tick(1042.0))
     assert seen == [{"clients_connected": 1, "uptime": 42, "version": sys_topics.version, "worker_id": 0}]
