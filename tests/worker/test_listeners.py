@@ -681,3 +681,12 @@ def test_large_message_over_websocket_both_ways(
     payload = os.urandom(300_000)
     publisher.publish("e2e/big", payload, qos=1)
     subscriber.expect_message("e2e/big", payload)
+
+
+def test_websocket_handshake_is_bounded_by_the_connect_timeout(make_broker: Any) -> None:
+    """A client that opens the WebSocket port and never finishes the HTTP upgrade is closed
+    by the MQTT connect timeout: the inner connection exists from the TCP accept on."""
+    running = make_broker(connect_timeout=0.5)
+    with socket.create_connection((running.host, running.ws_port), timeout=TIMEOUT) as client:
+        client.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # the request never ends
+        assert client.recv(1024) == b""  # the server closed the connection
