@@ -199,3 +199,27 @@ def test_tls_and_wss_listeners_from_flags(serve: Any, paho: Any, certificate: tu
     clients[0].subscribe("ops/secure")
     clients[1].publish("ops/secure", b"over wss, to tls", qos=1)
     clients[0].expect_message("ops/secure", b"over wss, to tls")
+
+
+def test_acl_file_and_ledger_flags_install_their_hooks(serve: Any, paho: Any, tmp_path: Path) -> None:
+    """--password-file with --acl-file (Mosquitto), and --ledger (Mochi), each decide for real."""
+    passwords = pytest.importorskip("kushi.hooks.passwords")
+    (tmp_path / "passwd").write_text(f"alice:{passwords.hash_password('pw')}\n")
+    (tmp_path / "acl").write_text("user alice\ntopic readwrite alice/#\n")
+    (tmp_path / "ledger.yaml").write_text("users:\n  carol:\n    password: pw\n")
+    mosquitto = serve(*LOCAL, "--password-file", str(tmp_path / "passwd"), "--acl-file", str(tmp_path / "acl"))
+    ledger = serve(*LOCAL, "--ledger", str(tmp_path / "ledger.yaml"))
+    for kushi in (mosquitto, ledger):
+        assert "no authentication configured" not in kushi.log
+
+    alice = paho(mosquitto, "alice")
+    alice.client.username_pw_set("alice", "pw")
+    alice.connect()
+    assert alice.subscribe("alice/inbox", qos=1) == [1]
+    assert alice.subscribe("bob/inbox", qos=1) == [0x87]
+
+    for password, refused in (("wrong", True), ("pw", False)):
+        carol = paho(ledger, f"carol-{password}")
+        carol.client.username_pw_set("carol", password)
+        _, reason, _ = carol.connect(expect_success=False)
+        assert reason.is_failure == refused, f"password {password!r}: {reason}"
