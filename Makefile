@@ -19,8 +19,9 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# make serve ARGS="--log-level debug --ws none": extra flags for kushi serve
 serve: $(STAMP)
-	$(BIN)/kushi serve
+	$(BIN)/kushi serve $(ARGS)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n auto -q
