@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from ..router.bus import Bus
 from ..worker.options import Options
 from ..worker.server import Server
 from .fabric import BusFabric
+from .session_hook import ClusterSessionHook, export_session
 
 log = logging.getLogger("kushi.cluster")
 
@@ -87,6 +89,16 @@ class _ServerSink:
         if self.server.broker is not None:
             self.server.broker.apply_retained(message)
 
+    def export_session(self, client_id: str) -> Any:
+        """A takeover by another worker: close the connection here (0x8E), give the session up."""
+        broker = self.server.broker
+        if broker is None:
+            return None
+        exporter = getattr(broker, "export_session", None)
+        if exporter is not None:
+            return exporter(client_id)
+        return export_session(broker, client_id, time.monotonic())
+
 
 class WorkerProcess:
     """The broker of one worker, its bus node and its fabric."""
@@ -125,13 +137,15 @@ class WorkerProcess:
     async def _boot(self) -> None:
         for hook in self.spec.hooks:
             self.server.add_hook(hook)
+        self.server.add_hook(ClusterSessionHook(self.fabric, self.server))  # last: after every auth hook
         for listener in self.spec.listeners:
             self.server.add_listener(listener)
         await self.bus.start()
         await self.fabric.sync()
         await self.bus.request(SUPERVISOR, "synced", timeout=BOOT_TIMEOUT)
-        await self.server.start()
         self.fabric.attach(_ServerSink(self.server))
+        await self.server.start()
+        self.fabric.attach(_ServerSink(self.server))   # again: applies the synced retained messages
         addresses = [(handle.config.id, getattr(handle.config, "kind", "?"), handle.host, handle.port)
                      for handle in self.server.listeners.values()]
         await self.bus.request(SUPERVISOR, "ready", msgpack.packb(addresses))

@@ -164,3 +164,25 @@ def listening_inodes(port: int) -> set[int]:
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 found.add(int(fields[9]))
     return found
+
+
+def raw_client_on(cluster: KushiCluster, accept, attempts: int = 60):
+    """A RawClient (not yet CONNECTed) whose TCP connection a worker with ``accept(worker_id)`` holds.
+
+    A connection landing elsewhere is closed before any MQTT byte is sent, so
+    probing never touches a session.
+    """
+    from tests.support.rawclient import RawClient
+
+    for _ in range(attempts):
+        client = RawClient(cluster.host, cluster.port)
+        client_port = client.sock.getsockname()[1]
+        deadline = time.monotonic() + 5
+        worker = cluster.worker_of(client_port)
+        while worker is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the worker has not accepted the connection yet; re-check
+            worker = cluster.worker_of(client_port)
+        if worker is not None and accept(worker):
+            return client, worker
+        client.close()
+    raise AssertionError(f"no connection landed on a wanted worker in {attempts} attempts")

@@ -1,0 +1,104 @@
+"""ClusterSessionHook: the broker's sessions and wills, kept in step with the session directory.
+
+A worker's broker knows only its own sessions. This hook, added last to each
+worker's server, connects it to the directory through the fabric using the
+hook events the broker already has:
+
+- ``on_connect_authenticate`` (last provider, so it runs only for a client
+  every auth hook accepted): claim the client id; if another worker held
+  the session, it is taken over from there (0x8E to the old connection) and
+  installed here, its subscriptions re-added and known on every worker
+  (barrier) before the CONNACK says "session present".
+- ``on_session_established``: the directory keeps a copy of the will, so it
+  is published even if this worker crashes.
+- ``on_disconnect`` / ``on_will_sent`` / ``on_client_expired``: the copy is
+  dropped when the will went out or must not; an ended session is released.
+
+Where the broker grows dedicated methods (``Broker.import_session``,
+``Broker.export_session``) they are used; until then the stand-ins here and
+in ``kushi.cluster.worker`` reach into the broker (see the cluster notes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SessionTakenOver
+from ..hooks.base import Hook
+from ..protocol.packets import Connect
+from .fabric import BusFabric
+
+
+class ClusterSessionHook(Hook):
+    """Keeps one worker's sessions and wills in step with the cluster's session directory."""
+
+    id = "cluster-sessions"
+
+    def __init__(self, fabric: BusFabric, server: Any) -> None:
+        self.fabric = fabric
+        self.server = server
+
+    async def on_connect_authenticate(self, client: Any, packet: Connect) -> bool:
+        """Claim the client id; bring the session here if another worker held it."""
+        session = await self.fabric.claim_session(client.client_id, packet.clean_start)
+        if session is not None and not packet.clean_start:
+            broker = self.server.broker
+            importer = getattr(broker, "import_session", None)
+            if importer is not None:
+                importer(session)
+            else:
+                install_session(broker, session)
+            await self.fabric.barrier()
+        return True
+
+    def on_session_established(self, client: Any, packet: Connect) -> None:
+        if packet.will is not None:
+            self.fabric.will_set(client.client_id, packet.will, client.session.expiry_interval)
+        else:
+            self.fabric.will_cleared(client.client_id)
+
+    def on_disconnect(self, client: Any, error: BaseException | None, expire: bool) -> None:
+        session = getattr(client, "session", None)
+        if session is None or session.will is None:   # sent already, or dropped by a DISCONNECT
+            self.fabric.will_cleared(client.client_id)
+        if expire:
+            self.fabric.session_ended(client.client_id)
+
+    def on_will_sent(self, client: Any, packet: Any) -> None:
+        if getattr(client, "client_id", ""):
+            self.fabric.will_cleared(client.client_id)
+
+    def on_client_expired(self, client_id: str) -> None:
+        self.fabric.session_ended(client_id)
+
+
+def install_session(broker: Any, session: Any) -> None:
+    """Stand-in for ``Broker.import_session``: a session taken over from another worker."""
+    client_id = session.client_id
+    if client_id in broker.sessions:
+        return  # a local session wins (the directory said no other worker held one)
+    broker.sessions[client_id] = session
+    broker.detached.add(client_id)
+    for entry in list(session.subscriptions.values()):
+        broker.add_subscription(session, entry)
+
+
+def export_session(broker: Any, client_id: str, now: float) -> Any:
+    """Stand-in for ``Broker.export_session``: close the client's connection here, give up its session.
+
+    The connection is removed from the broker's table before it is failed, so
+    its ``connection_lost`` neither publishes the will nor detaches: the will
+    moves with the session, as a takeover within one process does.
+    """
+    conn = broker.connections.pop(client_id, None)
+    session = broker.sessions.pop(client_id, None)
+    if conn is not None:
+        conn.fail(SessionTakenOver("another connection took this client id"))
+    if session is None:
+        return None
+    if session.disconnected_at is None:
+        session.detach(now)
+    broker.detached.discard(client_id)
+    for filter in broker.matcher.remove_key(client_id):
+        broker._interest_down(filter)
+    return session
