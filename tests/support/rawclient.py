@@ -3,6 +3,10 @@
 It encodes packets with ``kushi.protocol.codec.encode`` (or sends any bytes you
 give it, for malformed input) and decodes what the broker answers with
 ``kushi.protocol.reader.PacketReader``. Every wait has a timeout; nothing sleeps.
+The decoder refuses reason codes a packet may not carry, so every packet a test
+receives through this client is also checked against the tables of defined
+reason codes ([MQTT-3.2.2-8] [MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.6.2-1]
+[MQTT-3.7.2-1] [MQTT-3.9.3-2] [MQTT-3.11.3-2] [MQTT-3.14.2-1] [MQTT-3.15.2-1]).
 
 Helpers at the bottom build wire fragments by hand (``frame``, ``mqtt_string``,
 ``varint``) for packets the codec refuses to produce.
@@ -143,7 +147,10 @@ class RawClient:
         assert packet.reason_code in reason_code_set(reason_code), (
             f"expected DISCONNECT {expected}, got 0x{packet.reason_code:02X} {packet!r}"
         )
-        assert self.expect_closed(timeout), "the broker did not close after its DISCONNECT"
+        assert self.expect_closed(timeout), "[MQTT-3.14.4-2] the broker did not close after its DISCONNECT"
+        assert self.received_before_close == [], (
+            f"[MQTT-3.14.4-1] packets sent after DISCONNECT: {self.received_before_close!r}"
+        )
         return packet
 
     def expect_connack_refusal(self, reason_code: int | Collection[int],
@@ -157,6 +164,9 @@ class RawClient:
         )
         assert not packet.session_present, "[MQTT-3.2.2-6] refused CONNACK must have session present 0"
         assert self.expect_closed(timeout), "[MQTT-3.2.2-7] the broker did not close after refusing"
+        assert self.received_before_close == [], (
+            f"[MQTT-3.1.4-6] packets sent after a refusing CONNACK: {self.received_before_close!r}"
+        )
         return packet
 
     def _recv(self, deadline: float, size: int = 65536) -> bytes | None:

@@ -104,9 +104,9 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
      lambda v: publish_bytes(v, "a/#"), WILDCARD_TOPIC_CODES, (4, 5)),
     ("empty_topic_without_alias-MQTT-4.7.3-1",
      lambda v: publish_bytes(v, ""), 0x82, (4, 5)),
-    ("publish_packet_id_0-MQTT-2.2.1-3",
+    ("publish_packet_id_0-MQTT-2.2.1-3-MQTT-2.3.1-1",
      lambda v: publish_bytes(v, "t", qos=1, packet_id=0), PACKET_ID_ZERO_CODES, (4, 5)),
-    ("topic_invalid_utf8-MQTT-1.5.4-1",
+    ("topic_invalid_utf8-MQTT-1.5.4-1-MQTT-3.3.2-1",
      lambda v: publish_bytes(v, b"t/\xff\xfe"), 0x81, (4, 5)),
     ("topic_utf16_surrogate-MQTT-1.5.4-1",
      lambda v: publish_bytes(v, b"t/\xed\xa0\x80"), 0x81, (4, 5)),
@@ -144,6 +144,14 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
      lambda v: publish_bytes(v, "t", properties=SESSION_EXPIRY), MISPLACED_PROPERTY_CODES, (5,)),
     ("response_topic_with_wildcard-MQTT-3.3.2-14",
      lambda v: publish_bytes(v, "t", properties=b"\x08" + mqtt_string("reply/#")), {0x82, 0x81, 0x90}, (5,)),
+    ("response_topic_invalid_utf8-MQTT-3.3.2-13",
+     lambda v: publish_bytes(v, "t", properties=b"\x08" + mqtt_string(b"r\xff")), 0x81, (5,)),
+    ("content_type_invalid_utf8-MQTT-3.3.2-19",
+     lambda v: publish_bytes(v, "t", properties=b"\x03" + mqtt_string(b"c\xc0\x80")), 0x81, (5,)),
+    ("unsubscribe_filter_invalid_utf8-MQTT-3.10.3-1",
+     lambda v: unsubscribe_bytes(v, mqtt_string(b"t/\xff")), 0x81, (4, 5)),
+    ("auth_reserved_flags-MQTT-3.15.1-1",  # also an AUTH without a method: Protocol Error
+     lambda v: frame(0xF1, b"\x00"), {0x81, 0x82}, (5,)),
     ("user_property_invalid_utf8-MQTT-1.5.7-1",
      lambda v: publish_bytes(v, "t", properties=b"\x26" + mqtt_string(b"k\xff") + mqtt_string("v")),
      0x81, (5,)),
@@ -159,7 +167,8 @@ def after_connect_cases():
 @pytest.mark.parametrize("build, codes, version", list(after_connect_cases()))
 def test_bad_packet_after_connect(broker, raw, bystander, build, codes, version):
     """A bad packet after a good CONNECT: v5 DISCONNECT with the spec's code then close
-    ([MQTT-4.13.1-1]); 3.1.1: closed with nothing sent ([MQTT-4.8.0-1] 3.1.1). Others go on."""
+    ([MQTT-4.13.1-1] [MQTT-4.13.2-1]); 3.1.1: closed with nothing sent (3.1.1 [MQTT-4.8.0-1]
+    [MQTT-2.2.2-2] [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-3.14.1-1]). Others go on."""
     client = raw(broker, version)
     client.connect_ok(f"bad-{version}")
     client.send(build(version))
@@ -190,6 +199,9 @@ BAD_CONNECTS: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int,
     ("password_flag_without_password-MQTT-3.1.2-19",
      lambda v: frame(0x10, connect_body("pw", v, flags=0x02 | 0x80 | 0x40,
                                         payload_tail=mqtt_string("user"))), 0x81, (4, 5)),
+    ("password_without_flag-MQTT-3.1.2-18",
+     lambda v: frame(0x10, connect_body("pwx", v, flags=0x02 | 0x80,
+                                        payload_tail=mqtt_string("user") + mqtt_string("pw"))), 0x81, (4, 5)),
     ("username_without_flag-MQTT-3.1.2-16",
      lambda v: frame(0x10, connect_body("ex", v, payload_tail=mqtt_string("user"))), 0x81, (4, 5)),
     ("client_id_missing-MQTT-3.1.3-3",

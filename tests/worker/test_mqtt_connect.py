@@ -53,7 +53,8 @@ def test_connack_flags_byte_has_reserved_bits_zero(broker, raw, version):
 
 @V3_AND_V5
 def test_session_present_after_reconnect_without_clean_start(broker, paho, version):
-    """[MQTT-3.2.2-3] [MQTT-3.1.2-5] Clean Start 0 with stored session: Session Present 1."""
+    """[MQTT-3.2.2-3] [MQTT-3.1.2-5] [MQTT-3.1.3-2] Clean Start 0 with a session stored for the
+    ClientID: Session Present 1."""
     props = connect_properties(SessionExpiryInterval=60) if version == 5 else None
     first = paho(broker, "keeper", version, clean=False)
     flags, _, _ = first.connect(properties=props)
@@ -66,7 +67,8 @@ def test_session_present_after_reconnect_without_clean_start(broker, paho, versi
 
 @V3_AND_V5
 def test_clean_start_discards_existing_session(broker, paho, version):
-    """[MQTT-3.1.2-4] [MQTT-3.2.2-2] Clean Start 1 throws the old session away: Session Present 0."""
+    """[MQTT-3.1.2-4] [MQTT-3.1.4-4] [MQTT-3.2.2-2] Clean Start 1 throws the old session away:
+    Session Present 0."""
     props = connect_properties(SessionExpiryInterval=60) if version == 5 else None
     first = paho(broker, "cleaner", version, clean=False)
     first.connect(properties=props)
@@ -147,7 +149,8 @@ def test_empty_client_id_311_clean_session_accepted(broker, raw):
 
 
 def test_empty_client_id_311_without_clean_session_refused(broker, raw):
-    """3.1.1 [MQTT-3.1.3-8] zero-length ClientId with CleanSession 0: CONNACK 0x02, then close."""
+    """3.1.1 [MQTT-3.1.3-8] [MQTT-3.2.2-4] [MQTT-3.2.2-5] zero-length ClientId with CleanSession 0:
+    CONNACK 0x02 with Session Present 0, then close."""
     client = raw(broker, 4)
     client.send(encode(Connect(protocol_version=4, client_id="", clean_start=False), 4))
     assert client.recv_bytes(4) == b"\x20\x02\x00\x02"
@@ -346,3 +349,37 @@ def test_first_bytes_after_connack_keep_connection_open(broker, raw):
     client.connect_ok("once")
     client.send(frame(0xC0, b""))
     assert isinstance(client.recv_packet(), Pingresp)
+
+
+def test_connect_with_every_payload_field(broker, raw, paho):
+    """[MQTT-3.1.3-1] [MQTT-3.1.2-7] ClientID, Will Properties, Will Topic, Will Payload, User Name
+    and Password are parsed in that order: the will (kept with the session) is the one sent."""
+    watcher = paho.connected(broker, "watcher", 5)
+    assert watcher.subscribe("full/will", 0) == [0]
+    client = raw(broker, 5)
+    client.connect_ok("full", username="user", password=b"secret", will=Will(
+        "full/will", b"will payload", properties=Properties(content_type="text/plain")))
+    client.close()
+    message = watcher.expect_message("full/will", b"will payload")
+    assert message.properties.ContentType == "text/plain"
+
+
+@V3_AND_V5
+def test_suback_bytes_echo_packet_id(broker, raw, version):
+    """[MQTT-2.2.1-6] [MQTT-2.2.2-1] SUBACK echoes the SUBSCRIBE's id; in v5 an empty property
+    block is still sent as Property Length 0."""
+    client = raw(broker, version)
+    client.connect_ok("bytes")
+    client.send(Subscribe(0x1234, (Subscription("b/t", 1),)))
+    expected = b"\x90\x04\x12\x34\x00\x01" if version == 5 else b"\x90\x03\x12\x34\x01"
+    assert client.recv_bytes(len(expected)) == expected
+
+
+def test_disconnect_fits_client_maximum_packet_size(broker, raw):
+    """[MQTT-3.14.2-3] [MQTT-3.14.2-4] a server DISCONNECT drops its Reason String / User
+    Properties rather than exceed the client's Maximum Packet Size."""
+    client = raw(broker, 5)
+    client.connect_ok("tinydisc", properties=Properties(maximum_packet_size=8))
+    client.send(frame(0x30, b"\x00\x00\x00x"))  # empty topic, no alias: Protocol Error
+    disconnect = client.expect_disconnect(0x82)
+    assert len(encode(disconnect, 5)) <= 8

@@ -12,6 +12,7 @@ from support.paho import connect_properties, publish_properties
 from support.rawclient import RawClient
 from support.waiting import let_time_pass
 
+from kushi.hooks.base import Hook, PublishRejected
 from kushi.protocol.packets import (
     Disconnect,
     Puback,
@@ -407,3 +408,64 @@ def test_acks_fit_the_client_maximum_packet_size(make_broker, raw):
     suback = client.recv_packet()
     assert isinstance(suback, Suback) and suback.reason_codes[0] >= 0x80
     assert len(encode(suback, 5)) <= 16
+
+
+class RejectBad(Hook):
+    """Refuses every message whose payload is b"bad" (PUBACK/PUBREC 0x87 in v5)."""
+
+    id = "reject-bad"
+
+    def on_publish(self, client, packet):
+        if bytes(packet.payload) == b"bad":
+            raise PublishRejected(0x87, "payload refused by policy " + "x" * 200)
+        return packet
+
+
+def test_refused_qos2_id_reusable_and_ack_fits_maximum_packet_size(make_broker, raw, paho):
+    """[MQTT-4.3.3-9] after a PUBREC >= 0x80 the packet id starts a new message;
+    [MQTT-3.5.2-2] [MQTT-3.5.2-3] [MQTT-3.4.2-2] [MQTT-3.4.2-3] acks drop their Reason String
+    rather than exceed the client's Maximum Packet Size."""
+    from kushi.protocol.codec import encode
+
+    broker = make_broker(hooks=[RejectBad()])
+    subscriber = paho.connected(broker, "sub", 5)
+    assert subscriber.subscribe("pol/t", 2) == [2]
+    client = raw(broker, 5)
+    client.connect_ok("policed", properties=Properties(maximum_packet_size=32))
+    client.send(Publish("pol/t", b"bad", qos=1, packet_id=1))
+    puback = client.recv_packet()
+    assert isinstance(puback, Puback) and puback.reason_code == 0x87 and len(encode(puback, 5)) <= 32
+    client.send(Publish("pol/t", b"bad", qos=2, packet_id=2))
+    pubrec = client.recv_packet()
+    assert isinstance(pubrec, Pubrec) and pubrec.reason_code == 0x87 and len(encode(pubrec, 5)) <= 32
+    client.send(Publish("pol/t", b"good", qos=2, packet_id=2))
+    assert client.recv_packet() == Pubrec(2)
+    client.send(Pubrel(2))
+    assert client.recv_packet() == Pubcomp(2)
+    subscriber.expect_message("pol/t", b"good")
+    subscriber.expect_no_message()
+
+
+def test_refused_publish_in_311_acknowledged_or_closed(make_broker, raw, paho):
+    """3.1.1 [MQTT-3.3.5-2] an unauthorized PUBLISH is acknowledged normally (or the connection
+    closed), never delivered."""
+    broker = make_broker(hooks=[RejectBad()])
+    subscriber = paho.connected(broker, "sub", 5)
+    assert subscriber.subscribe("pol/t", 1) == [1]
+    client = raw(broker, 4)
+    client.connect_ok("old-policed")
+    client.send(Publish("pol/t", b"bad", qos=1, packet_id=1))
+    client.send(Publish("pol/t", b"good", qos=1, packet_id=2))
+    assert client.recv_packet() == Puback(1)
+    assert client.recv_packet() == Puback(2)
+    subscriber.expect_message("pol/t", b"good")
+    subscriber.expect_no_message()
+
+
+def test_longest_topic_name(broker, paho):
+    """[MQTT-4.7.3-3] a topic name of 65,535 bytes is accepted and delivered."""
+    topic = "t/" + "x" * 65_533
+    subscriber = paho.connected(broker, "sub", 5)
+    assert subscriber.subscribe("t/#", 1) == [1]
+    paho.connected(broker, "pub", 5).publish(topic, b"long", qos=1)
+    assert subscriber.expect_message(topic, b"long").topic == topic

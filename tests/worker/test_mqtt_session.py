@@ -7,7 +7,7 @@ message delivery retry (4.4), 3.1.1 CleanSession rules.
 from __future__ import annotations
 
 import pytest
-from support.paho import connect_properties
+from support.paho import connect_properties, publish_properties
 from support.rawclient import RawClient
 from support.waiting import let_time_pass
 
@@ -151,7 +151,7 @@ def test_311_persistent_session_lives_until_clean_session(broker, paho):
 
 @VERSIONS
 def test_unacknowledged_qos1_redelivered_with_dup_on_resume(broker, raw, paho, version):
-    """[MQTT-4.4.0-1] [MQTT-3.3.1-1] on resume, an unacknowledged QoS 1 PUBLISH is sent again with
+    """[MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-4.3.2-3] on resume, an unacknowledged QoS 1 PUBLISH is sent again with
     its original packet id and DUP 1, after the CONNACK ([MQTT-3.2.0-1])."""
     client, _ = raw_persistent(raw, broker, "forgetful", version)
     client.send(Subscribe(1, (Subscription("re/t", 1),)))
@@ -224,3 +224,77 @@ def test_qos2_inbound_state_survives_reconnect(broker, raw, paho):
     subscriber.expect_message("eo/t", b"only once")
     subscriber.expect_message("eo/t", b"marker")
     subscriber.expect_no_message()
+
+
+@VERSIONS
+def test_unacknowledged_qos2_publish_redelivered_with_dup(broker, raw, paho, version):
+    """[MQTT-4.3.3-3] a QoS 2 PUBLISH without PUBREC stays unacknowledged: resent (DUP 1, same id)
+    on resume."""
+    client, _ = raw_persistent(raw, broker, "noprec", version)
+    client.send(Subscribe(1, (Subscription("nr/t", 2),)))
+    client.recv_packet()
+    paho.connected(broker, "pub", version).publish("nr/t", b"x", qos=2)
+    first = client.recv_packet()
+    client.close()
+    again, _ = raw_persistent(raw, broker, "noprec", version)
+    resent = again.recv_packet()
+    assert isinstance(resent, Publish)
+    assert (resent.packet_id, resent.qos, resent.dup) == (first.packet_id, 2, True)
+
+
+def test_sent_qos2_message_not_expired(broker, raw, paho):
+    """[MQTT-4.3.3-7] a QoS 2 message whose PUBLISH was sent is not expired: it is resent on
+    resume even after its Message Expiry Interval."""
+    client, _ = raw_persistent(raw, broker, "slowack", 5)
+    client.send(Subscribe(1, (Subscription("se/t", 2),)))
+    client.recv_packet()
+    paho.connected(broker, "pub", 5).publish("se/t", b"x", qos=2, properties=publish_properties(MessageExpiryInterval=1))
+    first = client.recv_packet()
+    client.close()
+    let_time_pass(1.3)
+    again, _ = raw_persistent(raw, broker, "slowack", 5)
+    resent = again.recv_packet()
+    assert isinstance(resent, Publish) and resent.packet_id == first.packet_id and resent.dup
+
+
+def test_session_kept_while_connected_beyond_expiry(broker, paho):
+    """[MQTT-4.1.0-1] session state is never discarded while the connection is open, even past
+    its Session Expiry Interval."""
+    client = paho(broker, "steady", 5, clean=False)
+    client.connect(properties=connect_properties(SessionExpiryInterval=1))
+    assert client.subscribe("steady/t", 1) == [1]
+    let_time_pass(1.3)
+    paho.connected(broker, "pub", 5).publish("steady/t", b"still", qos=1)
+    client.expect_message("steady/t", b"still")
+
+
+def test_shared_qos2_delivery_completed_with_same_member(broker, raw, paho):
+    """[MQTT-4.8.2-4] a QoS 2 delivery to a shared-subscription member interrupted by a disconnect
+    is completed with that member when it reconnects."""
+    member, _ = raw_persistent(raw, broker, "member", 5)
+    member.send(Subscribe(1, (Subscription("$share/g/sq/t", 2),)))
+    member.recv_packet()
+    paho.connected(broker, "pub", 5).publish("sq/t", b"job", qos=2)
+    first = member.recv_packet()
+    member.close()
+    again, _ = raw_persistent(raw, broker, "member", 5)
+    resent = again.recv_packet()
+    assert isinstance(resent, Publish) and resent.payload == b"job" and resent.packet_id == first.packet_id
+
+
+def test_shared_message_of_ended_session_not_given_to_another_member(broker, raw, paho):
+    """[MQTT-4.8.2-5] if the member's session ends before it reconnects, the message it held is
+    not sent to another member. Control: the next message reaches the remaining member."""
+    leaving = raw(broker, 5)
+    leaving.connect_ok("leaving")  # Session Expiry 0: the session ends with the connection
+    leaving.send(Subscribe(1, (Subscription("$share/g/end/t", 2),)))
+    leaving.recv_packet()
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("end/t", b"held by leaving", qos=2)
+    assert leaving.recv_packet().payload == b"held by leaving"
+    leaving.close()
+    staying = paho.connected(broker, "staying", 5)
+    assert staying.subscribe("$share/g/end/t", 2) == [2]
+    publisher.publish("end/t", b"control", qos=2)
+    staying.expect_message("end/t", b"control")
+    staying.expect_no_message()
