@@ -63,3 +63,29 @@ def test_a_live_duplicate_on_another_worker_takes_the_session_over(cluster) -> N
     connack = new.connect_ok("twin", clean_start=False, properties=PERSISTENT)
     assert connack.session_present
     old.expect_disconnect(0x8E)
+
+
+def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
+    """[invariant 6] kill -9 of the worker holding a connection: its will reaches a subscriber elsewhere."""
+    import os
+    import signal
+
+    from kushi.protocol.packets import Will
+
+    cluster = KushiCluster(2)
+    try:
+        cluster.wait_ready()
+        watcher, watcher_worker = raw_client_on(cluster, lambda w: True)
+        watcher.connect_ok("will-watcher")
+        watcher.send(Subscribe(1, (Subscription("wills/#", qos=1),)))
+        assert isinstance(watcher.recv_packet(), Suback)
+        victim, victim_worker = raw_client_on(cluster, lambda w: w != watcher_worker)
+        victim.connect_ok("victim", will=Will("wills/victim", b"gone", qos=1))
+        victim.send(Subscribe(1, (Subscription("unrelated", qos=0),)))   # one more round trip
+        assert isinstance(victim.recv_packet(), Suback)
+        os.kill(cluster.worker_pids()[victim_worker], signal.SIGKILL)
+        packet = watcher.recv_packet(timeout=10)
+        assert isinstance(packet, Publish)
+        assert (packet.topic, bytes(packet.payload)) == ("wills/victim", b"gone")
+    finally:
+        cluster.stop()
