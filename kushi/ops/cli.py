@@ -96,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kushi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_level, worker_id="sup" if config.options.workers > 1 else 0)
-    if config.options.workers > 1:
-        return run_workers(config)
-    return run(config)
+    try:
+        return run_workers(config) if config.options.workers > 1 else run(config)
+    except ConfigurationError as exc:   # e.g. an auth file that cannot be read
+        log.error("%s", exc)
+        return EXIT_USAGE
 
 
 def apply_flags(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
@@ -187,12 +189,8 @@ def run(config: ServeConfig) -> int:
         loop_factory: Any = uvloop.new_event_loop
     except ImportError:  # uvloop is not built for every platform; asyncio's loop works too
         loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve(config))
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config))
 
 
 async def _serve(config: ServeConfig) -> int:

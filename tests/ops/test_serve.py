@@ -50,6 +50,9 @@ def test_version_flag_prints_the_package_version() -> None:
     (["serve", "--tcp", "none", "--no-ws"], "no MQTT listener left"),
     (["serve", "--tcp", "127.0.0.1:0", "--ws", "none", "--http", "none", "--tls", "127.0.0.1:0",
       "--cert", "/nonexistent.crt", "--key", "/nonexistent.key"], "listener tls0: cannot load TLS files"),
+    (["serve", *LOCAL, "--password-file", "/nonexistent/passwd"], "cannot read password file /nonexistent/passwd"),
+    (["serve", *LOCAL, "--workers", "2", "--ledger", "/nonexistent/ledger.yaml"],
+     "cannot read auth ledger /nonexistent/ledger.yaml"),
 ])
 def test_bad_flags_are_clear_errors(argv: list[str], message: str) -> None:
     result = run_kushi(*argv)
