@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from kushi.protocol.packets import Disconnect
+from kushi.protocol.packets import Connack, Disconnect
 from tests.support.rawclient import RawClient
 
 from cluster_support import KushiCluster, listening_inodes, socket_inodes
@@ -85,3 +85,38 @@ def test_sigterm_stops_gracefully_and_v5_clients_get_server_shutting_down() -> N
     finally:
         code = cluster.stop()
     assert code == 0, cluster.log()
+
+
+def test_sighup_reloads_the_password_file_in_every_worker_without_dropping_clients(tmp_path) -> None:
+    """SIGHUP: connected clients stay connected; the new password applies to the next CONNECT on every worker."""
+    from cluster_support import raw_client_on
+
+    from kushi.hooks.passwords import hash_password
+    from kushi.protocol.packets import Pingreq, Pingresp
+
+    passwords = tmp_path / "passwd"
+    passwords.write_text(f"alice:{hash_password('old', iterations=1000)}\n")
+    cluster = KushiCluster(2, "--password-file", str(passwords))
+    try:
+        cluster.wait_ready()
+        connected = []
+        for worker in (0, 1):
+            client, _ = raw_client_on(cluster, lambda w, want=worker: w == want)
+            client.connect_ok(f"stays-{worker}", username="alice", password=b"old")
+            connected.append(client)
+        passwords.write_text(f"alice:{hash_password('new', iterations=1000)}\n")
+        mark = len(cluster.lines)
+        cluster.process.send_signal(signal.SIGHUP)
+        for worker in (0, 1):
+            cluster.wait_for_line(rf" w{worker} .*SIGHUP: reloaded", start=mark)
+        for client in connected:
+            client.send(Pingreq())
+            assert isinstance(client.recv_packet(), Pingresp)
+        for worker in (0, 1):
+            refused, _ = raw_client_on(cluster, lambda w, want=worker: w == want)
+            answer = refused.connect(f"old-{worker}", username="alice", password=b"old")
+            assert isinstance(answer, Connack) and answer.reason_code == 0x86, answer
+            accepted, _ = raw_client_on(cluster, lambda w, want=worker: w == want)
+            accepted.connect_ok(f"new-{worker}", username="alice", password=b"new")
+    finally:
+        cluster.stop()
