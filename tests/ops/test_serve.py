@@ -226,3 +226,19 @@ def test_acl_file_and_ledger_flags_install_their_hooks(serve: Any, paho: Any, tm
         carol.client.username_pw_set("carol", password)
         _, reason, _ = carol.connect(expect_success=False)
         assert reason.is_failure == refused, f"password {password!r}: {reason}"
+
+
+def test_config_file_sets_listeners_and_options(serve: Any, paho: Any, tmp_path: Path) -> None:
+    """Listeners and a partial options block from --config reach the running broker."""
+    path = tmp_path / "kushi.yaml"
+    path.write_text("options:\n  max_clients: 1\n"
+                    "listeners:\n  - {type: tcp, address: '127.0.0.1:0'}\n"
+                    "http: '127.0.0.1:0'\n")
+    kushi = serve("--config", str(path), listening=["tcp", "http"])
+    assert "listening ws" not in kushi.log, "the file's listeners replace the defaults"
+    first = paho.connected(kushi, "first")
+    _, reason, _ = paho(kushi, "second").connect(expect_success=False)
+    assert reason.value == 0x97, f"max_clients: 1 from the file must refuse a second client, got {reason}"
+    first.subscribe("ops/after", qos=1)
+    first.publish("ops/after", b"still served", qos=1)
+    first.expect_message("ops/after", b"still served")
