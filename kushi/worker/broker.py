@@ -86,6 +86,7 @@ class Broker(Delivery):
         self.open_connections: set[MQTTConnection] = set()     # every open network connection
         self.detached: set[str] = set()                        # sessions without a connection
         self.interest: dict[str, int] = {}                     # filter -> local subscriptions
+        self._folds: dict[str, Any] = {}                       # route's per-topic cache
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
         # statistics, plain integers

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..protocol.codec import encode
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
@@ -62,6 +62,17 @@ class WireForms:
             self._cache[key] = data
         return data
 
+    def with_packet_id(self, packet: Publish, version: int, packet_id: int) -> bytes:
+        """``packet`` (from ``publish_for``) encoded with ``packet_id``: encoded once, then patched."""
+        key = (id(packet), wire_family(version))
+        template = self._cache.get(key)
+        if template is None:
+            data = encode(replace(packet, packet_id=1), version)
+            offset = packet_id_offset(data)
+            template = self._cache[key] = (data[:offset], data[offset + 2:])
+        head, tail = template
+        return head + packet_id.to_bytes(2, "big") + tail
+
     def publish_for(self, qos: int, retain: bool, identifiers: tuple[int, ...]) -> Publish:
         """The PUBLISH (without packet id) a subscriber gets with this QoS, flag and identifiers."""
         key = (qos, retain, identifiers)
@@ -76,9 +87,48 @@ class WireForms:
         return packet
 
 
+def packet_id_offset(data: bytes) -> int:
+    """Where the packet id of an encoded QoS 1/2 PUBLISH starts (after the topic name)."""
+    index = 1
+    while data[index] & 0x80:   # the Remaining Length varint
+        index += 1
+    index += 1
+    return index + 2 + (data[index] << 8 | data[index + 1])
+
+
 def wire_family(version: int) -> int:
     """MQTT 3.1 and 3.1.1 share one PUBLISH format; MQTT 5 has properties."""
     return MQTT_5 if version == MQTT_5 else 4
+
+
+FOLD_CACHE_SIZE = 65_536
+"""Topics whose folded subscriber list is kept (cleared when full, like the matcher's cache)."""
+
+Fold = tuple  # (key, granted QoS, retain as published, identifiers, entry, any no-local)
+
+
+def fold_subscriptions(subscribers: Iterable[tuple[str, SubscriptionEntry]],
+                       publisher_id: str | None) -> list[Fold]:
+    """One delivery per client from its matching subscriptions [MQTT-3.3.4-2/3/4].
+
+    Highest QoS, retain-as-published if any says so, every subscription
+    identifier. Subscriptions with No Local are left out for ``publisher_id``.
+    """
+    folded: dict[str, list[Any]] = {}
+    for key, entry in subscribers:
+        if entry.no_local and key == publisher_id:
+            continue
+        fold = folded.get(key)
+        identifiers = (entry.identifier,) if entry.identifier else ()
+        if fold is None:
+            folded[key] = [key, entry.qos, entry.retain_as_published, identifiers, entry,
+                           entry.no_local]
+        else:
+            fold[1] = max(fold[1], entry.qos)
+            fold[2] = fold[2] or entry.retain_as_published
+            fold[3] = fold[3] + identifiers
+            fold[5] = fold[5] or entry.no_local
+    return [tuple(fold) for fold in folded.values()]
 
 
 class Delivery:
@@ -87,44 +137,46 @@ class Delivery:
     # provided by Broker
     sessions: dict[str, Session]
     connections: dict[str, MQTTConnection]
+    _folds: dict[str, tuple[Any, list[Fold]]]   # topic -> (MatchResult, its folds)
 
     def route(self, message: Publish, publisher_id: str | None, now: float,
               source_version: int | None = None) -> None:
         """Deliver ``message`` to every local subscription matching its topic."""
-        match = self.matcher.match(message.topic)
+        topic = message.topic
+        match = self.matcher.match(topic)
         if not match:
             return
-        plan: dict[str, list[Any]] = {}
-        for key, entry in match.subscribers:
-            if entry.no_local and key == publisher_id:
-                continue  # [MQTT-3.8.3-3]
-            fold = plan.get(key)
-            if fold is None:
-                plan[key] = [entry.qos, entry.retain_as_published,
-                             (entry.identifier,) if entry.identifier else (), entry]
-            else:
-                if entry.qos > fold[0]:
-                    fold[0] = entry.qos
-                fold[1] = fold[1] or entry.retain_as_published
-                if entry.identifier:
-                    fold[2] = fold[2] + (entry.identifier,)
+        cached = self._folds.get(topic)
+        if cached is not None and cached[0] is match:
+            folds = cached[1]
+        else:  # the subscriptions changed since, or a new topic
+            folds = fold_subscriptions(match.subscribers, None)
+            if len(self._folds) >= FOLD_CACHE_SIZE:
+                self._folds.clear()
+            self._folds[topic] = (match, folds)
         hooks = self.hooks
         if hooks.provides("on_select_subscribers"):
-            selected = hooks.on_select_subscribers({k: v[3] for k, v in plan.items()}, message)
-            plan = {k: v for k, v in plan.items() if k in selected}
+            selected = hooks.on_select_subscribers({fold[0]: fold[4] for fold in folds}, message)
+            folds = [fold for fold in folds if fold[0] in selected]
         may_read = self.may_read if hooks.provides("on_acl_check") else None
         forms = WireForms(message, source_version)
         sessions = self.sessions
         qos = message.qos
         retain = message.retain
-        for key, (granted, as_published, identifiers, entry) in plan.items():
+        for key, granted, as_published, identifiers, entry, has_no_local in folds:
+            if has_no_local and key == publisher_id:  # [MQTT-3.8.3-3]
+                mine = [(k, e) for k, e in match.subscribers if k == key]
+                refold = fold_subscriptions(mine, key)
+                if not refold:
+                    continue
+                key, granted, as_published, identifiers, entry, _ = refold[0]
             if entry.callback is not None:
                 self.call_inline(entry, message)
                 continue
             session = sessions.get(key)
             if session is not None and (may_read is None or may_read(session, message)):
-                self.deliver(session, message, min(qos, granted), retain and as_published,
-                             identifiers, now, forms)
+                self.deliver(session, message, granted if granted < qos else qos,
+                             retain and as_published, identifiers, now, forms)
         for group, filter, members in match.shared:
             member = (self.matcher.pick(group, filter, members, self.is_available)
                       or self.matcher.pick(group, filter, members))
@@ -164,7 +216,7 @@ class Delivery:
             conn.write(data)
             self.messages_sent += 1
             return
-        item = Outbound(forms.publish_for(qos, retain, identifiers), now)
+        item = Outbound(forms.publish_for(qos, retain, identifiers), now, forms=forms)
         if conn is not None and not session.queue and session.has_send_quota():
             self.send_inflight(session, conn, item, now)
             return
@@ -190,13 +242,19 @@ class Delivery:
         """Encode an in-flight message for ``conn`` and queue the bytes."""
         message = item.message
         properties = message.properties
-        if remaining is not None and remaining != properties.message_expiry_interval:
-            properties = replace(properties, message_expiry_interval=max(remaining, 1))  # [MQTT-3.3.2-6]
-        packet = replace(message, packet_id=item.packet_id, dup=dup, properties=properties)
         hooks = self.hooks
-        if hooks.provides("on_packet_encode"):
-            packet = hooks.on_packet_encode(conn, packet)
-        data = encode(packet, conn.protocol_version)
+        encode_hook = hooks.provides("on_packet_encode")
+        packet = message
+        if (not dup and not encode_hook and item.forms is not None
+                and (remaining is None or remaining == properties.message_expiry_interval)):
+            data = item.forms.with_packet_id(message, conn.protocol_version, item.packet_id)
+        else:
+            if remaining is not None and remaining != properties.message_expiry_interval:
+                properties = replace(properties, message_expiry_interval=max(remaining, 1))  # [MQTT-3.3.2-6]
+            packet = replace(message, packet_id=item.packet_id, dup=dup, properties=properties)
+            if encode_hook:
+                packet = hooks.on_packet_encode(conn, packet)
+            data = encode(packet, conn.protocol_version)
         if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
             session.inflight.pop(item.packet_id, None)  # as if delivered [MQTT-3.1.2-25]
             self.count_dropped(conn, message)
@@ -205,7 +263,9 @@ class Delivery:
         item.sent = True
         self.messages_sent += 1
         if hooks.provides("on_qos_publish"):
-            hooks.on_qos_publish(conn, packet, 0.0, int(dup))
+            if packet is message:
+                packet = replace(message, packet_id=item.packet_id)
+            hooks.on_qos_publish(conn, packet, item.received_at, int(dup))
 
     def send_ack(self, conn: MQTTConnection, kind: type, packet_id: int, reason_code: int) -> None:
         """Send PUBACK/PUBREC/PUBREL/PUBCOMP; as ready-made bytes unless a hook watches packets."""

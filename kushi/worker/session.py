@@ -48,6 +48,7 @@ class Outbound:
     packet_id: int = 0
     released: bool = False       # PUBREC received and PUBREL sent; waiting for PUBCOMP
     sent: bool = False           # has gone on the wire at least once
+    forms: object = None         # the WireForms of the routed message, to share its encoding
 
 
 @dataclass
