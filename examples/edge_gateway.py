@@ -10,7 +10,7 @@ What it shows, all in one hook (``GatewayHook``) and a short ``main``:
   published *retained* by the inline client (no network client involved);
 * every message a client publishes is logged (``on_published``);
 * the inline client subscribes to ``devices/+/status`` and logs
-  ``status <id> <state>`` for each status it sees;
+  ``status <id> <state> (worker <n>)`` for each status it sees;
 * every ``--command-interval`` seconds the gateway publishes a command to each
   online device on ``devices/<id>/cmd`` (QoS 1).
 
@@ -22,6 +22,12 @@ Usage::
 
 The program prints ``kushi: listening tcp HOST:PORT`` once the listener is open
 (``--tcp 127.0.0.1:0`` picks a free port) and stops gracefully on SIGINT/SIGTERM.
+
+With ``--workers N`` kushi's supervisor forks N worker processes sharing the
+port. The one ``GatewayHook`` object is created here, before the fork; each
+worker runs its ``init`` (its own SQLite connection) and ``on_started`` (its own
+inline subscription, which sees statuses published on every worker). Only
+worker 0 sends the commands; the cluster delivers them to devices on any worker.
 
 The SQLite connection is opened in the hook's ``init``, which runs in the process
 that serves (with several workers, in each worker after the fork), never in
@@ -37,6 +43,7 @@ import hmac
 import logging
 import signal
 import sqlite3
+import sys
 import time
 from typing import Any
 
@@ -138,13 +145,14 @@ class GatewayHook(kushi.Hook):
         if self.db is not None:
             self.db.execute("UPDATE devices SET status = ?, changed_at = ? WHERE id = ?",
                             (state, time.time(), device_id))
-        log.info("%s %s", state, device_id)
+        log.info("%s %s (worker %d)", state, device_id, self.server.worker_id)
         self._spawn(self.server.publish(f"devices/{device_id}/status", state, retain=True, qos=1))
 
     def on_status(self, topic: str, payload: bytes, packet: Publish) -> None:
         """The inline subscription to ``devices/+/status``."""
         device_id = topic.split("/")[1]
-        log.info("status %s %s", device_id, payload.decode(errors="replace"))
+        log.info("status %s %s (worker %d)", device_id, payload.decode(errors="replace"),
+                 self.server.worker_id)
 
     # ---- messages --------------------------------------------------------------------
     def on_published(self, client: ClientInfo, packet: Publish) -> None:
@@ -183,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tcp", default=":1883", help="listen address HOST:PORT (port 0: any free port)")
     parser.add_argument("--command-interval", type=float, default=30.0,
                         help="seconds between commands to the online devices")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (> 1: forked by kushi's supervisor, hooks run in each)")
     parser.add_argument("--add-device", nargs=2, metavar=("ID", "SECRET"), action="append",
                         help="provision a device in the table and exit (may be repeated)")
     args = parser.parse_args(argv)
@@ -192,9 +202,16 @@ def main(argv: list[str] | None = None) -> None:
         for device_id, secret in args.add_device:
             add_device(args.db, device_id, secret)
         return
-    server = kushi.Server(kushi.Options(sys_interval=0))
-    server.add_hook(GatewayHook(args.db, args.command_interval))
-    server.add_listener(kushi.TCP("tcp", args.tcp))
+    options = kushi.Options(workers=args.workers, sys_interval=0)
+    hook = GatewayHook(args.db, args.command_interval)
+    listener = kushi.TCP("tcp", args.tcp)
+    if args.workers > 1:
+        # The supervisor forks the workers; each runs the hook (init, on_started ...) itself.
+        from kushi.cluster.supervisor import run_cluster
+        sys.exit(run_cluster(options, [listener], [hook]))
+    server = kushi.Server(options)
+    server.add_hook(hook)
+    server.add_listener(listener)
     asyncio.run(serve(server))
 
 

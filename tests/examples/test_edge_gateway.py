@@ -87,12 +87,13 @@ def raw_connect(device_id: str, secret: str) -> Any:
 def test_known_device_is_accepted_and_gateway_logs_what_it_publishes(
         gateway: ExampleProcess, paho: Any) -> None:
     for version in (5, 4):
+        since = gateway.mark()
         sensor = device(paho, gateway, SENSOR, SENSOR_SECRET, version=version)
         sensor.connect()
-        sensor.publish(f"devices/{SENSOR}/temperature", b"21.5", qos=1)
-        gateway.wait_for(rf"published by {SENSOR} on devices/{SENSOR}/temperature: 4 bytes")
+        sensor.publish(f"devices/{SENSOR}/temperature", f"v{version}", qos=1)
+        gateway.wait_for(rf"published by {SENSOR} on devices/{SENSOR}/temperature: 2 bytes", since=since)
         sensor.disconnect()
-        gateway.wait_for(rf"^gateway: offline {SENSOR}$")
+        gateway.wait_for(rf"^gateway: offline {SENSOR} ", since=since)
 
 
 def test_status_goes_online_then_offline_in_sqlite_and_retained(
@@ -103,7 +104,7 @@ def test_status_goes_online_then_offline_in_sqlite_and_retained(
 
     sensor = device(paho, gateway, SENSOR, SENSOR_SECRET)
     sensor.connect()
-    gateway.wait_for(rf"^gateway: status {SENSOR} online$")  # seen by the inline subscription
+    gateway.wait_for(rf"^gateway: status {SENSOR} online ")  # seen by the inline subscription
     assert status_in_table(database, SENSOR) == "online"
     observer.subscribe(f"devices/{SENSOR}/status", qos=1)
     retained = observer.expect_message(f"devices/{SENSOR}/status", b"online")
@@ -111,7 +112,7 @@ def test_status_goes_online_then_offline_in_sqlite_and_retained(
 
     since = gateway.mark()
     sensor.disconnect()
-    gateway.wait_for(rf"^gateway: status {SENSOR} offline$", since=since)
+    gateway.wait_for(rf"^gateway: status {SENSOR} offline ", since=since)
     assert status_in_table(database, SENSOR) == "offline"
     observer.expect_message(f"devices/{SENSOR}/status", b"offline")  # live, to the subscriber
 
@@ -126,10 +127,10 @@ def test_a_dropped_connection_is_recorded_offline(gateway: ExampleProcess, paho:
                                                   database: Path) -> None:
     sensor = device(paho, gateway, SENSOR, SENSOR_SECRET, version=4)
     sensor.connect()
-    gateway.wait_for(rf"^gateway: status {SENSOR} online$")
+    gateway.wait_for(rf"^gateway: status {SENSOR} online ")
     since = gateway.mark()
     sensor.drop()   # no DISCONNECT packet: the network went away
-    gateway.wait_for(rf"^gateway: status {SENSOR} offline$", since=since)
+    gateway.wait_for(rf"^gateway: status {SENSOR} offline ", since=since)
     assert status_in_table(database, SENSOR) == "offline"
 
 
@@ -148,8 +149,65 @@ def test_sigterm_stops_the_gateway_and_records_the_device_offline(
         gateway: ExampleProcess, paho: Any, database: Path) -> None:
     sensor = device(paho, gateway, SENSOR, SENSOR_SECRET)
     sensor.connect()
-    gateway.wait_for(rf"^gateway: status {SENSOR} online$")
+    gateway.wait_for(rf"^gateway: status {SENSOR} online ")
     gateway.stop()
     assert gateway.process.returncode == 0
     assert sensor.wait_disconnected(timeout=WAIT).value == 0x8B   # v5: Server shutting down
     assert status_in_table(database, SENSOR) == "offline"
+
+
+# ---- several workers ------------------------------------------------------------------
+
+FLEET = [f"unit-{number}" for number in range(20)]
+"""Enough devices that SO_REUSEPORT puts at least one on each of two workers (all on one: 2**-19)."""
+
+
+def fleet_secret(device_id: str) -> str:
+    return f"secret-of-{device_id}"
+
+
+@pytest.fixture
+def fleet_database(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.db"
+    provisioning = [arg for device_id in FLEET for arg in ("--add-device", device_id, fleet_secret(device_id))]
+    result = run_to_completion(SCRIPT, "--db", str(path), *provisioning)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_two_workers_share_status_commands_and_the_device_table(
+        run_example: Callable[..., ExampleProcess], paho: Any, fleet_database: Path) -> None:
+    """Hooks made before the fork run in each worker: each opens the table, subscribes inline,
+    and sees the statuses published on the other; worker 0's commands reach devices on worker 1."""
+    gateway = run_example(SCRIPT, "--tcp", "127.0.0.1:0", "--db", str(fleet_database), "--workers", "2",
+                          "--command-interval", "0.2", listening=GATEWAY_LISTENING)
+    placed: dict[int, tuple[str, PahoClient]] = {}   # worker -> the first device it holds
+    for device_id in FLEET:
+        since = gateway.mark()
+        client = device(paho, gateway, device_id, fleet_secret(device_id))
+        client.connect()
+        online = gateway.wait_for(rf"^gateway: online {device_id} \(worker (\d+)\)$", since=since)
+        placed.setdefault(int(online.group(1)), (device_id, client))
+        if len(placed) == 2:
+            break
+    assert set(placed) == {0, 1}, f"all {len(FLEET)} connections went to worker(s) {set(placed)}"
+    (near_id, near), (far_id, far) = placed[0], placed[1]
+
+    for worker in (0, 1):   # each worker's inline subscription sees the device of the other
+        gateway.wait_for(rf"^gateway: status {far_id} online \(worker {worker}\)$")
+        gateway.wait_for(rf"^gateway: status {near_id} online \(worker {worker}\)$")
+    assert status_in_table(fleet_database, far_id) == "online"   # written by worker 1
+
+    assert far.subscribe(f"devices/{far_id}/cmd", qos=1) == [1]
+    command = far.wait_for_message(timeout=WAIT)   # sent by worker 0's timer
+    assert (command.topic, command.payload) == (f"devices/{far_id}/cmd", b'{"cmd": "report"}')
+
+    assert near.subscribe(f"devices/{far_id}/status", qos=1) == [1]
+    status = near.expect_message(f"devices/{far_id}/status", b"online")
+    assert status.retain, "worker 1's retained status must be held by worker 0 as well"
+
+    since = gateway.mark()
+    far.disconnect()
+    gateway.wait_for(rf"^gateway: status {far_id} offline \(worker 0\)$", since=since)
+    assert status_in_table(fleet_database, far_id) == "offline"
+    near.expect_message(f"devices/{far_id}/status", b"offline")
