@@ -396,29 +396,30 @@ _REQUIRED_FLAGS = {t: 0 for t in PacketType}
 _REQUIRED_FLAGS.update({PacketType.PUBREL: 2, PacketType.SUBSCRIBE: 2, PacketType.UNSUBSCRIBE: 2})
 del _REQUIRED_FLAGS[PacketType.PUBLISH]
 
-_new_object = object.__new__
-_set_publish_fields = [
-    Publish.__dict__[name].__set__
-    for name in ("topic", "payload", "qos", "retain", "dup", "packet_id", "properties", "raw")
-]
+class _PublishBuilder:
+    """Builds a Publish ~5x faster than the frozen dataclass __init__ (hot path).
 
+    It has exactly Publish's slots, fills them with plain attribute stores, then
+    turns itself into a Publish by assigning ``__class__`` (CPython allows that
+    between classes of the same layout). The result is an ordinary, frozen
+    Publish; a test checks that this class stays in step with Publish.
+    """
 
-def _make_publish(
-    topic: str, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int | None,
-    properties: Properties, raw: bytes | None,
-) -> Publish:
-    """Build a Publish without the frozen-dataclass __init__ (3x faster; hot path)."""
-    s_topic, s_payload, s_qos, s_retain, s_dup, s_id, s_props, s_raw = _set_publish_fields
-    packet = _new_object(Publish)
-    s_topic(packet, topic)
-    s_payload(packet, payload)
-    s_qos(packet, qos)
-    s_retain(packet, retain)
-    s_dup(packet, dup)
-    s_id(packet, packet_id)
-    s_props(packet, properties)
-    s_raw(packet, raw)
-    return packet
+    __slots__ = Publish.__slots__
+
+    def __init__(
+        self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool,
+        packet_id: int | None, properties: Properties, raw: bytes | None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
+        self.properties = properties
+        self.raw = raw
+        self.__class__ = Publish  # type: ignore[assignment]
 
 
 def decode_publish(
@@ -468,7 +469,9 @@ def decode_publish(
             raise ProtocolError("empty topic name without a topic alias")
     elif not topic:
         raise ProtocolError("empty topic name [MQTT-4.7.3-1]", reason_code=_TOPIC_NAME_INVALID)
-    return _make_publish(topic, buf[pos:end], qos, first_byte & 1 == 1, dup, packet_id, properties, raw)
+    return _PublishBuilder(  # type: ignore[return-value]
+        topic, buf[pos:end], qos, first_byte & 1 == 1, dup, packet_id, properties, raw
+    )
 
 
 def _decode_connect(cursor: _Cursor, version: int | None) -> Connect:
