@@ -36,6 +36,7 @@ import yaml
 from ..errors import ConfigurationError
 from ..worker.listeners import TCP, TLS, WSS, Unix, WebSocket, parse_address
 from ..worker.options import Options
+from .logging import LEVELS
 
 ListenerConfig = TCP | WebSocket | TLS | WSS | Unix
 
@@ -125,6 +126,9 @@ def parse_config(data: Any, source: str = "config") -> ServeConfig:
         )
     if "log_level" in data:
         config.log_level = str(data["log_level"]).lower()
+        if config.log_level not in LEVELS:
+            raise ConfigurationError(f"{source}: log_level must be one of {', '.join(LEVELS)}, "
+                                     f"got {data['log_level']!r}")
     return config
 
 

@@ -104,9 +104,12 @@ class MetricsServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            status, content_type, body = self.respond(request.split(b"\r\n", 1)[0])
+            request_line = request.split(b"\r\n", 1)[0]
+            status, content_type, body = self.respond(request_line)
             head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            if request_line.startswith(b"HEAD "):
+                body = b""
             writer.write(head.encode("latin-1") + body)
             await writer.drain()
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
@@ -116,11 +119,11 @@ class MetricsServer:
             writer.close()
 
     def respond(self, request_line: bytes) -> tuple[str, str, bytes]:
-        """``b"GET /metrics HTTP/1.1"`` -> (status, content type, body)."""
+        """``b"GET /metrics HTTP/1.1"`` -> (status, content type, body); HEAD answers as GET."""
         parts = request_line.split()
         method, path = (parts[0], parts[1].split(b"?", 1)[0]) if len(parts) >= 2 else (b"", b"")
-        if method != b"GET":
-            return "405 Method Not Allowed", "text/plain", b"only GET\n"
+        if method not in (b"GET", b"HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"only GET and HEAD\n"
         if path == b"/metrics":
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path == b"/healthz":

@@ -48,6 +48,8 @@ def test_empty_file_gives_the_defaults() -> None:
     ({"listeners": [{"type": "tcp", "address": "nowhere"}]}, ["bad listener address 'nowhere'"]),
     ({"auth": {"passwords": "x"}}, ["auth", "unknown key passwords", "password_file"]),
     ({"auth": {"allow_anonymous": "yes"}}, ["auth.allow_anonymous", "expected bool"]),
+    ({"log_level": "loud"}, ["log_level must be one of", "debug"]),
+    ({"http": 8080}, ["bad listener address '8080'"]),
     (["not", "a", "mapping"], ["expected a mapping"]),
 ])
 def test_unknown_keys_and_wrong_types_are_clear_errors(data: object, words: list[str]) -> None:

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from kushi.ops.metrics import MetricsServer
 
 
-def fetch(url: str) -> tuple[int, str, str]:
+def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as response:
             return response.status, response.headers["Content-Type"], response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.headers["Content-Type"], error.read().decode()
@@ -24,15 +24,15 @@ def samples(text: str) -> dict[str, float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-async def scrape(stats: dict[str, int], *paths: str) -> list[tuple[int, str, str]]:
-    """Start a MetricsServer on port 0, GET each path in turn (stats may change in between)."""
+async def scrape(stats: dict[str, int], *paths: str, method: str = "GET") -> list[tuple[int, str, str]]:
+    """Start a MetricsServer on port 0, fetch each path in turn (stats may change in between)."""
     server = MetricsServer("127.0.0.1:0", lambda: dict(stats))
     await server.start()
     try:
         assert server.port != 0
         results = []
         for path in paths:
-            results.append(await asyncio.to_thread(fetch, f"http://127.0.0.1:{server.port}{path}"))
+            results.append(await asyncio.to_thread(fetch, f"http://127.0.0.1:{server.port}{path}", method))
             stats["messages_received"] = stats.get("messages_received", 0) + 1
         return results
     finally:
@@ -60,7 +60,12 @@ def test_healthz_and_unknown_paths() -> None:
     assert missing == 404
 
 
-def test_only_get_is_served() -> None:
+def test_methods_other_than_get_and_head_are_refused() -> None:
     server = MetricsServer("127.0.0.1:0", dict)
     assert server.respond(b"POST /metrics HTTP/1.1")[0].startswith("405")
     assert server.respond(b"garbage")[0].startswith("405")
+
+
+def test_head_answers_like_get_without_a_body() -> None:
+    [(status, _, body)] = asyncio.run(scrape({}, "/healthz", method="HEAD"))
+    assert (status, body) == (200, "")
