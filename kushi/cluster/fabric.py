@@ -33,7 +33,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import msgpack
 
@@ -59,6 +60,9 @@ TAKEOVER = "takeover"        # request to the previous holder: hand the session 
 RELEASE = "release"          # to the directory: the session ended here
 WILL_SET = "will+"           # to the directory: keep a copy of a connected client's will
 WILL_CLEARED = "will-"       # to the directory: that will must not be sent any more
+PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its previous holder
+HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
+EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
 
@@ -66,13 +70,23 @@ TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest 
 class Sink(Protocol):
     """What the fabric calls back on its own node (the broker, or the supervisor's inline client).
 
-    A sink may also have ``export_session(client_id) -> Session | None``: close
-    the client's connection here (0x8E) and give its session up, for a
-    takeover by another worker. Without it, sessions do not move.
+    A sink may also have, for sessions that move between workers (see
+    ``kushi.cluster.handover``): ``export_session(client_id, new_node) ->
+    Session | None`` (close the client's connection here with 0x8E, give the
+    session up, forward its messages to ``new_node`` for a while) and
+    ``deliver_to_session(client_id, qos, retain, identifiers, message) -> bool``.
     """
 
     def deliver_remote(self, message: Publish) -> None: ...
     def apply_retained(self, message: Publish) -> None: ...
+
+
+@dataclass
+class TakenOver:
+    """A session brought here from ``node`` by a takeover."""
+
+    session: Any
+    node: str
 
 
 @dataclass
@@ -118,6 +132,10 @@ class BusFabric:
         bus.on(BARRIER, self._on_barrier)
         bus.serve(TAKEOVER, self._serve_takeover)
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
+        self._early: dict[str, list[tuple[int, bool, tuple[int, ...], Publish]]] = {}
+        self.on_handover_done: Callable[[str], Awaitable[None]] | None = None
+        bus.on(PUBLISH_FOR, self._on_publish_for)
+        bus.on(HANDOVER_DONE, self._on_handover_done)
         bus.on(BARRIER_ACK, self._on_barrier_ack)
         bus.on_peer_left.append(self._on_peer_left)
 
@@ -199,13 +217,15 @@ class BusFabric:
 
     # -------------------------------------------------- sessions across workers
 
-    async def claim_session(self, client_id: str, clean_start: bool) -> object | None:
+    async def claim_session(self, client_id: str, clean_start: bool) -> TakenOver | None:
         """Before a CONNACK: make this node the holder of ``client_id``'s session.
 
         Returns the session taken over from the worker that held it (a
         ``kushi.worker.session.Session``; its connection there got 0x8E), or
         None when no other worker held one. The directory decides races: of
         two concurrent claims the later wins, and takes over from the earlier.
+        Once the session is installed and its interest known everywhere, call
+        ``handover_done`` so the previous holder stops forwarding.
         """
         reply = await self.bus.request(self.directory, CLAIM,
                                        msgpack.packb((client_id, clean_start)))
@@ -220,17 +240,48 @@ class BusFabric:
             return None
         if not body:
             return None
-        return session_from_wire(body, time.monotonic())
+        return TakenOver(session_from_wire(body, time.monotonic()), previous)
 
     def _serve_takeover(self, sender: str, payload: bytes) -> bytes:
         """Another worker took ``client_id`` over: give the session up (empty answer: none here)."""
         client_id = payload.decode()
         self._claims.pop(client_id, None)
         export = getattr(self._sink, "export_session", None)
-        session = export(client_id) if export is not None else None
+        session = export(client_id, sender) if export is not None else None
         if session is None:
             return b""
         return session_to_wire(session, time.monotonic())
+
+    def forward_to_client(self, node: str, client_id: str, qos: int, retain: bool,
+                          identifiers: tuple[int, ...], message: Publish) -> None:
+        """Send ``message`` to ``client_id``'s session, which moved to ``node``."""
+        self.bus.send(node, PUBLISH_FOR, msgpack.packb(
+            (client_id, qos, retain, identifiers, encode_message(message))))
+
+    def _on_publish_for(self, sender: str, payload: bytes) -> None:
+        client_id, qos, retain, identifiers, body = msgpack.unpackb(payload)
+        item = (qos, retain, tuple(identifiers), decode_message(body))
+        deliver = getattr(self._sink, "deliver_to_session", None)
+        if deliver is not None and deliver(client_id, *item):
+            return
+        early = self._early.setdefault(client_id, [])
+        if len(early) < EARLY_LIMIT:
+            early.append(item)   # it beat the takeover reply: delivered once the session is here
+
+    def deliver_early(self, client_id: str) -> None:
+        """Deliver what was forwarded for ``client_id`` before its session was installed here."""
+        deliver = getattr(self._sink, "deliver_to_session", None)
+        for item in self._early.pop(client_id, ()):
+            if deliver is not None:
+                deliver(client_id, *item)
+
+    def handover_done(self, previous: str, client_id: str) -> None:
+        """Tell ``previous`` that ``client_id``'s interest here is known everywhere."""
+        self.bus.send(previous, HANDOVER_DONE, client_id.encode())
+
+    def _on_handover_done(self, sender: str, payload: bytes) -> None:
+        if self.on_handover_done is not None:
+            asyncio.get_running_loop().create_task(self.on_handover_done(payload.decode()))
 
     def session_ended(self, client_id: str) -> None:
         """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""

@@ -40,15 +40,20 @@ class ClusterSessionHook(Hook):
 
     async def on_connect_authenticate(self, client: Any, packet: Connect) -> bool:
         """Claim the client id; bring the session here if another worker held it."""
-        session = await self.fabric.claim_session(client.client_id, packet.clean_start)
-        if session is not None and not packet.clean_start:
+        client_id = client.client_id
+        taken = await self.fabric.claim_session(client_id, packet.clean_start)
+        if taken is None:
+            return True
+        if not packet.clean_start:
             broker = self.server.broker
             importer = getattr(broker, "import_session", None)
             if importer is not None:
-                importer(session)
+                importer(taken.session)
             else:
-                install_session(broker, session)
+                install_session(broker, taken.session)
+            self.fabric.deliver_early(client_id)
             await self.fabric.barrier()
+        self.fabric.handover_done(taken.node, client_id)
         return True
 
     def on_session_established(self, client: Any, packet: Connect) -> None:

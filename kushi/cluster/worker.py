@@ -41,6 +41,7 @@ from ..router.bus import Bus
 from ..worker.options import Options
 from ..worker.server import Server
 from .fabric import BusFabric
+from .handover import HandOver
 from .session_hook import ClusterSessionHook, export_session
 
 log = logging.getLogger("kushi.cluster")
@@ -78,8 +79,9 @@ class _ServerSink:
     fabric and applied by ``attach`` once the broker is there.
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, handover: HandOver) -> None:
         self.server = server
+        self.handover = handover
 
     def deliver_remote(self, message: Any) -> None:
         if self.server.broker is not None:
@@ -89,15 +91,24 @@ class _ServerSink:
         if self.server.broker is not None:
             self.server.broker.apply_retained(message)
 
-    def export_session(self, client_id: str) -> Any:
-        """A takeover by another worker: close the connection here (0x8E), give the session up."""
+    def export_session(self, client_id: str, new_node: str) -> Any:
+        """A takeover by ``new_node``: close the connection here (0x8E), give the session up,
+        and forward what still arrives here for it (``kushi.cluster.handover``)."""
         broker = self.server.broker
         if broker is None:
             return None
         exporter = getattr(broker, "export_session", None)
         if exporter is not None:
-            return exporter(client_id)
-        return export_session(broker, client_id, time.monotonic())
+            session = exporter(client_id)
+        else:
+            session = export_session(broker, client_id, time.monotonic())
+        if session is not None:
+            self.handover.forward_moved(session, new_node)
+        return session
+
+    def deliver_to_session(self, client_id: str, qos: int, retain: bool,
+                           identifiers: tuple[int, ...], message: Any) -> bool:
+        return self.handover.deliver_to_session(client_id, qos, retain, identifiers, message)
 
 
 class WorkerProcess:
@@ -143,9 +154,10 @@ class WorkerProcess:
         await self.bus.start()
         await self.fabric.sync()
         await self.bus.request(SUPERVISOR, "synced", timeout=BOOT_TIMEOUT)
-        self.fabric.attach(_ServerSink(self.server))
+        sink = _ServerSink(self.server, HandOver(self.fabric, self.server))
+        self.fabric.attach(sink)
         await self.server.start()
-        self.fabric.attach(_ServerSink(self.server))   # again: applies the synced retained messages
+        self.fabric.attach(sink)   # again: applies the synced retained messages to the new broker
         addresses = [(handle.config.id, getattr(handle.config, "kind", "?"), handle.host, handle.port)
                      for handle in self.server.listeners.values()]
         await self.bus.request(SUPERVISOR, "ready", msgpack.packb(addresses))

@@ -27,7 +27,7 @@ class RecordingSink:
         self.delivered.append(message)
         self.changed.set()
 
-    def export_session(self, client_id: str) -> object | None:
+    def export_session(self, client_id: str, new_node: str) -> object | None:
         """A takeover: give up the session held here (as a broker would, closing with 0x8E)."""
         self.exported.append(client_id)
         return self.sessions.pop(client_id, None)

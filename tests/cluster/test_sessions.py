@@ -74,8 +74,10 @@ def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> Non
         _, w2, sink2 = await cluster.add("w2", 2)
         assert await w1.claim_session("c1", clean_start=False) is None   # nobody held it
         sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
-        moved = await w2.claim_session("c1", clean_start=False)
+        taken = await w2.claim_session("c1", clean_start=False)
         assert sink1.exported == ["c1"] and "c1" not in sink1.sessions
+        assert taken is not None and taken.node == "w1"
+        moved = taken.session
         assert moved is not None and set(moved.subscriptions) == {"a/#", "$share/g/b"}
         assert set(moved.inflight) == {5, 6} and len(moved.queue) == 1
         assert await w2.claim_session("c1", clean_start=False) is None   # already here: no takeover

@@ -89,3 +89,74 @@ def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
         assert (packet.topic, bytes(packet.payload)) == ("wills/victim", b"gone")
     finally:
         cluster.stop()
+
+
+def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
+    """[issue 3] A persistent QoS 1 subscriber hops 20 times between workers while a publisher
+    streams: afterwards every message was delivered (duplicates allowed, gaps not)."""
+    import threading
+
+    from tests.support.paho import PahoClient
+
+    from kushi.protocol.packets import Connack
+    from tests.support.rawclient import ConnectionClosed
+
+    count = 2000
+    config = tmp_path / "kushi.yaml"
+    config.write_text("options:\n  max_queued_messages: 100000\n")
+    cluster = KushiCluster(3, "--config", str(config))
+    publisher = None
+    try:
+        cluster.wait_ready()
+        first, worker = raw_client_on(cluster, lambda w: True)
+        first.connect_ok("hopper", clean_start=False, properties=PERSISTENT)
+        first.send(Subscribe(1, (Subscription("load/t", qos=1),)))
+        assert isinstance(first.recv_packet(), Suback)
+        first.send(Disconnect())
+        first.expect_closed()
+
+        publisher = PahoClient(cluster.host, cluster.port, "load-publisher")
+        publisher.connect()
+        published = threading.Event()
+
+        def stream() -> None:
+            for index in range(count):
+                publisher.publish("load/t", str(index).encode(), qos=1)
+            published.set()
+
+        threading.Thread(target=stream, daemon=True).start()
+        received: list[int] = []
+
+        def read_some(client, until_all: bool) -> None:
+            while True:
+                try:
+                    packet = client.recv_packet(timeout=5 if until_all else 0.1)
+                except ConnectionClosed:
+                    raise
+                except AssertionError:   # nothing more for now
+                    return
+                if isinstance(packet, Publish):
+                    received.append(int(packet.payload))
+                    client.send(Puback(packet.packet_id))
+                    if until_all and set(received) >= set(range(count)):
+                        return
+
+        hops = 0
+        while hops < 20 or not published.is_set():
+            client, worker = raw_client_on(cluster, lambda w, last=worker: w != last)
+            connack = client.connect("hopper", clean_start=False, properties=PERSISTENT)
+            assert isinstance(connack, Connack) and connack.session_present, (hops, connack)
+            read_some(client, until_all=False)
+            client.send(Disconnect())
+            client.close()
+            hops += 1
+            assert hops < 200, "the publisher never finished"
+        client, _ = raw_client_on(cluster, lambda w, last=worker: w != last)
+        client.connect_ok("hopper", clean_start=False, properties=PERSISTENT)
+        read_some(client, until_all=True)
+        missing = sorted(set(range(count)) - set(received))
+        assert not missing, f"{len(missing)} messages lost, e.g. {missing[:10]} (after {hops} hops)"
+    finally:
+        if publisher is not None:
+            publisher.stop()
+        cluster.stop()
