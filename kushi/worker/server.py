@@ -116,14 +116,15 @@ class Server:
             await handle.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
-        for conn in list(broker.open_connections):
+        closing = list(broker.open_connections)
+        for conn in closing:
             if conn.connected:
                 conn.fail(ServerShuttingDown("server shutting down", reason_code=reason_code))
             else:
                 conn.abort()
         deadline = monotonic() + CLOSE_GRACE_SECONDS
-        while broker.open_connections and monotonic() < deadline:
-            await asyncio.sleep(0.01)  # connection_lost callbacks are on their way
+        while any(conn.transport is not None for conn in closing) and monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the transports flush the DISCONNECTs, then report lost
         if self.hooks.provides("on_stopped"):
             self.hooks.on_stopped(self)
         self.hooks.stop_all()

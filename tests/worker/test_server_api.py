@@ -1,0 +1,122 @@
+"""kushi.Server beyond the wire protocol: options, hooks on the message path, the inline client.
+
+Real broker, real paho clients; each check waits on a condition with a timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+
+import pytest
+
+from kushi.hooks.base import Hook
+from kushi.protocol.packets import Connect
+
+
+def test_max_clients_refuses_the_one_too_many(make_broker, paho, raw):
+    """Options.max_clients: the next client is refused (v5 0x97 quota exceeded), the others stay."""
+    broker = make_broker(max_clients=1)
+    first = paho.connected(broker, "first", 5)
+    client = raw(broker, 5)
+    client.send(Connect(client_id="second"))
+    client.expect_connack_refusal(0x97)
+    first.subscribe("still/here", 0)
+    first.publish("still/here", b"yes")
+    first.expect_message("still/here", b"yes")
+
+
+class Shout(Hook):
+    """Changes every payload: the subscriber must get the new bytes, not the received ones."""
+
+    id = "shout"
+
+    def on_publish(self, client, packet):
+        return dataclasses.replace(packet, payload=bytes(packet.payload).upper())
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_payload_changed_by_on_publish_reaches_subscribers(make_broker, paho, version):
+    """A QoS 0 message a hook changed is re-encoded, never forwarded as the bytes received."""
+    broker = make_broker(hooks=[Shout()])
+    subscriber = paho.connected(broker, "sub", version)
+    subscriber.subscribe("loud/#", 0)
+    paho.connected(broker, "pub", version).publish("loud/a", b"quiet", qos=0)
+    subscriber.expect_message("loud/a", b"QUIET")
+
+
+class NoSecretsForGuest(Hook):
+    """Lets everybody subscribe to anything, but "guest" may not read secret/ topics."""
+
+    id = "no-secrets"
+
+    def on_acl_check(self, client, topic, write):
+        if write or client.client_id != "guest":
+            return True
+        return not topic.startswith("secret/") or "#" in topic or "+" in topic
+
+
+def test_acl_read_check_applies_to_each_delivery(make_broker, paho):
+    """on_acl_check(write=False) is asked per delivery: a wildcard subscription brings no denied topic."""
+    broker = make_broker(hooks=[NoSecretsForGuest()])
+    guest = paho.connected(broker, "guest", 5)
+    assert guest.subscribe("#", 0) == [0]
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("secret/plan", b"hidden", qos=1)
+    publisher.publish("public/news", b"visible", qos=1)
+    guest.expect_message("public/news", b"visible")
+    guest.expect_no_message()
+
+
+def test_inline_client_in_a_shared_group(broker, paho):
+    """The inline client can be a member of a shared group: each message goes to one member."""
+    inline: queue.Queue[bytes] = queue.Queue()
+    broker.call(broker.server.subscribe("$share/g/work/+", 3, lambda t, p, m: inline.put(p)))
+    member = paho.connected(broker, "member", 5)
+    member.subscribe("$share/g/work/+", 1)
+    publisher = paho.connected(broker, "pub", 5)
+    sent = [b"job%d" % i for i in range(6)]
+    for payload in sent:
+        publisher.publish("work/x", payload, qos=1)
+    got = []
+    while len(got) < len(sent):
+        try:
+            got.append(inline.get(timeout=0.5))
+        except queue.Empty:
+            got.append(member.wait_for_message().payload)
+    assert sorted(got) == sorted(sent)
+    assert inline.qsize() == 0
+
+
+def test_inline_unsubscribe_stops_the_callback(broker):
+    """After unsubscribe the inline callback gets nothing more (checked after a control message)."""
+    got: queue.Queue[str] = queue.Queue()
+    broker.call(broker.server.subscribe("in/a", 1, lambda t, p, m: got.put(t)))
+    broker.call(broker.server.subscribe("in/control", 2, lambda t, p, m: got.put(t)))
+    broker.call(broker.server.publish("in/a", b"1"))
+    assert got.get(timeout=2) == "in/a"
+    broker.call(broker.server.unsubscribe("in/a", 1))
+    broker.call(broker.server.publish("in/a", b"2"))
+    broker.call(broker.server.publish("in/control", b"3"))
+    assert got.get(timeout=2) == "in/control"
+    assert got.empty()
+
+
+def test_async_inline_callback(broker):
+    """A coroutine callback is run on the broker's loop."""
+    got: queue.Queue[bytes] = queue.Queue()
+
+    async def on_message(topic, payload, packet):
+        got.put(payload)
+
+    broker.call(broker.server.subscribe("async/#", 1, on_message))
+    broker.call(broker.server.publish("async/x", b"awaited", qos=1))
+    assert got.get(timeout=2) == b"awaited"
+
+
+def test_disconnect_client(broker, paho):
+    """disconnect_client: v5 DISCONNECT with the given reason; False for an unknown client id."""
+    client = paho.connected(broker, "victim", 5)
+    assert broker.call(broker.server.disconnect_client("victim", 0x98)) is True
+    assert int(getattr(client.wait_disconnected(), "value", -1)) == 0x98
+    assert broker.call(broker.server.disconnect_client("nobody")) is False
