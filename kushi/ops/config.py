@@ -45,6 +45,7 @@ LISTENER_KINDS: dict[str, type] = {cls.kind: cls for cls in (TCP, WebSocket, TLS
 DEFAULT_TCP = ":1883"
 DEFAULT_WS = ":1882"
 DEFAULT_HTTP = ":8080"
+TLS_FILES = frozenset({"certfile", "keyfile", "cafile"})
 
 
 def listener_kind(listener: ListenerConfig) -> str:
@@ -92,11 +93,16 @@ def load_config_file(path: str | Path) -> ServeConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"config file {path} is not valid YAML: {exc}") from exc
-    return parse_config(data or {}, source=str(path))
+    return parse_config(data or {}, source=str(path), base_dir=Path(path).parent)
 
 
-def parse_config(data: Any, source: str = "config") -> ServeConfig:
-    """A parsed YAML document -> ServeConfig; keys left out keep their defaults."""
+def parse_config(data: Any, source: str = "config", base_dir: Path | None = None) -> ServeConfig:
+    """A parsed YAML document -> ServeConfig; keys left out keep their defaults.
+
+    Relative paths of files to read (auth files, TLS certificate, key and CA)
+    are taken from ``base_dir``, the config file's directory, so a file works
+    the same whatever directory kushi is started from.
+    """
     data = _mapping(data, source)
     _reject_unknown(data, {f.name for f in dataclasses.fields(ServeConfig)}, source)
     config = ServeConfig()
@@ -107,7 +113,7 @@ def parse_config(data: Any, source: str = "config") -> ServeConfig:
         if not isinstance(entries, list):
             raise ConfigurationError(f"{source}: listeners must be a list")
         config.listeners = [
-            listener_from_mapping(entry, index, f"{source}: listeners[{index}]")
+            listener_from_mapping(entry, index, f"{source}: listeners[{index}]", base_dir)
             for index, entry in enumerate(entries)
         ]
     if "http" in data:
@@ -119,9 +125,9 @@ def parse_config(data: Any, source: str = "config") -> ServeConfig:
         auth = _mapping(data["auth"] or {}, f"{source}: auth")
         _reject_unknown(auth, {f.name for f in dataclasses.fields(AuthFiles)}, f"{source}: auth")
         config.auth = AuthFiles(
-            password_file=_optional_path(auth.get("password_file")),
-            acl_file=_optional_path(auth.get("acl_file")),
-            ledger=_optional_path(auth.get("ledger")),
+            password_file=_file_path(auth.get("password_file"), base_dir),
+            acl_file=_file_path(auth.get("acl_file"), base_dir),
+            ledger=_file_path(auth.get("ledger"), base_dir),
             allow_anonymous=_typed(auth.get("allow_anonymous", False), bool, f"{source}: auth.allow_anonymous"),
         )
     if "log_level" in data:
@@ -141,7 +147,7 @@ def options_from_mapping(data: Any, source: str = "options") -> Options:
     return Options(**values)
 
 
-def listener_from_mapping(entry: Any, index: int, source: str) -> ListenerConfig:
+def listener_from_mapping(entry: Any, index: int, source: str, base_dir: Path | None = None) -> ListenerConfig:
     """``{type: tcp, address: ":1883"}`` -> ``TCP("tcp<index>", ":1883")``."""
     entry = dict(_mapping(entry, source))
     kind = entry.pop("type", None)
@@ -160,11 +166,17 @@ def listener_from_mapping(entry: Any, index: int, source: str) -> ListenerConfig
     if "address" in entry:
         entry["address"] = str(entry["address"])
         parse_address(entry["address"])
+    for name in TLS_FILES & entry.keys():
+        entry[name] = _file_path(entry[name], base_dir)
     return cls(**entry)
 
 
-def _optional_path(value: Any) -> str | None:
-    return str(value) if value else None
+def _file_path(value: Any, base_dir: Path | None) -> str | None:
+    """A path from the file, relative ones taken from ``base_dir``; empty -> None."""
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    return str(base_dir / path if base_dir is not None and not path.is_absolute() else path)
 
 
 def _mapping(data: Any, source: str) -> Mapping[str, Any]:

@@ -133,3 +133,14 @@ def test_example_config_file_loads() -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read config file"):
         load_config_file(tmp_path / "absent.yaml")
+
+
+def test_relative_file_paths_are_taken_from_the_config_files_directory(tmp_path: Path) -> None:
+    path = tmp_path / "kushi.yaml"
+    path.write_text("auth: {password_file: passwd, acl_file: /etc/abs/acl}\n"
+                    "listeners:\n  - {type: tls, address: ':8883', certfile: tls/c.pem, keyfile: tls/k.pem}\n")
+    config = load_config_file(path)
+    assert config.auth.password_file == str(tmp_path / "passwd")
+    assert config.auth.acl_file == "/etc/abs/acl"
+    tls = config.listeners[0]
+    assert (tls.certfile, tls.keyfile, tls.cafile) == (str(tmp_path / "tls/c.pem"), str(tmp_path / "tls/k.pem"), None)
