@@ -53,6 +53,7 @@ RETIRE = b"retire"
 USE_ANOTHER_SERVER = 0x9C
 SERVER_SHUTTING_DOWN = 0x8B
 BOOT_TIMEOUT = 120.0         # how long a worker waits for the others to sync
+RETIRE_GRACE = 10.0          # how long a retiring worker waits for its sessions to be taken over
 
 
 def node_name(worker_id: int) -> str:
@@ -142,8 +143,24 @@ class WorkerProcess:
         self._install_signal_handlers(loop)
         reason_code = await self.stopping
         await self.server.close(reason_code)
+        if reason_code == USE_ANOTHER_SERVER:
+            await self._hand_sessions_over(RETIRE_GRACE)
         await self.bus.close()
         return 0
+
+    async def _hand_sessions_over(self, grace: float) -> None:
+        """Retiring: stay on the bus until the clients told 0x9C took their sessions elsewhere.
+
+        Each reconnecting client's new worker takes its session over from here;
+        sessions whose clients do not come back within ``grace`` are lost.
+        """
+        broker = self.server.broker
+        deadline = asyncio.get_running_loop().time() + grace
+        while broker is not None and broker.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)   # re-check; takeovers are served meanwhile
+        if broker is not None and broker.sessions:
+            log.warning("worker %d retired with %d sessions not taken over", self.spec.worker_id,
+                        len(broker.sessions))
 
     async def _boot(self) -> None:
         for hook in self.spec.hooks:

@@ -85,6 +85,10 @@ class KushiCluster:
                     pids[int(match.group(1))] = int(match.group(2))
         return pids
 
+    def worker_pids_alive(self) -> dict[int, int]:
+        """Worker id -> pid of the workers whose process still runs (not gone, not a zombie)."""
+        return {worker: pid for worker, pid in self.worker_pids().items() if _running(pid)}
+
     def worker_of(self, client_port: int) -> int | None:
         """The id of the worker holding the server side of the client's connection from ``client_port``."""
         inode = _server_socket_inode(self.port, client_port)
@@ -109,6 +113,14 @@ class KushiCluster:
                 raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
         self._reader.join(5)
         return self.process.returncode
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _kill_quietly(pid: int) -> None:

@@ -120,3 +120,36 @@ def test_sighup_reloads_the_password_file_in_every_worker_without_dropping_clien
             accepted.connect_ok(f"new-{worker}", username="alice", password=b"new")
     finally:
         cluster.stop()
+
+
+def test_sigttin_adds_a_worker_and_sigttou_retires_it_moving_its_sessions() -> None:
+    """SIGTTIN: one more worker, listening on the same port. SIGTTOU: the newest retires, its
+    clients are told 0x9C (use another server) and a persistent session moves to another worker."""
+    from cluster_support import raw_client_on
+
+    from kushi.protocol.packets import Suback, Subscribe, Subscription
+    from kushi.protocol.properties import Properties
+
+    persistent = Properties(session_expiry_interval=300)
+    cluster = KushiCluster(2)
+    try:
+        cluster.wait_ready()
+        mark = len(cluster.lines)
+        cluster.process.send_signal(signal.SIGTTIN)
+        cluster.wait_for_line(r"worker 2 ready", start=mark)
+        assert len(socket_inodes(cluster.worker_pids()[2]) & listening_inodes(cluster.port)) == 1
+        client, _ = raw_client_on(cluster, lambda w: w == 2)
+        client.connect_ok("mover", clean_start=False, properties=persistent)
+        client.send(Subscribe(1, (Subscription("moving/#", qos=1),)))
+        assert isinstance(client.recv_packet(), Suback)
+        mark = len(cluster.lines)
+        cluster.process.send_signal(signal.SIGTTOU)
+        packet = client.recv_packet(timeout=10)
+        assert isinstance(packet, Disconnect) and packet.reason_code == 0x9C
+        again, _ = raw_client_on(cluster, lambda w: w != 2)
+        assert again.connect_ok("mover", clean_start=False, properties=persistent).session_present
+        cluster.wait_for_line(r"worker 2 exited", start=mark)
+        assert "restarting" not in "\n".join(cluster.lines[mark:])
+        assert sorted(cluster.worker_pids_alive()) == [0, 1]
+    finally:
+        cluster.stop()
