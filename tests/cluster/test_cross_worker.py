@@ -122,29 +122,45 @@ def test_concurrent_retains_on_one_topic_converge_on_every_worker(cluster, clien
     assert answers[0] in (b"a:99", b"b:99")  # the last write of one of the two publishers
 
 
-def test_twenty_thousand_qos1_messages_cross_workers_all_and_in_order(clients, tmp_path) -> None:
-    """[issue 3] 20,000 QoS 1 messages from a publisher on one worker to a subscriber on another.
+@pytest.fixture(scope="module")
+def roomy_cluster(tmp_path_factory) -> Iterator[KushiCluster]:
+    """Two workers whose sessions may queue 20,000 messages.
 
-    The publisher is faster than a paho subscriber, so the subscriber's queue
-    is made big enough to hold the backlog (the default of 1000 drops the
-    oldest, by design, with one worker as with several).
+    A publisher is faster than a paho subscriber, so the subscriber's queue
+    must hold the backlog (the default of 1000 drops the oldest, by design,
+    with one worker as with several).
     """
-    count = 20_000
-    config = tmp_path / "kushi.yaml"
-    config.write_text(f"options:\n  max_queued_messages: {count}\n")
+    config = tmp_path_factory.mktemp("roomy") / "kushi.yaml"
+    config.write_text("options:\n  max_queued_messages: 20000\n")
     cluster = KushiCluster(2, "--config", str(config))
     try:
         cluster.wait_ready()
-        subscriber, sub_worker = client_on(cluster, clients, "bulk-sub", lambda w: True)
-        subscriber.subscribe("bulk/t", qos=1)
-        publisher, _ = client_on(cluster, clients, "bulk-pub", lambda w: w != sub_worker)
-        infos = [publisher.client.publish("bulk/t", str(index).encode(), qos=1) for index in range(count)]
-        payloads = receive(subscriber, count, 150)
-        assert [int(payload) for payload in payloads] == list(range(count))
-        infos[-1].wait_for_publish(timeout=30)
-        assert all(info.is_published() for info in infos)
+        yield cluster
     finally:
-        for client in clients:
-            client.stop()
-        clients.clear()
         cluster.stop()
+
+
+def stream(roomy_cluster: KushiCluster, clients: list[PahoClient], name: str, count: int,
+           qos: int) -> tuple[PahoClient, list[bytes]]:
+    """``count`` messages at ``qos`` from a publisher on one worker to a subscriber on the other."""
+    subscriber, sub_worker = client_on(roomy_cluster, clients, f"{name}-sub", lambda w: True)
+    subscriber.subscribe(f"{name}/t", qos=qos)
+    publisher, _ = client_on(roomy_cluster, clients, f"{name}-pub", lambda w: w != sub_worker)
+    infos = [publisher.client.publish(f"{name}/t", str(index).encode(), qos=qos) for index in range(count)]
+    payloads = receive(subscriber, count, 150)
+    infos[-1].wait_for_publish(timeout=30)
+    assert all(info.is_published() for info in infos)
+    return subscriber, payloads
+
+
+def test_twenty_thousand_qos1_messages_cross_workers_all_and_in_order(roomy_cluster, clients) -> None:
+    """[issue 3] 20,000 QoS 1 messages from a publisher on one worker to a subscriber on another."""
+    _, payloads = stream(roomy_cluster, clients, "bulk1", 20_000, qos=1)
+    assert [int(payload) for payload in payloads] == list(range(20_000))
+
+
+def test_qos2_messages_cross_workers_exactly_once(roomy_cluster, clients) -> None:
+    """[issue 3] QoS 2 across workers: each message arrives exactly once, in order."""
+    subscriber, payloads = stream(roomy_cluster, clients, "bulk2", 2_000, qos=2)
+    assert [int(payload) for payload in payloads] == list(range(2_000))
+    subscriber.expect_no_message()   # and nothing after the last one: no duplicate came late
