@@ -160,3 +160,46 @@ def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
         if publisher is not None:
             publisher.stop()
         cluster.stop()
+
+
+def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
+    """[invariant 6] A worker killed mid-stream: clients elsewhere see no error and lose nothing,
+    every other node drops the dead worker's interest, and its clients can reconnect."""
+    import os
+    import signal
+
+    cluster = KushiCluster(3)
+    try:
+        cluster.wait_ready()
+        subscriber, sub_worker = raw_client_on(cluster, lambda w: True)
+        subscriber.connect_ok("steady-sub")
+        subscriber.send(Subscribe(1, (Subscription("k/#", qos=1),)))
+        assert isinstance(subscriber.recv_packet(), Suback)
+        publisher, pub_worker = raw_client_on(cluster, lambda w: w != sub_worker)
+        publisher.connect_ok("steady-pub")
+        victim_worker = ({0, 1, 2} - {sub_worker, pub_worker}).pop()
+        victim, _ = raw_client_on(cluster, lambda w: w == victim_worker)
+        victim.connect_ok("victim-sub")
+        victim.send(Subscribe(1, (Subscription("k/#", qos=1),)))
+        assert isinstance(victim.recv_packet(), Suback)
+
+        received = []
+        mark = len(cluster.lines)
+        for index in range(200):
+            if index == 50:
+                os.kill(cluster.worker_pids()[victim_worker], signal.SIGKILL)
+            publisher.send(Publish("k/t", str(index).encode(), qos=1, packet_id=index % 60000 + 1))
+            assert isinstance(publisher.recv_packet(), Puback)
+            packet = subscriber.recv_packet(timeout=5)
+            assert isinstance(packet, Publish)
+            subscriber.send(Puback(packet.packet_id))
+            received.append(int(packet.payload))
+        assert received == list(range(200))
+        for node in sorted({"sup", f"w{sub_worker}", f"w{pub_worker}"}):
+            cluster.wait_for_line(rf" {node} kushi\.cluster: w{victim_worker} left the bus; 1 interest",
+                                  start=mark)
+        cluster.wait_for_line(rf"worker {victim_worker} ready", start=mark)
+        again, _ = raw_client_on(cluster, lambda w: True)
+        again.connect_ok("victim-sub")
+    finally:
+        cluster.stop()
