@@ -242,3 +242,15 @@ def test_config_file_sets_listeners_and_options(serve: Any, paho: Any, tmp_path:
     first.subscribe("ops/after", qos=1)
     first.publish("ops/after", b"still served", qos=1)
     first.expect_message("ops/after", b"still served")
+
+
+def test_unix_socket_listener_from_flags(serve: Any, paho: Any, tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "mqtt.sock")
+    kushi = serve("--tcp", "none", "--ws", "none", "--http", "none", "--unix", socket_path, listening=[])
+    kushi.wait_for(rf"kushi: listening unix {socket_path}$", timeout=15)
+    unix = SimpleNamespace(host=socket_path, port=1883, ws_port=1882)   # paho wants a port; unused
+    client = paho(unix, "over-unix", transport="unix")
+    client.connect()
+    client.subscribe("ops/local")
+    client.publish("ops/local", b"no network", qos=1)
+    client.expect_message("ops/local", b"no network")
