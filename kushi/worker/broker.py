@@ -637,6 +637,35 @@ class Broker(Delivery):
         """A retained change made on another worker: store it, do not announce it again."""
         self.store_retained(message, monotonic())
 
+    def import_session(self, session: Session) -> None:
+        """A session handed over by another worker: keep it here, detached, with its subscriptions.
+
+        A local session of the same client id wins (nobody else should have held one).
+        """
+        client_id = session.client_id
+        if client_id in self.sessions:
+            return
+        self.sessions[client_id] = session
+        self.detached.add(client_id)
+        for entry in list(session.subscriptions.values()):
+            self.add_subscription(session, entry)
+
+    def export_session(self, client_id: str, now: float) -> Session | None:
+        """Give a session up to another worker: close its connection here (v5: 0x8E) without
+        publishing the will or ending the session; the will moves with the session."""
+        conn = self.connections.pop(client_id, None)
+        session = self.sessions.pop(client_id, None)
+        if conn is not None:
+            conn.fail(SessionTakenOver("the session moved to another worker"))
+        if session is None:
+            return None
+        if session.disconnected_at is None:
+            session.detach(now)
+        self.detached.discard(client_id)
+        for filter in self.matcher.remove_key(client_id):
+            self._interest_down(filter)
+        return session
+
     # ---- inline client ----------------------------------------------------------------
     def inline_subscribe(self, filter: str, subscription_id: int,
                          callback: Callable[..., Any], now: float) -> None:

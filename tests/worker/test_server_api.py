@@ -120,3 +120,28 @@ def test_disconnect_client(broker, paho):
     assert broker.call(broker.server.disconnect_client("victim", 0x98)) is True
     assert int(getattr(client.wait_disconnected(), "value", -1)) == 0x98
     assert broker.call(broker.server.disconnect_client("nobody")) is False
+
+
+def test_session_moves_between_brokers_with_export_and_import(make_broker, paho):
+    """The cluster seam: a session exported from one broker and imported into another keeps its
+    subscriptions and queued messages; the client resumes it there with Session Present."""
+    import time
+
+    from support.paho import connect_properties
+
+    first, second = make_broker(), make_broker()
+    properties = connect_properties(SessionExpiryInterval=60)
+    client = paho(first, "mover", 5, clean=False)
+    client.connect(properties=properties)
+    client.subscribe("move/#", 1)
+    client.disconnect()
+    paho.connected(first, "pub", 5).publish("move/a", b"queued", qos=1)
+    session = first.sync(first.server.broker.export_session, "mover", time.monotonic())
+    assert session is not None and first.sync(first.server.client, "mover") is None
+    second.sync(second.server.broker.import_session, session)
+    again = paho(second, "mover", 5, clean=False)
+    flags, _, _ = again.connect(properties=properties)
+    assert flags.session_present
+    again.expect_message("move/a", b"queued")
+    paho.connected(second, "pub2", 5).publish("move/b", b"live", qos=1)
+    again.expect_message("move/b", b"live")
