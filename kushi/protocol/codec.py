@@ -600,6 +600,17 @@ def _decode_subscribe(cursor: _Cursor, version: int) -> Subscribe:
     return Subscribe(packet_id, tuple(subscriptions), properties)
 
 
+def _reason_code_list(cursor: _Cursor, allowed: frozenset[int], packet: str) -> tuple[int, ...]:
+    """The rest of a SUBACK/UNSUBACK: one reason code per topic filter, at least one."""
+    codes = tuple(cursor.buf[cursor.pos : cursor.end])
+    if not codes:
+        raise ProtocolError(f"{packet} without reason codes")
+    for code in codes:
+        _check_reason(code, allowed, packet)
+    cursor.pos = cursor.end
+    return codes
+
+
 def _decode_suback(cursor: _Cursor, version: int) -> Suback:
     packet_id = cursor.u16()
     allowed = _SUBACK_CODES_311
@@ -607,12 +618,7 @@ def _decode_suback(cursor: _Cursor, version: int) -> Suback:
     if version == MQTT_5:
         allowed = _SUBACK_CODES
         properties = _read_properties(cursor, PacketType.SUBACK)
-    codes = cursor.buf[cursor.pos : cursor.end]
-    for code in codes:
-        _check_reason(code, allowed, "SUBACK")
-    if not codes:
-        raise ProtocolError("SUBACK without reason codes")
-    return Suback(packet_id, tuple(codes), properties)
+    return Suback(packet_id, _reason_code_list(cursor, allowed, "SUBACK"), properties)
 
 
 def _decode_unsubscribe(cursor: _Cursor, version: int) -> Unsubscribe:
@@ -634,12 +640,7 @@ def _decode_unsuback(cursor: _Cursor, version: int) -> Unsuback:
         cursor.expect_end()
         return Unsuback(packet_id)
     properties = _read_properties(cursor, PacketType.UNSUBACK)
-    codes = cursor.buf[cursor.pos : cursor.end]
-    for code in codes:
-        _check_reason(code, _UNSUBACK_CODES, "UNSUBACK")
-    if not codes:
-        raise ProtocolError("UNSUBACK without reason codes")
-    return Unsuback(packet_id, tuple(codes), properties)
+    return Unsuback(packet_id, _reason_code_list(cursor, _UNSUBACK_CODES, "UNSUBACK"), properties)
 
 
 def _decode_empty(cursor: _Cursor, cls: type) -> Packet:

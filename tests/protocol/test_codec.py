@@ -7,7 +7,7 @@ decoder is checked against the spec's layout, not against the encoder.
 from __future__ import annotations
 
 import pytest
-from support.rawclient import connect_body, frame, mqtt_string, varint
+from support.rawclient import connect_body, mqtt_string, varint
 
 from kushi.errors import (
     KushiError,
