@@ -237,6 +237,7 @@ class Broker(Delivery):
         session.will_delay = (packet.will.properties.will_delay_interval or 0) if packet.will else 0
         session.send_quota_limit = min(properties.receive_maximum or 65535, options.maximum_inflight)
         conn.maximum_packet_size = properties.maximum_packet_size or 0
+        conn.topic_alias_out_maximum = properties.topic_alias_maximum or 0 if version == MQTT_5 else 0
         conn.keep_alive = packet.keep_alive
         if version == MQTT_5 and options.server_keep_alive is not None:
             conn.keep_alive = options.server_keep_alive

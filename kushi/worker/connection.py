@@ -72,6 +72,8 @@ class MQTTConnection(asyncio.Protocol):
         self.requested_session_expiry = 0     # as the CONNECT asked; DISCONNECT may not raise it from 0
         self.connect_packet: Connect | None = None
         self.inbound_aliases: dict[int, str] = {}
+        self.topic_alias_out_maximum = 0      # the client's Topic Alias Maximum; 0 = send none
+        self.outbound_aliases: dict[str, int] = {}
         self.auth_waiter: asyncio.Future[Auth] | None = None
         self.will_decided = False             # a DISCONNECT said what to do with the will
         self.error: BaseException | None = None
@@ -105,6 +107,9 @@ class MQTTConnection(asyncio.Protocol):
             self.process_packets(now)
         except KushiError as error:
             self.fail(error)
+        except Exception:  # a bug or a failing hook: this connection ends, the worker goes on
+            log.exception("internal error on the connection of %r", self.client_id)
+            self.fail(KushiError("internal error", reason_code=0x83))
 
     def eof_received(self) -> bool | None:
         return None   # close our side too
@@ -195,6 +200,26 @@ class MQTTConnection(asyncio.Protocol):
                 raise TopicAliasInvalid(f"topic alias {alias} was never set")
         return replace(packet, topic=topic, properties=replace(packet.properties, topic_alias=None),
                        raw=None)
+
+    def outbound_alias(self, topic: str) -> tuple[int, bool] | None:
+        """(alias, send the topic too) for a PUBLISH to this client, or None to send the topic only.
+
+        The first ``topic_alias_out_maximum`` topics get aliases 1..maximum for the
+        life of the connection [MQTT-3.1.2-26] [MQTT-3.3.2-7]; later topics go in full.
+        """
+        aliases = self.outbound_aliases
+        alias = aliases.get(topic)
+        if alias is not None:
+            return alias, False
+        if len(aliases) >= self.topic_alias_out_maximum:
+            return None
+        alias = aliases[topic] = len(aliases) + 1
+        return alias, True
+
+    def alias_not_sent(self, topic: str, alias: tuple[int, bool] | None) -> None:
+        """The PUBLISH that was to set up ``alias`` was dropped: the client never learnt it."""
+        if alias is not None and alias[1]:
+            del self.outbound_aliases[topic]
 
     def check_timers(self, now: float) -> None:
         """Called by the broker's tick: connect timeout and keep alive [MQTT-3.1.2-22]."""

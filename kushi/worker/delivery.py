@@ -44,30 +44,32 @@ class WireForms:
         self.source_version = wire_family(source_version) if source_version else None
         self._cache: dict[tuple, Any] = {}
 
-    def qos0_bytes(self, version: int, retain: bool, identifiers: tuple[int, ...]) -> bytes | memoryview:
-        """The QoS 0 PUBLISH for a subscriber of protocol ``version``."""
+    def qos0_bytes(self, version: int, retain: bool, identifiers: tuple[int, ...],
+                   alias: Alias | None = None) -> bytes | memoryview:
+        """The QoS 0 PUBLISH for a subscriber of protocol ``version`` (and outbound ``alias``)."""
         family = wire_family(version)
         if family != MQTT_5:
             identifiers = ()
-        key = (family, retain, identifiers)
+        key = (family, retain, identifiers, alias)
         data = self._cache.get(key)
         if data is None:
             message = self.message
             raw = message.raw
             if (raw is not None and message.qos == 0 and retain == message.retain
-                    and not identifiers and family == self.source_version):
+                    and not identifiers and family == self.source_version and alias is None):
                 data = raw
             else:
-                data = encode(self.publish_for(0, retain, identifiers), version)
+                data = encode(with_alias(self.publish_for(0, retain, identifiers), alias), version)
             self._cache[key] = data
         return data
 
-    def with_packet_id(self, packet: Publish, version: int, packet_id: int) -> bytes:
+    def with_packet_id(self, packet: Publish, version: int, packet_id: int,
+                       alias: Alias | None = None) -> bytes:
         """``packet`` (from ``publish_for``) encoded with ``packet_id``: encoded once, then patched."""
-        key = (id(packet), wire_family(version))
+        key = (id(packet), wire_family(version), alias)
         template = self._cache.get(key)
         if template is None:
-            data = encode(replace(packet, packet_id=1), version)
+            data = encode(with_alias(replace(packet, packet_id=1), alias), version)
             offset = packet_id_offset(data)
             template = self._cache[key] = (data[:offset], data[offset + 2:])
         head, tail = template
@@ -85,6 +87,18 @@ class WireForms:
             packet = Publish(message.topic, message.payload, qos, retain, False, None, properties)
             self._cache[key] = packet
         return packet
+
+
+Alias = tuple  # (topic alias, whether the topic name goes along to set it up)
+
+
+def with_alias(packet: Publish, alias: Alias | None) -> Publish:
+    """``packet`` with an outbound topic alias: the topic only on the alias's first use."""
+    if alias is None:
+        return packet
+    number, send_topic = alias
+    return replace(packet, topic=packet.topic if send_topic else "",
+                   properties=replace(packet.properties, topic_alias=number))
 
 
 def packet_id_offset(data: bytes) -> int:
@@ -209,8 +223,10 @@ class Delivery:
         if qos == 0:
             if conn is None:
                 return  # QoS 0 is not queued for an absent client
-            data = forms.qos0_bytes(conn.protocol_version, retain, identifiers)
+            alias = conn.outbound_alias(message.topic) if conn.topic_alias_out_maximum else None
+            data = forms.qos0_bytes(conn.protocol_version, retain, identifiers, alias)
             if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
+                conn.alias_not_sent(message.topic, alias)
                 self.count_dropped(conn, message)  # [MQTT-3.1.2-25]
                 return
             conn.write(data)
@@ -245,17 +261,20 @@ class Delivery:
         hooks = self.hooks
         encode_hook = hooks.provides("on_packet_encode")
         packet = message
+        alias = conn.outbound_alias(message.topic) if conn.topic_alias_out_maximum else None
         if (not dup and not encode_hook and item.forms is not None
                 and (remaining is None or remaining == properties.message_expiry_interval)):
-            data = item.forms.with_packet_id(message, conn.protocol_version, item.packet_id)
+            data = item.forms.with_packet_id(message, conn.protocol_version, item.packet_id, alias)
         else:
             if remaining is not None and remaining != properties.message_expiry_interval:
                 properties = replace(properties, message_expiry_interval=max(remaining, 1))  # [MQTT-3.3.2-6]
-            packet = replace(message, packet_id=item.packet_id, dup=dup, properties=properties)
+            packet = with_alias(replace(message, packet_id=item.packet_id, dup=dup,
+                                        properties=properties), alias)
             if encode_hook:
                 packet = hooks.on_packet_encode(conn, packet)
             data = encode(packet, conn.protocol_version)
         if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
+            conn.alias_not_sent(message.topic, alias)
             session.inflight.pop(item.packet_id, None)  # as if delivered [MQTT-3.1.2-25]
             self.count_dropped(conn, message)
             return

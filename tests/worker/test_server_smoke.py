@@ -128,3 +128,25 @@ def test_graceful_close_sends_server_shutting_down(broker, paho):
     broker.close()
     assert int(getattr(v5.wait_disconnected(), "value", -1)) == 0x8B
     v4.wait_disconnected()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_outbound_topic_aliases_are_used(broker, raw, paho, qos):
+    """[MQTT-3.1.2-26] [MQTT-3.3.2-7] a client with Topic Alias Maximum 1 gets the topic once with
+    alias 1, then alias 1 alone; a second topic goes in full, with no alias."""
+    from kushi.protocol.packets import Puback, Subscribe, Subscription
+    from kushi.protocol.properties import Properties
+
+    client = raw(broker, 5)
+    client.connect_ok("aliased", properties=Properties(topic_alias_maximum=1))
+    client.send(Subscribe(1, (Subscription("alias/#", qos),)))
+    client.recv_packet()
+    publisher = paho.connected(broker, "pub", 5)
+    seen = []
+    for topic in ("alias/a", "alias/a", "alias/b"):
+        publisher.publish(topic, b"x", qos=qos)
+        packet = client.recv_packet()
+        if qos:
+            client.send(Puback(packet.packet_id))
+        seen.append((packet.topic, packet.properties.topic_alias))
+    assert seen == [("alias/a", 1), ("", 1), ("alias/b", None)]
