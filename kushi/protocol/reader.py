@@ -101,7 +101,9 @@ class PacketReader:
             raw = data[pos:end]
             return decode_publish(first_byte, raw, body_start - pos, end - pos, self.version, raw)
         packet = decode_at(first_byte, data, body_start, end, self.version)
-        if type(packet) is Connect:
+        if type(packet) is Connect and self.version is None:
+            # The first CONNECT fixes the version; a second one is the broker's
+            # Protocol Error [MQTT-3.1.0-2] and must not switch the wire form.
             self.version = packet.protocol_version
         return packet
 

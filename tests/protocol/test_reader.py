@@ -101,6 +101,13 @@ def test_version_is_set_by_the_connect() -> None:
         reader.next_packet()
 
 
+def test_a_second_connect_does_not_change_the_version() -> None:
+    reader = PacketReader()
+    reader.feed(encode(Connect(client_id="c"), MQTT_5) + encode(Connect(protocol_version=4, client_id="c"), 4))
+    assert [type(packet) for packet in drain(reader)] == [Connect, Connect]
+    assert reader.version == MQTT_5
+
+
 def test_first_packet_other_than_connect_is_refused() -> None:
     """[MQTT-3.1.0-1] the broker closes the connection, without a CONNACK."""
     reader = PacketReader()
