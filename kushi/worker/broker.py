@@ -304,6 +304,8 @@ class Broker(Delivery):
         hooks = self.hooks
         if hooks.provides("on_will"):
             will = hooks.on_will(client, will)
+        if hooks.provides("on_acl_check") and not hooks.on_acl_check(client, will.topic, True):
+            return  # the client may not publish there, not even its will
         properties = will.properties
         if properties.will_delay_interval is not None:
             properties = replace(properties, will_delay_interval=None)

@@ -81,8 +81,8 @@ class Server:
                 handle = await start_listener(config, factory, loop,
                                               max_packet_size=self.options.maximum_packet_size)
                 self.listeners[config.id] = handle
-                log.info("worker %d listening %s %s", self.worker_id,
-                         getattr(config, "kind", type(config).__name__.lower()), handle.address)
+                log.debug("worker %d: listener %s open on %s", self.worker_id, config.id,
+                          handle.address)  # the CLI logs the "listening ..." lines
         except BaseException:
             for handle in self.listeners.values():
                 await handle.close()
