@@ -158,13 +158,16 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
 ]
 
 
-def after_connect_cases():
-    for name, build, codes, versions in AFTER_CONNECT:
-        for version in versions:
-            yield pytest.param(build, codes, version, id=f"{name}-v{version}")
+def expand(table) -> list:
+    """One pytest case per (row, protocol version) of a table of bad inputs."""
+    return [
+        pytest.param(build, codes, version, id=f"{name}-v{version}")
+        for name, build, codes, versions in table
+        for version in versions
+    ]
 
 
-@pytest.mark.parametrize("build, codes, version", list(after_connect_cases()))
+@pytest.mark.parametrize("build, codes, version", expand(AFTER_CONNECT))
 def test_bad_packet_after_connect(broker, raw, bystander, build, codes, version):
     """A bad packet after a good CONNECT: v5 DISCONNECT with the spec's code then close
     ([MQTT-4.13.1-1] [MQTT-4.13.2-1]); 3.1.1: closed with nothing sent (3.1.1 [MQTT-4.8.0-1]
@@ -225,13 +228,7 @@ BAD_CONNECTS: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int,
 ]
 
 
-def bad_connect_cases():
-    for name, build, codes, versions in BAD_CONNECTS:
-        for version in versions:
-            yield pytest.param(build, codes, version, id=f"{name}-v{version}")
-
-
-@pytest.mark.parametrize("build, codes, version", list(bad_connect_cases()))
+@pytest.mark.parametrize("build, codes, version", expand(BAD_CONNECTS))
 def test_bad_connect(broker, raw, bystander, build, codes, version):
     """A malformed CONNECT: v5 CONNACK >= 0x80 with the spec's code, then close ([MQTT-3.1.4-1]
     [MQTT-3.2.2-7]); 3.1.1: closed without any CONNACK (3.1.1 [MQTT-3.1.4-1]). Others go on."""
