@@ -134,7 +134,7 @@ class Broker(Delivery):
             conn.process_packets(monotonic())
         except KushiError as error:
             conn.fail(error)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TimeoutError):  # server closing, or no AUTH answer in time
             conn.abort()
         except Exception as error:  # a hook failed: refuse rather than crash the worker
             log.exception("CONNECT of %r failed", packet.client_id)

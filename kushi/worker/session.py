@@ -91,6 +91,9 @@ class Session:
 
     def enqueue(self, item: Outbound) -> Outbound | None:
         """Queue a message; if the queue is full, drop the oldest and return it."""
+        if self.max_queued_messages <= 0:
+            self.dropped += 1
+            return item   # no queue at all
         dropped = None
         if len(self.queue) >= self.max_queued_messages:
             dropped = self.queue.popleft()
