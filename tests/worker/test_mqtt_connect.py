@@ -383,3 +383,11 @@ def test_disconnect_fits_client_maximum_packet_size(broker, raw):
     client.send(frame(0x30, b"\x00\x00\x00x"))  # empty topic, no alias: Protocol Error
     disconnect = client.expect_disconnect(0x82)
     assert len(encode(disconnect, 5)) <= 8
+
+
+def test_session_expiry_capped_by_server_maximum(make_broker, raw):
+    """[MQTT-3.1.2-23] issue 2: a server with a lower maximum tells the client the Session Expiry
+    Interval it will use, in CONNACK (3.2.2.3.2)."""
+    broker = make_broker(maximum_session_expiry=10)
+    connack = raw(broker, 5).connect_ok("capped", properties=Properties(session_expiry_interval=3600))
+    assert connack.properties.session_expiry_interval == 10

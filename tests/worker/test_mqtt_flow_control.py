@@ -116,3 +116,18 @@ def test_our_receive_maximum_is_advertised_and_honoured(make_broker, raw, paho):
         client.send(Pubrel(packet_id))
         assert client.recv_packet() == Pubcomp(packet_id)
     assert [subscriber.wait_for_message().payload for _ in range(3)] == [b"m1", b"m2", b"m3"]
+
+
+def test_server_maximum_inflight_caps_the_window(make_broker, raw, paho):
+    """Issue 2 (bounded memory): maximum_inflight caps what is in flight to one client even when
+    its Receive Maximum is larger ([MQTT-4.9.0-1]: the quota starts no higher than either)."""
+    broker = make_broker(maximum_inflight=2)
+    client = capped_subscriber(raw, broker, "wide", 100, 1)
+    publisher = paho.connected(broker, "pub", 5)
+    for index in range(3):
+        publisher.publish("fc/t", f"m{index}".encode(), qos=1)
+    window = [client.recv_packet(), client.recv_packet()]
+    assert [p.payload for p in window] == [b"m0", b"m1"]
+    assert_nothing_more(client)
+    client.send(Puback(window[0].packet_id))
+    assert client.recv_packet().payload == b"m2"

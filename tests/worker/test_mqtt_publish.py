@@ -469,3 +469,14 @@ def test_longest_topic_name(broker, paho):
     assert subscriber.subscribe("t/#", 1) == [1]
     paho.connected(broker, "pub", 5).publish(topic, b"long", qos=1)
     assert subscriber.expect_message(topic, b"long").topic == topic
+
+
+def test_message_expiry_capped_by_server_maximum(make_broker, paho):
+    """[MQTT-3.3.2-6] with maximum_message_expiry set, a forwarded message never carries a longer
+    Message Expiry Interval than the server's cap."""
+    broker = make_broker(maximum_message_expiry=5)
+    subscriber = paho.connected(broker, "sub", 5)
+    assert subscriber.subscribe("cap/t", 1) == [1]
+    paho.connected(broker, "pub", 5).publish("cap/t", b"x", qos=1,
+                                             properties=publish_properties(MessageExpiryInterval=3600))
+    assert 0 < subscriber.expect_message("cap/t", b"x").properties.MessageExpiryInterval <= 5
