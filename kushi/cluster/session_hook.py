@@ -14,16 +14,14 @@ hook events the broker already has:
 - ``on_disconnect`` / ``on_will_sent`` / ``on_client_expired``: the copy is
   dropped when the will went out or must not; an ended session is released.
 
-Where the broker grows dedicated methods (``Broker.import_session``,
-``Broker.export_session``) they are used; until then the stand-ins here and
-in ``kushi.cluster.worker`` reach into the broker (see the cluster notes).
+The session itself moves with ``Broker.export_session`` (on the worker that
+gives it up, see ``kushi.cluster.worker``) and ``Broker.import_session``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import SessionTakenOver
 from ..hooks.base import Hook
 from ..protocol.packets import Connect
 from .fabric import BusFabric
@@ -45,12 +43,7 @@ class ClusterSessionHook(Hook):
         if taken is None:
             return True
         if not packet.clean_start:
-            broker = self.server.broker
-            importer = getattr(broker, "import_session", None)
-            if importer is not None:
-                importer(taken.session)
-            else:
-                install_session(broker, taken.session)
+            self.server.broker.import_session(taken.session)
             self.fabric.deliver_early(client_id)
             await self.fabric.barrier()
         self.fabric.handover_done(taken.node, client_id)
@@ -75,35 +68,3 @@ class ClusterSessionHook(Hook):
 
     def on_client_expired(self, client_id: str) -> None:
         self.fabric.session_ended(client_id)
-
-
-def install_session(broker: Any, session: Any) -> None:
-    """Stand-in for ``Broker.import_session``: a session taken over from another worker."""
-    client_id = session.client_id
-    if client_id in broker.sessions:
-        return  # a local session wins (the directory said no other worker held one)
-    broker.sessions[client_id] = session
-    broker.detached.add(client_id)
-    for entry in list(session.subscriptions.values()):
-        broker.add_subscription(session, entry)
-
-
-def export_session(broker: Any, client_id: str, now: float) -> Any:
-    """Stand-in for ``Broker.export_session``: close the client's connection here, give up its session.
-
-    The connection is removed from the broker's table before it is failed, so
-    its ``connection_lost`` neither publishes the will nor detaches: the will
-    moves with the session, as a takeover within one process does.
-    """
-    conn = broker.connections.pop(client_id, None)
-    session = broker.sessions.pop(client_id, None)
-    if conn is not None:
-        conn.fail(SessionTakenOver("another connection took this client id"))
-    if session is None:
-        return None
-    if session.disconnected_at is None:
-        session.detach(now)
-    broker.detached.discard(client_id)
-    for filter in broker.matcher.remove_key(client_id):
-        broker._interest_down(filter)
-    return session

@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,9 @@ from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
 from .directory_node import DirectoryNode
 from .fabric import BusFabric
-from .worker import CONTROL, EXIT_BOOT_FAILED, RETIRE, SUPERVISOR, WorkerSpec, node_name, worker_main
+from .worker import (
+    CONTROL, EXIT_BOOT_FAILED, RETIRE, STATS, SUPERVISOR, WorkerSpec, node_name, worker_main,
+)
 
 log = logging.getLogger("kushi")
 
@@ -67,6 +69,8 @@ RESTART_DELAY_FIRST = 0.1
 RESTART_DELAY_MAX = 10.0
 STABLE_AFTER = 30.0          # a worker up this long resets the back-off
 DEFAULT_GRACE = 10.0
+REPLICATED_STATS = frozenset({"retained"})          # the same on every worker: not summed
+COUNTER_PREFIXES = ("messages_", "bytes_", "slow_", "bus_")   # totals kept when a worker exits
 
 
 @dataclass
@@ -105,11 +109,15 @@ class Supervisor:
 
     def __init__(self, options: Options | None = None, listeners: Sequence[Any] = (),
                  hooks: Sequence[Hook] = (), workers: int | None = None, *,
-                 grace: float = DEFAULT_GRACE) -> None:
+                 grace: float = DEFAULT_GRACE,
+                 on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
+                 on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self.options = options if options is not None else Options()
         self.workers_wanted = workers or self.options.workers or os.cpu_count() or 1
         self.hooks = list(hooks)
         self.grace = grace
+        self.on_ready = list(on_ready)   # awaited once every worker listens (metrics, $SYS...)
+        self.on_stop = list(on_stop)     # awaited when the supervisor stops, before the bus closes
         self.listener_configs = list(listeners)
         self.listeners: dict[str, tuple[str, str, int | None]] = {}   # id -> (kind, host, port)
         self.exit_code = EXIT_OK
@@ -119,6 +127,8 @@ class Supervisor:
         self.inline = InlineSink()
         self.directory: DirectoryNode | None = None
         self._workers: dict[int, _Worker] = {}
+        self._worker_stats: dict[str, dict[str, int]] = {}    # node -> its latest snapshot
+        self._exited_totals: dict[str, int] = {}              # counters of workers that exited
         self._reserved: list[socket.socket] = []
         self._initial_synced = 0
         self._open = asyncio.Event()
@@ -161,6 +171,7 @@ class Supervisor:
         self.bus.serve("synced", self._serve_synced)
         self.bus.serve("ready", self._serve_ready)
         self.bus.serve("boot_failed", self._serve_boot_failed)
+        self.bus.on(STATS, self._on_stats)
         await self.bus.start()
         self._install_signal_handlers(loop)
         for worker_id in range(self.workers_wanted):
@@ -174,11 +185,18 @@ class Supervisor:
             where = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             log.info("listening %s %s", kind, where)
         log.info("%d workers serving", len(self._workers))
+        for ready in self.on_ready:
+            await ready(self)
 
     async def wait(self) -> int:
         """Wait until the supervisor has stopped; returns the exit code."""
         assert self._done is not None
         code = await self._done
+        for stop in self.on_stop:
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping a supervisor service failed")
         await self.close()
         return code
 
@@ -274,6 +292,10 @@ class Supervisor:
 
     def _worker_exited(self, worker: _Worker, code: int) -> None:
         worker.pid = 0
+        last = self._worker_stats.pop(node_name(worker.worker_id), {})
+        for key, value in last.items():
+            if key.startswith(COUNTER_PREFIXES):
+                self._exited_totals[key] = self._exited_totals.get(key, 0) + value
         if self.bus is not None:
             self.bus.forget(node_name(worker.worker_id))
         if self._stopping or worker.retired:
@@ -420,6 +442,26 @@ class Supervisor:
         if not any(f == filter for f, _ in self.inline.subscriptions):
             self.fabric.interest_removed(filter)
 
+    def _on_stats(self, sender: str, payload: bytes) -> None:
+        self._worker_stats[sender] = msgpack.unpackb(payload)
+
+    def stats(self) -> dict[str, int]:
+        """The whole broker's counters: the workers' latest snapshots added up (see STATS_INTERVAL).
+
+        Counters of workers that exited are kept, so totals never go back.
+        """
+        total = dict(self._exited_totals)
+        for snapshot in self._worker_stats.values():
+            for key, value in snapshot.items():
+                if key in REPLICATED_STATS:
+                    total[key] = max(total.get(key, 0), value)
+                else:
+                    total[key] = total.get(key, 0) + value
+        total["workers"] = sum(1 for w in self._workers.values() if w.pid and w.ready)
+        if self.bus is not None:
+            total["bus_gaps"] = total.get("bus_gaps", 0) + self.bus.stats.gaps
+        return total
+
     def worker_pids(self) -> dict[int, int]:
         """Worker id -> pid of the live workers."""
         return {w.worker_id: w.pid for w in self._workers.values() if w.pid}
@@ -438,12 +480,22 @@ def _relabel_log_records(label: str) -> None:
 
 
 def run_cluster(options: Options, listeners: Sequence[Any], hooks: Sequence[Hook] = (),
-                workers: int | None = None, grace: float = DEFAULT_GRACE) -> int:
-    """``kushi serve --workers N``: run the supervisor until it stops; returns the exit code."""
-    return Supervisor(options, listeners, hooks, workers, grace=grace).run()
+                workers: int | None = None, grace: float = DEFAULT_GRACE,
+                on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
+                on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
+    """``kushi serve --workers N``: run the supervisor until it stops; returns the exit code.
+
+    ``on_ready`` callbacks get the running Supervisor once every worker
+    listens: the place to start a metrics endpoint (``supervisor.stats``) or
+    $SYS (``supervisor.publish``); ``on_stop`` callbacks stop them.
+    """
+    return Supervisor(options, listeners, hooks, workers, grace=grace,
+                      on_ready=on_ready, on_stop=on_stop).run()
 
 
-def serve(config: Any, hooks: Sequence[Hook] | None = None) -> int:
+def serve(config: Any, hooks: Sequence[Hook] | None = None,
+          on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
+          on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
     """Entry point for ``kushi.ops.cli.run_workers``: a ServeConfig (duck-typed) -> exit code.
 
     The auth hooks are built by the CLI (``build_auth_hooks``); refusing to run
@@ -455,4 +507,5 @@ def serve(config: Any, hooks: Sequence[Hook] | None = None) -> int:
             log.error("auth files are configured but no hooks were passed to the supervisor")
             return EXIT_CONFIG
         hooks = ()
-    return run_cluster(config.options, config.listeners, hooks, config.options.workers)
+    return run_cluster(config.options, config.listeners, hooks, config.options.workers,
+                       on_ready=on_ready, on_stop=on_stop)

@@ -42,7 +42,7 @@ from ..worker.options import Options
 from ..worker.server import Server
 from .fabric import BusFabric
 from .handover import HandOver
-from .session_hook import ClusterSessionHook, export_session
+from .session_hook import ClusterSessionHook
 
 log = logging.getLogger("kushi.cluster")
 
@@ -54,6 +54,8 @@ USE_ANOTHER_SERVER = 0x9C
 SERVER_SHUTTING_DOWN = 0x8B
 BOOT_TIMEOUT = 120.0         # how long a worker waits for the others to sync
 RETIRE_GRACE = 10.0          # how long a retiring worker waits for its sessions to be taken over
+STATS = "stats"              # bus kind: a worker's statistics snapshot, for the supervisor
+STATS_INTERVAL = 1.0         # seconds between two snapshots
 
 
 def node_name(worker_id: int) -> str:
@@ -96,13 +98,7 @@ class _ServerSink:
         """A takeover by ``new_node``: close the connection here (0x8E), give the session up,
         and forward what still arrives here for it (``kushi.cluster.handover``)."""
         broker = self.server.broker
-        if broker is None:
-            return None
-        exporter = getattr(broker, "export_session", None)
-        if exporter is not None:
-            session = exporter(client_id)
-        else:
-            session = export_session(broker, client_id, time.monotonic())
+        session = broker.export_session(client_id, time.monotonic()) if broker is not None else None
         if session is not None:
             self.handover.forward_moved(session, new_node)
         return session
@@ -141,7 +137,9 @@ class WorkerProcess:
                 pass  # the exit code says it as well
             return EXIT_BOOT_FAILED
         self._install_signal_handlers(loop)
+        reporting = loop.create_task(self._report_stats())
         reason_code = await self.stopping
+        reporting.cancel()
         await self.server.close(reason_code)
         if reason_code == USE_ANOTHER_SERVER:
             await self._hand_sessions_over(RETIRE_GRACE)
@@ -178,6 +176,23 @@ class WorkerProcess:
         addresses = [(handle.config.id, getattr(handle.config, "kind", "?"), handle.host, handle.port)
                      for handle in self.server.listeners.values()]
         await self.bus.request(SUPERVISOR, "ready", msgpack.packb(addresses))
+
+    async def _report_stats(self) -> None:
+        """Send the supervisor a snapshot of this worker's counters every STATS_INTERVAL seconds.
+
+        The supervisor answers metrics scrapes and $SYS from the latest
+        snapshots; it never asks a worker on a scrape.
+        """
+        while True:
+            self.bus.send(SUPERVISOR, STATS, msgpack.packb(self.stats()))
+            await asyncio.sleep(STATS_INTERVAL)
+
+    def stats(self) -> dict[str, int]:
+        """The server's counters and the bus's, flat."""
+        bus, fabric = self.bus.stats, self.fabric.stats
+        return {**self.server.stats(), "bus_gaps": bus.gaps, "bus_batches_sent": bus.batches_sent,
+                "bus_batches_received": bus.batches_received, "bus_forwarded": fabric.forwarded,
+                "bus_delivered_remote": fabric.delivered_remote}
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop, SERVER_SHUTTING_DOWN)

@@ -91,13 +91,7 @@ class KushiCluster:
 
     def worker_of(self, client_port: int) -> int | None:
         """The id of the worker holding the server side of the client's connection from ``client_port``."""
-        inode = _server_socket_inode(self.port, client_port)
-        if inode is None:
-            return None
-        for worker_id, pid in self.worker_pids().items():
-            if inode in socket_inodes(pid):
-                return worker_id
-        return None
+        return worker_holding(self.worker_pids(), self.port, client_port)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Signal the supervisor and wait for it to exit; kills it after ``timeout``."""
@@ -113,6 +107,17 @@ class KushiCluster:
                 raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
         self._reader.join(5)
         return self.process.returncode
+
+
+def worker_holding(pids: dict[int, int], server_port: int, client_port: int) -> int | None:
+    """Which of the workers ``pids`` (id -> pid) holds the server side of the client's connection."""
+    inode = _server_socket_inode(server_port, client_port)
+    if inode is None:
+        return None
+    for worker_id, pid in pids.items():
+        if inode in socket_inodes(pid):
+            return worker_id
+    return None
 
 
 def _running(pid: int) -> bool:

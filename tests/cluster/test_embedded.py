@@ -1,0 +1,88 @@
+"""The supervisor embedded in a program: its inline client reaches every worker; stats add up."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster_support import worker_holding
+from tests.support.paho import PahoClient
+
+pytestmark = pytest.mark.timeout(60)
+PROGRAM = str(Path(__file__).with_name("embedded_supervisor.py"))
+
+
+class Program:
+    """embedded_supervisor.py as a child process; its stdout lines in a queue."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, PROGRAM], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self, prefix: str, timeout: float = 20.0) -> str:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def test_inline_client_of_the_supervisor_reaches_every_worker_and_stats_add_up() -> None:
+    """[issue 3, inline node] What the supervisor publishes reaches clients on every worker, what
+    they publish reaches the supervisor's subscription, and its statistics add the workers up."""
+    program = Program()
+    clients: list[PahoClient] = []
+    try:
+        port_text, pids_text = program.next_line("PORT").split(" ", 1)
+        port, pids = int(port_text), {int(k): v for k, v in json.loads(pids_text).items()}
+        workers_seen = set()
+        index = 0
+        while workers_seen != {0, 1}:   # until clients on both workers have done it
+            assert index < 40, f"40 connections all landed on workers {workers_seen}"
+            client = PahoClient("127.0.0.1", port, f"emb-{index}")
+            clients.append(client)
+            client.connect()
+            workers_seen.add(worker_holding(pids, port, client.client.socket().getsockname()[1]))
+            client.subscribe("from-sup/#", qos=1)
+            message = client.wait_for_message(timeout=5)
+            assert (message.topic, message.payload, message.retain) == ("from-sup/hello", b"hi", True)
+            client.publish(f"to-sup/{index}", str(index).encode(), qos=1)
+            assert program.next_line("INLINE") == f"to-sup/{index} {index}"
+            index += 1
+        deadline = time.monotonic() + 10
+        while True:   # the workers report every STATS_INTERVAL: wait for a snapshot after the above
+            clients[0].publish("to-sup/stats", b"", qos=1)
+            program.next_line("INLINE")
+            stats = json.loads(program.next_line("STATS"))
+            if stats["clients_connected"] == index and stats["messages_received"] > index \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)   # re-ask after the next snapshots; bounded by the deadline
+        assert stats["clients_connected"] == index and stats["messages_received"] > index, stats
+        assert (stats["workers"], stats["retained"], stats["bus_gaps"]) == (2, 1, 0)
+    finally:
+        for client in clients:
+            client.stop()
+        assert program.stop() == 0
