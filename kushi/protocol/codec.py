@@ -63,6 +63,7 @@ MAX_VARINT = 268_435_455
 """The largest value a Variable Byte Integer holds (4 bytes)."""
 
 _U16 = Struct(">H")
+_pack_u16 = _U16.pack
 _U32 = Struct(">I")
 _PROTOCOLS = {("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)}
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
@@ -72,14 +73,15 @@ _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 # Variable Byte Integers
 # --------------------------------------------------------------------------- #
 
-_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+_BYTE = [bytes((n,)) for n in range(256)]
+"""_BYTE[n] == bytes((n,)), without building it each time."""
 
 
 def encode_varint(value: int) -> bytes:
     """A Variable Byte Integer in the shortest form ([MQTT-1.5.5-1])."""
-    if value < 128:
-        return _SMALL_VARINTS[value]
-    if value > MAX_VARINT:
+    if 0 <= value < 128:
+        return _BYTE[value]
+    if not 0 <= value <= MAX_VARINT:
         raise ValueError(f"{value} does not fit a Variable Byte Integer")
     out = bytearray()
     while value >= 128:
@@ -326,7 +328,7 @@ def _encode_binary(data: bytes) -> bytes:
 
 
 _WRITERS: dict[PropertyType, Callable[[Any], bytes]] = {
-    PropertyType.BYTE: lambda value: _SMALL_VARINTS[value] if value < 128 else bytes((value,)),
+    PropertyType.BYTE: lambda value: bytes((value,)),
     PropertyType.TWO_BYTE_INT: _U16.pack,
     PropertyType.FOUR_BYTE_INT: _U32.pack,
     PropertyType.VARINT: encode_varint,
@@ -737,16 +739,20 @@ def _frame(first_byte: int, body: bytes) -> bytes:
 
 
 def _encode_publish(packet: Publish, version: int) -> bytes:
+    """PUBLISH, written flat: it is encoded once per wire form of each message."""
     topic = packet.topic.encode("utf-8")
     qos = packet.qos
     first_byte = 0x30 | (qos << 1) | (8 if packet.dup else 0) | (1 if packet.retain else 0)
-    header = _U16.pack(len(topic)) + topic
+    header = _pack_u16(len(topic)) + topic
     if qos:
-        header += _U16.pack(packet.packet_id or 0)
+        header += _pack_u16(packet.packet_id or 0)
     if version == MQTT_5:
-        header += encode_properties(packet.properties)
+        properties = packet.properties
+        header += b"\x00" if properties is NO_PROPERTIES else encode_properties(properties)
     payload = packet.payload
-    return b"".join((bytes((first_byte,)), encode_varint(len(header) + len(payload)), header, payload))
+    remaining = len(header) + len(payload)
+    length = _BYTE[remaining] if remaining < 128 else encode_varint(remaining)
+    return b"".join((_BYTE[first_byte], length, header, payload))
 
 
 def _encode_connect(packet: Connect, version: int) -> bytes:
@@ -884,4 +890,6 @@ def encode(packet: Packet, version: int) -> bytes:
     Fields the version has no room for (properties and reason codes before v5)
     are left out. Raises ValueError for values that cannot be written at all.
     """
+    if type(packet) is Publish:  # the hot path skips the table
+        return _encode_publish(packet, version)
     return _ENCODERS[type(packet)](packet, version)
