@@ -202,8 +202,9 @@ def test_resubscribe_replaces_subscription(broker, paho, version):
     assert subscriber.subscribe("re/t", 2) == [2]
     publisher = paho.connected(broker, "pub", version)
     publisher.publish("re/t", b"one", qos=2)
-    publisher.publish("re/marker", b"m", qos=2)
+    publisher.publish("re/t", b"two", qos=2)
     assert subscriber.expect_message("re/t", b"one").qos == 2
+    assert subscriber.expect_message("re/t", b"two").qos == 2, "a second copy of 'one' arrived"
     subscriber.expect_no_message()
 
 
