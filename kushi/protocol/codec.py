@@ -56,6 +56,7 @@ from .packets import (
 )
 from .properties import NO_PROPERTIES, PROPERTY_TABLE, Properties, PropertyId, PropertyType
 from .reason_codes import ReasonCode, v5_to_311_connack
+from .topics import validate_topic_name
 
 __all__ = ["encode", "decode", "encode_varint", "MAX_VARINT", "ALLOWED_PROPERTIES"]
 
@@ -476,7 +477,7 @@ def decode_publish(
     )
 
 
-def _decode_connect(cursor: _Cursor, version: int | None) -> Connect:
+def _decode_connect(cursor: _Cursor) -> Connect:
     """CONNECT (section 3.1); the version comes from the packet itself."""
     protocol_name = cursor.utf8()
     level = cursor.u8()
@@ -517,8 +518,7 @@ def _decode_connect_after_level(cursor: _Cursor, protocol_name: str, level: int)
         if level == MQTT_5:
             will_properties = _read_properties(cursor, WILL_PROPERTIES)
         will_topic = cursor.utf8()
-        if not will_topic or "+" in will_topic or "#" in will_topic:
-            raise ProtocolError("will topic is not a valid topic name", reason_code=_TOPIC_NAME_INVALID)
+        validate_topic_name(will_topic)
         will = Will(will_topic, cursor.binary(), will_qos, will_retain, will_properties)
     username = cursor.utf8() if has_username else None
     password = cursor.binary() if has_password else None
@@ -709,7 +709,7 @@ def decode_at(first_byte: int, buf: bytes, pos: int, end: int, version: int | No
     packet_type = first_byte >> 4
     if packet_type == PacketType.CONNECT:
         cursor = _Cursor(buf, pos, end)
-        return _decode_connect(cursor, version)
+        return _decode_connect(cursor)
     if version is None:
         raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
     if packet_type == PacketType.PUBLISH:

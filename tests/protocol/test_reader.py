@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 
 import pytest
 from support.rawclient import frame, mqtt_string
@@ -124,6 +125,19 @@ def test_packet_too_large_is_refused_from_the_fixed_header_alone() -> None:
         reader.next_packet()
     assert caught.value.reason_code == 0x95
     assert reader.buffered() == 5
+
+
+def test_nothing_is_allocated_from_the_declared_length() -> None:
+    """A header declaring 256 MB within the limit allocates nothing for it while the body is missing."""
+    reader = reader_for()
+    tracemalloc.start()
+    try:
+        reader.feed(b"\x30\xff\xff\xff\x7f" + b"\x00\x01a")
+        assert reader.next_packet() is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
 
 
 def test_maximum_packet_size_counts_the_fixed_header() -> None:
