@@ -14,7 +14,11 @@ when the bytes cannot be read as the packet, ``ProtocolError`` when they can but
 the content is not allowed, with the reason code of the spec where it names one.
 
 Versions are the CONNECT protocol levels: 3 (MQTT 3.1, protocol name "MQIsdp"),
-4 (3.1.1) and 5. PUBLISH is the hot path and is decoded by its own inlined code.
+4 (3.1.1) and 5. An error raised while decoding a CONNECT carries the level it
+declared as ``error.protocol_version`` (when it got that far), so the broker can
+answer in the client's version before any CONNECT was accepted.
+
+PUBLISH is the hot path: it is decoded and encoded by flat code of its own.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from .properties import NO_PROPERTIES, PROPERTY_TABLE, Properties, PropertyId, P
 from .reason_codes import ReasonCode, v5_to_311_connack
 from .topics import validate_topic_name
 
-__all__ = ["encode", "decode", "encode_varint", "MAX_VARINT", "ALLOWED_PROPERTIES"]
+__all__ = ["encode", "decode", "encode_varint", "encode_properties", "MAX_VARINT", "ALLOWED_PROPERTIES"]
 
 MAX_VARINT = 268_435_455
 """The largest value a Variable Byte Integer holds (4 bytes)."""
