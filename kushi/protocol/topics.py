@@ -34,11 +34,21 @@ _MAX_BYTES = 65535
 
 
 def _check_string(text: str) -> None:
-    """The string rules every topic name and filter obeys ([MQTT-4.7.3-2], [MQTT-4.7.3-3])."""
+    """The string rules every topic name and filter obeys.
+
+    No U+0000 ([MQTT-4.7.3-2]), no surrogates ([MQTT-1.5.4-1]; only a str made
+    in Python can hold one), at most 65,535 bytes of UTF-8 ([MQTT-4.7.3-3]).
+    """
     if "\x00" in text:
         raise MalformedPacket("U+0000 in a topic [MQTT-4.7.3-2]")
-    # A str of n characters encodes to at least n and at most 4n bytes.
-    if len(text) > _MAX_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > _MAX_BYTES:
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise MalformedPacket("surrogate in a topic [MQTT-1.5.4-1]") from None
+    if size > _MAX_BYTES:
         raise MalformedPacket("topic longer than 65535 bytes [MQTT-4.7.3-3]")
 
 

@@ -35,6 +35,14 @@ def test_u0000_in_a_topic_is_malformed() -> None:
         validate_topic_filter("a/\x00")
 
 
+def test_a_surrogate_in_a_topic_made_in_python_is_malformed() -> None:
+    """[MQTT-1.5.4-1] (the decoder never makes one; an embedding program might)."""
+    with pytest.raises(MalformedPacket):
+        validate_topic_name("a/\ud800")
+    with pytest.raises(MalformedPacket):
+        validate_topic_filter("a/\udfff/#")
+
+
 def test_topics_are_limited_to_65535_bytes_of_utf8() -> None:
     """[MQTT-4.7.3-3] counted in UTF-8 bytes, not characters."""
     validate_topic_name("a" * 65535)
