@@ -44,6 +44,7 @@ from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
 from .session_transfer import session_from_wire, session_to_wire, will_to_wire
+from .shared_groups import SharedGroups
 from .wire import decode_message, encode_message
 
 log = logging.getLogger("kushi.cluster")
@@ -63,6 +64,7 @@ WILL_CLEARED = "will-"       # to the directory: that will must not be sent any 
 PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its previous holder
 HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
 EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
+PUBLISH_SHARED = "pub-share" # a message for one member of a shared group on the recipient
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
 
@@ -135,6 +137,8 @@ class BusFabric:
         self._early: dict[str, list[tuple[int, bool, tuple[int, ...], Publish]]] = {}
         self.on_handover_done: Callable[[str], Awaitable[None]] | None = None
         bus.on(PUBLISH_FOR, self._on_publish_for)
+        bus.on(PUBLISH_SHARED, self._on_publish_shared)
+        self.shared = SharedGroups(self.node)
         bus.on(HANDOVER_DONE, self._on_handover_done)
         bus.on(BARRIER_ACK, self._on_barrier_ack)
         bus.on_peer_left.append(self._on_peer_left)
@@ -309,13 +313,36 @@ class BusFabric:
         self._add_interest(sender, payload.decode())
 
     def _on_interest_removed(self, sender: str, payload: bytes) -> None:
-        filter, key = _interest_entry(sender, payload.decode())
+        announced = payload.decode()
+        filter, key = _interest_entry(sender, announced)
         self.interest.remove(filter, key)
+        group, _ = parse_shared(announced)
+        if group is not None:
+            self.shared.remove(group, filter, sender)
 
-    def _add_interest(self, node: str, filter: str) -> None:
-        filter, key = _interest_entry(node, filter)
+    def _add_interest(self, node: str, announced: str) -> None:
+        filter, key = _interest_entry(node, announced)
         self.interest.add(filter, key, None)
         self._interest_keys.setdefault(node, set()).add(key)
+        group, _ = parse_shared(announced)
+        if group is not None:
+            self.shared.add(group, filter, node)
+
+    # ---- shared groups across workers (the broker's side is not wired yet: cluster notes) ----
+
+    def pick_shared(self, group: str, filter: str, has_local_member: bool) -> str | None:
+        """Which node serves the next message of group ``group`` on ``filter``; None: this one."""
+        return self.shared.pick(group, filter, has_local_member)
+
+    def forward_shared(self, node: str, group: str, filter: str, message: Publish) -> None:
+        """Send ``message`` to ``node`` for one of its members of ``$share/group/filter``."""
+        self.bus.send(node, PUBLISH_SHARED, msgpack.packb((group, filter, encode_message(message))))
+
+    def _on_publish_shared(self, sender: str, payload: bytes) -> None:
+        group, filter, body = msgpack.unpackb(payload)
+        deliver = getattr(self._sink, "deliver_shared", None)
+        if deliver is None or not deliver(group, filter, decode_message(body)):
+            log.warning("a message for shared group %s/%s found no member here", group, filter)
 
     def _on_retained(self, sender: str, payload: bytes) -> None:
         topic, order, body = msgpack.unpackb(payload)
@@ -371,6 +398,7 @@ class BusFabric:
 
     def _on_peer_left(self, node: str) -> None:
         dropped = sum(len(self.interest.remove_key(key)) for key in self._interest_keys.pop(node, ()))
+        self.shared.remove_node(node)
         log.info("%s left the bus; %d interest entries dropped", node, dropped)
         waiter = self._snapshots.get(node)
         if waiter is not None and not waiter.done():

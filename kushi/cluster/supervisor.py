@@ -185,8 +185,8 @@ class Supervisor:
             where = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             log.info("listening %s %s", kind, where)
         log.info("%d workers serving", len(self._workers))
-        for ready in self.on_ready:
-            await ready(self)
+        for callback in self.on_ready:
+            await callback(self)
 
     async def wait(self) -> int:
         """Wait until the supervisor has stopped; returns the exit code."""
@@ -300,7 +300,8 @@ class Supervisor:
             self.bus.forget(node_name(worker.worker_id))
         if self._stopping or worker.retired:
             log.info("worker %d exited (%s)", worker.worker_id, _describe(code))
-            self._workers.pop(worker.worker_id, None) if worker.retired else None
+            if worker.retired:
+                del self._workers[worker.worker_id]
             if self._stopping and all(w.pid == 0 for w in self._workers.values()):
                 self._finish(self.exit_code)
             return

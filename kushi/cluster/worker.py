@@ -103,6 +103,11 @@ class _ServerSink:
             self.handover.forward_moved(session, new_node)
         return session
 
+    def deliver_shared(self, group: str, filter: str, message: Any) -> bool:
+        """A message another worker picked this one for: one local member of the group gets it."""
+        deliver = getattr(self.server.broker, "deliver_shared", None)
+        return bool(deliver is not None and deliver(group, filter, message))
+
     def deliver_to_session(self, client_id: str, qos: int, retain: bool,
                            identifiers: tuple[int, ...], message: Any) -> bool:
         return self.handover.deliver_to_session(client_id, qos, retain, identifiers, message)

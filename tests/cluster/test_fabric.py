@@ -121,3 +121,26 @@ def test_barrier_returns_once_every_node_has_applied_earlier_gossip() -> None:
             for _, other, _ in (nodes[0], nodes[2]):
                 assert {key for key, _ in other.interest.match(f"t/{round_}")} == {"w1"}
     run(scenario)
+
+
+def test_shared_group_turns_go_round_the_workers_with_members() -> None:
+    """[invariant 4, fabric side] Each message of a group goes to one worker with members, in turn."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, _ = await cluster.add("w0", 0)
+        _, w1, _ = await cluster.add("w1", 1)
+        _, w2, _ = await cluster.add("w2", 2)
+        w1.interest_added("$share/g/a/#")
+        w2.interest_added("$share/g/a/#")
+        w2.interest_added("$share/other/a/#")
+        await asyncio.wait_for(w2.barrier(), DEADLINE)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        picks = [w0.pick_shared("g", "a/#", has_local_member=True) for _ in range(6)]
+        assert picks == ["w1", "w2", None, "w1", "w2", None]
+        assert w0.pick_shared("nobody", "a/#", has_local_member=False) is None
+        w1.interest_removed("$share/g/a/#")
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        assert {w0.pick_shared("g", "a/#", has_local_member=False) for _ in range(4)} == {"w2"}
+        cluster.nodes["w0"][0].forget("w2")
+        assert w0.pick_shared("g", "a/#", has_local_member=False) is None
+        assert w0.pick_shared("other", "a/#", has_local_member=False) is None
+    run(scenario)
