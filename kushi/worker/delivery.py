@@ -65,13 +65,21 @@ class WireForms:
 
     def with_packet_id(self, packet: Publish, version: int, packet_id: int,
                        alias: Alias | None = None) -> bytes:
-        """``packet`` (from ``publish_for``) encoded with ``packet_id``: encoded once, then patched."""
+        """``packet`` (from ``publish_for``) encoded with ``packet_id``.
+
+        The first subscriber's copy is encoded outright; from the second on, the
+        bytes are reused with only the two packet id bytes replaced.
+        """
         key = (id(packet), wire_family(version), alias)
         template = self._cache.get(key)
         if template is None:
-            data = encode(with_alias(replace(packet, packet_id=1), alias), version)
-            offset = packet_id_offset(data)
-            template = self._cache[key] = (data[:offset], data[offset + 2:])
+            data = encode(with_alias(Publish(packet.topic, packet.payload, packet.qos, packet.retain,
+                                             False, packet_id, packet.properties), alias), version)
+            self._cache[key] = data
+            return data
+        if type(template) is bytes:
+            offset = packet_id_offset(template)
+            template = self._cache[key] = (template[:offset], template[offset + 2:])
         head, tail = template
         return head + packet_id.to_bytes(2, "big") + tail
 
