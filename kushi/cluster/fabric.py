@@ -65,6 +65,7 @@ PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its 
 HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
 EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
 PUBLISH_SHARED = "pub-share" # a message for one member of a shared group on the recipient
+TAKEOVER_TIMEOUT = 5.0       # seconds a CONNECT waits for the previous holder to give the session up
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
 
@@ -235,10 +236,11 @@ class BusFabric:
                                        msgpack.packb((client_id, clean_start)))
         generation, previous = msgpack.unpackb(reply)
         self._claims[client_id] = generation
-        if previous is None or previous == self.node:
-            return None
+        if previous is None or previous == self.node or previous not in self.bus.peers:
+            return None   # nobody else held it, or its holder has left the bus with it
         try:
-            body = await self.bus.request(previous, TAKEOVER, client_id.encode())
+            body = await self.bus.request(previous, TAKEOVER, client_id.encode(),
+                                          timeout=TAKEOVER_TIMEOUT)
         except BusError as exc:
             log.warning("no takeover of %r from %s: %s", client_id, previous, exc)
             return None

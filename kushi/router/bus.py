@@ -152,6 +152,7 @@ class Bus:
         self._next_request = 1
         self._pongs: dict[str, asyncio.Future[None]] = {}
         self._dealers: dict[str, zmq.Socket] = {}
+        self._listening_to: set[str] = set()
         self._join_lock = asyncio.Lock()
         self._join_holder: tuple[str, asyncio.TimerHandle] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -268,7 +269,8 @@ class Bus:
         if seq == 0:
             self._on_control(sender, kinds[0], payloads[0])
             return
-        self._check_sequence(sender, prefix == prefix_of(BROADCAST), epoch, seq)
+        if not self._check_sequence(sender, prefix == prefix_of(BROADCAST), epoch, seq):
+            return
         self.stats.batches_received += 1
         self.stats.items_received += len(kinds)
         handlers = self._handlers
@@ -277,19 +279,24 @@ class Bus:
             if handler is None:
                 log.warning("bus %s: no handler for %r from %s", self.name, kind, sender)
                 continue
-            handler(sender, payload)
+            try:
+                handler(sender, payload)
+            except Exception:  # one bad item must not cost the rest of the batch
+                log.exception("bus %s: handling %r from %s failed", self.name, kind, sender)
 
-    def _check_sequence(self, sender: str, broadcast: bool, epoch: int, seq: int) -> None:
+    def _check_sequence(self, sender: str, broadcast: bool, epoch: int, seq: int) -> bool:
+        """Count a gap if ``seq`` jumps; False for a batch seen already (never handle it twice)."""
         track = self._tracks.get((sender, broadcast))
         if track is None or track.epoch != epoch:
-            return  # not counted until the sender's ping/pong told us where it stands
+            return True  # not counted until the sender's ping/pong told us where it stands
         if seq > track.expected:
             self.stats.gaps += seq - track.expected
             log.warning("bus %s: %d batch(es) from %s lost", self.name, seq - track.expected, sender)
         elif seq < track.expected:
             self.stats.out_of_order += 1
-            return
+            return False
         track.expected = seq + 1
+        return True
 
     def _on_control(self, sender: str, kind: str, payload: bytes) -> None:
         epoch, broadcast_seq, direct_seq = msgpack.unpackb(payload)
@@ -400,10 +407,18 @@ class Bus:
         finally:
             await self.request(self.registrar, _JOINED, timeout=self.join_timeout)
 
+    def _listen_to(self, peer: str) -> None:
+        """Connect our SUB to ``peer``'s PUB, once: ZeroMQ reconnects by itself when the peer
+        restarts, and a second connect to the same endpoint would deliver everything twice."""
+        assert self._sub is not None
+        if peer not in self._listening_to:
+            self._listening_to.add(peer)
+            self._sub.connect(pub_endpoint(self.runtime_dir, peer))
+
     async def _link(self, peer: str) -> None:
         """Make the links with ``peer`` live both ways (see the module docstring)."""
-        assert self._sub is not None and self._loop is not None
-        self._sub.connect(pub_endpoint(self.runtime_dir, peer))
+        assert self._loop is not None
+        self._listen_to(peer)
         await self.request(peer, _HELLO, timeout=self.join_timeout)
         pong = self._pongs[peer] = self._loop.create_future()
         deadline = self._loop.time() + self.join_timeout
@@ -419,8 +434,7 @@ class Bus:
 
     def _serve_hello(self, sender: str, payload: bytes) -> bytes:
         """A joining node asks us to listen to its PUB (the ping that follows proves it)."""
-        assert self._sub is not None
-        self._sub.connect(pub_endpoint(self.runtime_dir, sender))
+        self._listen_to(sender)
         self._dealer(sender)
         return b""
 

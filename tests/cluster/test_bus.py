@@ -130,3 +130,28 @@ def test_peer_left_is_forgotten() -> None:
             bus.forget("p1")
             assert left == ["p1"] and "p1" not in bus.peers
     run(scenario())
+
+
+def test_a_restarted_node_is_heard_once_not_twice() -> None:
+    """A node that leaves and joins again under its name: each of its items arrives exactly once."""
+    async def scenario() -> None:
+        async with registrar_and_peer() as (bus, inbox, peer):
+            await inbox.wait_for("first", 1)
+            bus.send("p1", "cmd", b"stop")
+            await asyncio.get_running_loop().run_in_executor(None, peer.wait, DEADLINE)
+            bus.forget("p1")
+            again = subprocess.Popen([sys.executable, PEER, bus.runtime_dir, "p1", "reg"])
+            try:
+                await inbox.wait_for("first", 2)
+                bus.send("p1", "cmd", b"send 300")
+                await inbox.wait_for("n", 300)
+                bus.send("p1", "cmd", b"skip 0")          # sent after the 300: a positive control
+                await inbox.wait_for("skipped", 1)
+                assert [int(payload) for _, payload in inbox.items["n"]] == list(range(300))
+                assert len(inbox.items["first"]) == 2
+                assert bus.stats.out_of_order == 0   # no batch even reached us twice
+            finally:
+                bus.send("p1", "cmd", b"stop")
+                bus.flush()
+                await asyncio.get_running_loop().run_in_executor(None, again.wait, DEADLINE)
+    run(scenario())
