@@ -300,3 +300,36 @@ def test_shared_message_of_ended_session_not_given_to_another_member(broker, raw
     publisher.publish("end/t", b"control", qos=2)
     staying.expect_message("end/t", b"control")
     staying.expect_no_message()
+
+
+def test_takeover_hands_over_unacknowledged_messages(broker, raw, paho):
+    """[MQTT-3.1.4-3] [MQTT-4.4.0-1] a takeover with Clean Start 0 resumes the session: the old
+    connection gets DISCONNECT 0x8E, the new one Session Present 1 and the unacknowledged
+    message again (same id, DUP 1)."""
+    old, _ = raw_persistent(raw, broker, "handover", 5)
+    old.send(Subscribe(1, (Subscription("ho/t", 1),)))
+    old.recv_packet()
+    paho.connected(broker, "pub", 5).publish("ho/t", b"in flight", qos=1)
+    first = old.recv_packet()
+    new, connack = raw_persistent(raw, broker, "handover", 5)
+    assert connack.session_present is True
+    old.expect_disconnect(0x8E)
+    resent = new.recv_packet()
+    assert isinstance(resent, Publish)
+    assert (resent.packet_id, resent.payload, resent.dup) == (first.packet_id, b"in flight", True)
+
+
+def test_no_retransmission_while_connected_v5(broker, raw, paho):
+    """[MQTT-4.4.0-1] v5: unacknowledged messages are resent on reconnect only, never on the live
+    connection. Control: a second message arrives next, not a DUP of the first."""
+    client = raw(broker, 5)
+    client.connect_ok("patient")
+    client.send(Subscribe(1, (Subscription("nt/t", 1),)))
+    client.recv_packet()
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("nt/t", b"first", qos=1)
+    first = client.recv_packet()
+    assert first.payload == b"first"
+    publisher.publish("nt/t", b"second", qos=1)
+    second = client.recv_packet()
+    assert (second.payload, second.dup) == (b"second", False), second
