@@ -30,12 +30,17 @@ def kushi_command() -> list[str]:
 
 
 class KushiProcess:
-    """A running ``kushi`` process; ``host``, ``port`` (TCP), ``ws_port``, ``http_port`` once started."""
+    """A running ``kushi`` process; ``host``, ``port`` (TCP), ``ws_port``, ``http_port`` once started.
 
-    def __init__(self, args: list[str]) -> None:
+    ``command`` replaces the ``kushi`` console script, for a program that logs
+    the same way (an example embedding ``kushi.Server``): ``KushiProcess(args,
+    command=[sys.executable, "examples/x.py"])``.
+    """
+
+    def __init__(self, args: list[str], command: list[str] | None = None) -> None:
         self.args = args
         self.process = subprocess.Popen(
-            kushi_command() + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            (command or kushi_command()) + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.lines: list[str] = []
@@ -52,6 +57,11 @@ class KushiProcess:
                 self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
+
+    def mark(self) -> int:
+        """The number of lines read so far: pass it as ``since`` to wait only for later lines."""
+        with self._changed:
+            return len(self.lines)
 
     @property
     def log(self) -> str:
@@ -115,9 +125,8 @@ class KushiProcess:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self._reader.join(timeout=5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 def run_kushi(*args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -163,9 +163,9 @@ def test_sighup_reloads_a_changed_password_file(serve: Any, paho: Any, tmp_path:
     before, reason = connect("before", "old")
     assert not reason.is_failure
     password_file.write_text(f"alice:{passwords.hash_password('new')}\n")
-    lines_so_far = len(kushi.lines)
+    mark = kushi.mark()
     kushi.signal(signal.SIGHUP)
-    kushi.wait_for(r"SIGHUP: reloaded", since=lines_so_far)
+    kushi.wait_for(r"SIGHUP: reloaded", since=mark)
 
     _, reason = connect("old-password", "old")
     assert reason.value == 0x86, f"the old password must be refused after the reload, got {reason}"
