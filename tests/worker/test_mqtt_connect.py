@@ -178,7 +178,7 @@ def test_connack_advertises_default_limits(broker, raw):
     assert props.receive_maximum == broker.options.receive_maximum
     assert props.maximum_packet_size == broker.options.maximum_packet_size
     assert props.topic_alias_maximum == broker.options.topic_alias_maximum
-    assert props.maximum_qos in (None, 2) or props.maximum_qos == 2
+    assert props.maximum_qos is None, "3.2.2.3.4: Maximum QoS other than 0 or 1 is a Protocol Error"
     for available in (props.retain_available, props.wildcard_subscription_available,
                       props.subscription_identifier_available, props.shared_subscription_available):
         assert available in (None, 1)
@@ -342,7 +342,7 @@ def test_connect_over_websocket(broker, paho):
     assert int(reason.value) == 0 and flags.session_present is False
 
 
-def test_first_bytes_after_connack_keep_connection_open(broker, raw):
+def test_one_connack_per_connection(broker, raw):
     """[MQTT-3.2.0-2] one CONNACK per connection: a packet after it is answered normally,
     not with another CONNACK."""
     client = raw(broker, 5)
