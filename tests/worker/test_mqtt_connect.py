@@ -391,3 +391,17 @@ def test_session_expiry_capped_by_server_maximum(make_broker, raw):
     broker = make_broker(maximum_session_expiry=10)
     connack = raw(broker, 5).connect_ok("capped", properties=Properties(session_expiry_interval=3600))
     assert connack.properties.session_expiry_interval == 10
+
+
+@V3_AND_V5
+def test_keep_alive_counts_from_the_last_packet(broker, raw, version):
+    """[MQTT-3.1.2-22] the keep-alive clock restarts with every packet: a client with keep alive
+    1 s that sends PINGREQ every 0.5 s stays connected well past 1.5 s."""
+    from support.waiting import let_time_pass
+
+    client = raw(broker, version)
+    client.connect_ok("lively", keep_alive=1)
+    for _ in range(5):  # 2.5 s in all
+        let_time_pass(0.5)
+        client.send(Pingreq())
+        assert isinstance(client.recv_packet(), Pingresp)
