@@ -110,9 +110,7 @@ class Broker(Delivery):
             self._check_connect(conn, packet)
             self._accept(conn, packet, now, None)
             return
-        task = self.loop.create_task(self._connect_with_hooks(conn, packet))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(self._connect_with_hooks(conn, packet))
 
     async def _connect_with_hooks(self, conn: MQTTConnection, packet: Connect) -> None:
         hooks = self.hooks
@@ -485,9 +483,7 @@ class Broker(Delivery):
         method = conn.authentication_method
         if method is None or packet.properties.authentication_method != method:
             raise ProtocolError("AUTH without enhanced authentication")  # [MQTT-4.12.0-7]
-        task = self.loop.create_task(self._reauthenticate(conn, packet, method))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(self._reauthenticate(conn, packet, method))
 
     async def _reauthenticate(self, conn: MQTTConnection, packet: Auth, method: str) -> None:
         result = await self.hooks.on_auth_packet(conn, packet)
@@ -684,6 +680,22 @@ class Broker(Delivery):
 
     def inline_unsubscribe(self, filter: str, subscription_id: int) -> bool:
         return self.remove_subscription(None, inline_key(subscription_id), filter)
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run a coroutine as a task of the broker, kept referenced until it is done."""
+        task = self.loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("broker task failed", exc_info=task.exception())
+
+    def cancel_tasks(self) -> None:
+        """Cancel the broker's own tasks (connects awaiting hooks, re-authentications)."""
+        for task in list(self._tasks):
+            task.cancel()
 
     # ---- statistics --------------------------------------------------------------------
     def stats(self) -> dict[str, int]:

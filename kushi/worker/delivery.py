@@ -329,9 +329,7 @@ class Delivery:
         try:
             result = entry.callback(message.topic, bytes(message.payload), message)
             if asyncio.iscoroutine(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self.spawn(result)
         except Exception:
             log.exception("inline subscription callback for %r failed", entry.filter)
 

@@ -116,6 +116,7 @@ class Server:
             await handle.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
+        broker.cancel_tasks()  # CONNECTs waiting on hooks or AUTH answers
         closing = list(broker.open_connections)
         for conn in closing:
             if conn.connected:
