@@ -10,9 +10,9 @@ later claim wins, as the later CONNECT would with one process.
   claimer asks that node to hand the session over (takeover, 0x8E).
 - ``release(client_id, node, generation)``: the session ended on ``node``
   (clean start, expiry); ignored if a newer claim has been made since.
-- Wills: a worker registers the will of each connected client here
-  (``set_will``) and clears it when the will must not be sent (normal
-  DISCONNECT, published already, session resumed). When a worker dies,
+- Wills: each claim carries the connecting client's will (``set_will``), so
+  it is kept here before the client gets its CONNACK; the worker clears it
+  when the will must not be sent (normal DISCONNECT, published already). When a worker dies,
   ``node_died`` hands back the wills of its clients with the time each is
   due (will delay, capped by the session expiry), so they survive the crash.
 
@@ -99,5 +99,5 @@ class SessionDirectory:
         return due
 
     def will_resumed(self, client_id: str) -> None:
-        """The client came back (on any node) within its will delay: its pending will is not sent."""
+        """The client connected again without a will: no will of an earlier connection is kept."""
         self._wills.pop(client_id, None)

@@ -1,7 +1,7 @@
 """The session directory on the bus: the supervisor's side of claims, releases and wills.
 
 ``DirectoryNode`` answers the ``claim`` requests of the workers' fabrics,
-takes their ``release``/``will+``/``will-`` notes, and when a worker leaves
+keeping the will each claim carries, takes their ``release``/``will-`` notes, and when a worker leaves
 the bus (its process died) publishes the wills of the clients it held, each
 after its will delay, unless the client came back first. The bookkeeping
 itself is ``kushi.cluster.directory.SessionDirectory``.
@@ -19,7 +19,7 @@ import msgpack
 from ..protocol.packets import Publish
 from ..router.bus import Bus
 from .directory import SessionDirectory
-from .fabric import CLAIM, RELEASE, WILL_CLEARED, WILL_SET
+from .fabric import CLAIM, RELEASE, WILL_CLEARED
 from .wire import decode_message
 
 log = logging.getLogger("kushi.cluster")
@@ -35,12 +35,11 @@ class DirectoryNode:
         self._pending_wills: dict[str, tuple[asyncio.TimerHandle, bytes]] = {}
         bus.serve(CLAIM, self._serve_claim)
         bus.on(RELEASE, self._on_release)
-        bus.on(WILL_SET, self._on_will_set)
         bus.on(WILL_CLEARED, self._on_will_cleared)
         bus.on_peer_left.append(self._on_node_left)
 
     def _serve_claim(self, sender: str, payload: bytes) -> bytes:
-        client_id, clean_start = msgpack.unpackb(payload)
+        client_id, clean_start, will = msgpack.unpackb(payload)
         pending = self._pending_wills.pop(client_id, None)
         if pending is not None:
             timer, body = pending
@@ -48,15 +47,16 @@ class DirectoryNode:
             if clean_start:   # the old session ends now: its will goes out now [MQTT-3.1.3-9]
                 self._publish_will(client_id, body)
         generation, previous = self.directory.claim(client_id, sender)
+        if will is None:
+            self.directory.will_resumed(client_id)
+        else:
+            body, delay, session_expiry = will
+            self.directory.set_will(client_id, sender, body, delay, session_expiry)
         return msgpack.packb((generation, previous))
 
     def _on_release(self, sender: str, payload: bytes) -> None:
         client_id, generation = msgpack.unpackb(payload)
         self.directory.release(client_id, sender, generation)
-
-    def _on_will_set(self, sender: str, payload: bytes) -> None:
-        client_id, body, delay, session_expiry = msgpack.unpackb(payload)
-        self.directory.set_will(client_id, sender, body, delay, session_expiry)
 
     def _on_will_cleared(self, sender: str, payload: bytes) -> None:
         self.directory.clear_will(payload.decode(), sender)

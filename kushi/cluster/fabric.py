@@ -59,7 +59,6 @@ BARRIER_ACK = "bar-ack"
 CLAIM = "claim"              # request to the directory: this node holds client id's session now
 TAKEOVER = "takeover"        # request to the previous holder: hand the session over
 RELEASE = "release"          # to the directory: the session ended here
-WILL_SET = "will+"           # to the directory: keep a copy of a connected client's will
 WILL_CLEARED = "will-"       # to the directory: that will must not be sent any more
 PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its previous holder
 HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
@@ -222,8 +221,13 @@ class BusFabric:
 
     # -------------------------------------------------- sessions across workers
 
-    async def claim_session(self, client_id: str, clean_start: bool) -> TakenOver | None:
+    async def claim_session(self, client_id: str, clean_start: bool, will: Any = None,
+                            session_expiry: int = 0) -> TakenOver | None:
         """Before a CONNACK: make this node the holder of ``client_id``'s session.
+
+        The directory records the connection's ``will`` (a Will, or None) in the
+        same step, so every client that gets a CONNACK has its will kept where
+        a crash of this worker cannot take it.
 
         Returns the session taken over from the worker that held it (a
         ``kushi.worker.session.Session``; its connection there got 0x8E), or
@@ -232,8 +236,11 @@ class BusFabric:
         Once the session is installed and its interest known everywhere, call
         ``handover_done`` so the previous holder stops forwarding.
         """
+        held_will = None
+        if will is not None:
+            held_will = (will_to_wire(will), will.properties.will_delay_interval or 0, session_expiry)
         reply = await self.bus.request(self.directory, CLAIM,
-                                       msgpack.packb((client_id, clean_start)))
+                                       msgpack.packb((client_id, clean_start, held_will)))
         generation, previous = msgpack.unpackb(reply)
         self._claims[client_id] = generation
         if previous is None or previous == self.node or previous not in self.bus.peers:
@@ -293,12 +300,6 @@ class BusFabric:
         """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""
         generation = self._claims.pop(client_id, None)
         self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
-
-    def will_set(self, client_id: str, will: object, session_expiry: int) -> None:
-        """A client connected here with ``will`` (a Will): the directory keeps a copy for a crash."""
-        delay = getattr(will.properties, "will_delay_interval", None) or 0  # type: ignore[attr-defined]
-        self.bus.send(self.directory, WILL_SET,
-                      msgpack.packb((client_id, will_to_wire(will), delay, session_expiry)))
 
     def will_cleared(self, client_id: str) -> None:
         """The will of ``client_id`` was sent, or must not be: the directory forgets its copy."""

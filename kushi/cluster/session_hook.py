@@ -9,8 +9,8 @@ hook events the broker already has:
   the session, it is taken over from there (0x8E to the old connection) and
   installed here, its subscriptions re-added and known on every worker
   (barrier) before the CONNACK says "session present".
-- ``on_session_established``: the directory keeps a copy of the will, so it
-  is published even if this worker crashes.
+  The claim carries the will: the directory keeps a copy before the client
+  has its CONNACK, so it is published even if this worker crashes.
 - ``on_disconnect`` / ``on_will_sent`` / ``on_client_expired``: the copy is
   dropped when the will went out or must not; an ended session is released.
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..hooks.base import Hook
-from ..protocol.packets import Connect
+from ..protocol.packets import MQTT_5, Connect
+from ..worker.session import NEVER
 from .fabric import BusFabric
 
 
@@ -39,7 +40,8 @@ class ClusterSessionHook(Hook):
     async def on_connect_authenticate(self, client: Any, packet: Connect) -> bool:
         """Claim the client id; bring the session here if another worker held it."""
         client_id = client.client_id
-        taken = await self.fabric.claim_session(client_id, packet.clean_start)
+        taken = await self.fabric.claim_session(client_id, packet.clean_start, packet.will,
+                                                self._session_expiry(packet))
         if taken is None:
             return True
         if not packet.clean_start:
@@ -49,11 +51,13 @@ class ClusterSessionHook(Hook):
         self.fabric.handover_done(taken.node, client_id)
         return True
 
-    def on_session_established(self, client: Any, packet: Connect) -> None:
-        if packet.will is not None:
-            self.fabric.will_set(client.client_id, packet.will, client.session.expiry_interval)
+    def _session_expiry(self, packet: Connect) -> int:
+        """The session expiry the broker will grant (it caps the will delay) [MQTT-3.1.3-9]."""
+        if packet.protocol_version == MQTT_5:
+            requested = packet.properties.session_expiry_interval or 0
         else:
-            self.fabric.will_cleared(client.client_id)
+            requested = 0 if packet.clean_start else NEVER
+        return min(requested, self.server.options.maximum_session_expiry)
 
     def on_disconnect(self, client: Any, error: BaseException | None, expire: bool) -> None:
         session = getattr(client, "session", None)

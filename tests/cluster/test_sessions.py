@@ -93,10 +93,11 @@ def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> N
         DirectoryNode(sup_bus, published.append)
         _, w1, _ = await cluster.add("w1", 1)
         _, w2, _ = await cluster.add("w2", 2)
-        w1.will_set("now", Will("will/now", b"a"), session_expiry=0)
-        w1.will_set("later", Will("will/later", b"b", properties=Properties(will_delay_interval=1)), 60)
-        w1.will_set("back", Will("will/back", b"c", properties=Properties(will_delay_interval=1)), 60)
-        w1.will_set("clean", Will("will/clean", b"d"), 60)
+        await w1.claim_session("now", False, Will("will/now", b"a"), session_expiry=0)
+        delayed = Properties(will_delay_interval=1)
+        await w1.claim_session("later", False, Will("will/later", b"b", properties=delayed), 60)
+        await w1.claim_session("back", False, Will("will/back", b"c", properties=delayed), 60)
+        await w1.claim_session("clean", False, Will("will/clean", b"d"), 60)
         w1.will_cleared("clean")    # e.g. a normal DISCONNECT: no will
         await asyncio.wait_for(w1.barrier(), DEADLINE)
         sup_bus.forget("w1")        # the supervisor saw w1's process die
