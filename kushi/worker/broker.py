@@ -129,7 +129,7 @@ class Broker(Delivery):
             if conn.state is not State.CONNECTING:
                 return
             self._accept(conn, packet, monotonic(), method)
-            conn.process_packets(monotonic())
+            conn.release_input()
         except KushiError as error:
             conn.fail(error)
         except (asyncio.CancelledError, TimeoutError):  # server closing, or no AUTH answer in time
@@ -155,7 +155,7 @@ class Broker(Delivery):
                               properties=replace(result.properties, authentication_method=method)))
             waiter: asyncio.Future[Auth] = self.loop.create_future()
             conn.auth_waiter = waiter
-            conn.process_packets(monotonic())
+            conn.release_input()
             auth = await asyncio.wait_for(waiter, self.options.connect_timeout)
             if (auth.reason_code != CONTINUE_AUTHENTICATION
                     or auth.properties.authentication_method != method):

@@ -54,7 +54,7 @@ class MQTTConnection(asyncio.Protocol):
         "protocol_version", "clean_start", "session", "keep_alive", "maximum_packet_size",
         "authentication_method", "requested_session_expiry", "connect_packet", "inbound_aliases",
         "topic_alias_out_maximum", "outbound_aliases", "auth_waiter", "error", "_out", "_out_size",
-        "_flush_scheduled", "_writing_paused", "_broker_told",
+        "_flush_scheduled", "_writing_paused", "_broker_told", "_reading_paused",
     )
 
     def __init__(self, broker: Broker, listener: str) -> None:
@@ -91,6 +91,7 @@ class MQTTConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._writing_paused = False
         self._broker_told = False
+        self._reading_paused = False
 
     # ---- ClientInfo ------------------------------------------------------------
     @property
@@ -171,13 +172,27 @@ class MQTTConnection(asyncio.Protocol):
                 broker.begin_connect(self, packet, now)
             elif state is State.CONNECTING:
                 if self.auth_waiter is None:
-                    return   # keep the bytes until the CONNECT is answered
+                    self.hold_input()  # keep the bytes until the CONNECT is answered
+                    return
                 packet = reader.next_packet()
                 if packet is None:
                     return
                 self._authentication_packet(packet)
             else:
                 return
+
+    def hold_input(self) -> None:
+        """Stop reading from the socket (while a CONNECT waits for hooks): memory stays bounded."""
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def release_input(self) -> None:
+        """Read from the socket again, and handle what was kept meanwhile."""
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        self.process_packets(monotonic())
 
     def _authentication_packet(self, packet: Packet) -> None:
         """A packet during enhanced authentication: only AUTH may come [MQTT-3.1.2-30]."""

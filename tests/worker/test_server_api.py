@@ -145,3 +145,31 @@ def test_session_moves_between_brokers_with_export_and_import(make_broker, paho)
     again.expect_message("move/a", b"queued")
     paho.connected(second, "pub2", 5).publish("move/b", b"live", qos=1)
     again.expect_message("move/b", b"live")
+
+
+class SlowLogin(Hook):
+    """An asynchronous authentication hook that takes a moment."""
+
+    id = "slow-login"
+
+    async def on_connect_authenticate(self, client, packet):
+        import asyncio
+
+        await asyncio.sleep(0.05)  # an awaited hook, as a database lookup would be
+        return packet.username == "ok"
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_packets_sent_behind_the_connect_wait_for_an_async_hook(make_broker, raw, version):
+    """CONNECT and SUBSCRIBE in one write: the SUBSCRIBE is answered after the CONNACK,
+    once the awaited hook said yes [MQTT-3.2.0-1]."""
+    from kushi.protocol.codec import encode
+    from kushi.protocol.packets import Connack, Suback, Subscribe, Subscription
+
+    broker = make_broker(hooks=[SlowLogin()])
+    client = raw(broker, version)
+    client.send(encode(Connect(version, "piped", username="ok"), version)
+                + encode(Subscribe(1, (Subscription("p/#", 1),)), version))
+    assert isinstance(client.recv_packet(), Connack)
+    suback = client.recv_packet()
+    assert isinstance(suback, Suback) and suback.reason_codes == (1,)
