@@ -403,7 +403,7 @@ _REQUIRED_FLAGS = {t: 0 for t in PacketType}
 _REQUIRED_FLAGS.update({PacketType.PUBREL: 2, PacketType.SUBSCRIBE: 2, PacketType.UNSUBSCRIBE: 2})
 del _REQUIRED_FLAGS[PacketType.PUBLISH]
 
-class _PublishBuilder:
+class PublishBuilder:
     """Builds a Publish ~5x faster than the frozen dataclass __init__ (hot path).
 
     It has exactly Publish's slots, fills them with plain attribute stores, then
@@ -476,7 +476,7 @@ def decode_publish(
             raise ProtocolError("empty topic name without a topic alias")
     elif not topic:
         raise ProtocolError("empty topic name [MQTT-4.7.3-1]", reason_code=_TOPIC_NAME_INVALID)
-    return _PublishBuilder(  # type: ignore[return-value]
+    return PublishBuilder(  # type: ignore[return-value]
         topic, buf[pos:end], qos, first_byte & 1 == 1, dup, packet_id, properties, raw
     )
 

@@ -1,7 +1,8 @@
 """PacketReader: bytes in, in any split; whole packets out (sans-I/O).
 
 The connection feeds every chunk it receives and then takes packets until
-``next_packet()`` returns None. The fixed header is read first: a packet
+``next_packet()`` returns None, or takes them all at once with ``read_packets()``
+(the hot path: one call per read, small PUBLISH packets decoded inline). The fixed header is read first: a packet
 declaring more than ``max_packet_size`` bytes is refused right there, before
 its body is buffered, and nothing is ever allocated from a declared length.
 
@@ -18,10 +19,11 @@ are cheaper than memoryviews in CPython, and they do not pin the chunk).
 
 from __future__ import annotations
 
-from kushi.errors import MalformedPacket, PacketTooLarge
+from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
-from .codec import decode_at, decode_publish
-from .packets import Connect, Packet
+from .codec import PublishBuilder, decode_at, decode_publish
+from .packets import MQTT_5, Connect, Packet
+from .properties import NO_PROPERTIES
 
 __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 
@@ -38,7 +40,7 @@ class PacketReader:
     fixed header included, as MQTT 5's Maximum Packet Size does.
     """
 
-    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size")
+    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "_error")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.version: int | None = None
@@ -47,6 +49,7 @@ class PacketReader:
         self._pos = 0  # offset of the next unparsed byte in _data
         self._pending: list[bytes] = []  # chunks received after _data
         self._pending_size = 0
+        self._error: KushiError | None = None  # found by read_packets behind good packets
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes. Bytes objects are kept as they are, without a copy."""
@@ -106,6 +109,94 @@ class PacketReader:
             # Protocol Error [MQTT-3.1.0-2] and must not switch the wire form.
             self.version = packet.protocol_version
         return packet
+
+    def read_packets(self) -> list[Packet]:
+        """Every complete packet buffered, in order; an empty list if more bytes are needed.
+
+        The batch form of ``next_packet``, for a connection that handles a whole
+        read before writing anything (ARCHITECTURE.md, "The hot path"). A PUBLISH
+        of fewer than 128 bytes with QoS 0 or 1 and no properties is decoded right
+        here, in the loop; anything else goes through the same code as
+        ``next_packet``, so both give the same packets and raise the same errors.
+
+        Before a CONNECT has set the version, at most that one packet is returned:
+        how the packets behind it are read depends on it. If a bad packet follows
+        good ones, the good ones are returned and the error is raised by the next
+        call, so the owner handles the packets in the order they came.
+        """
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        version = self.version
+        if version is None:
+            packet = self.next_packet()
+            return [] if packet is None else [packet]
+        v5 = version == MQTT_5
+        packets: list[Packet] = []
+        append = packets.append
+        data = self._data
+        pos = self._pos
+        size = len(data)
+        small_fits = self.max_packet_size >= 129  # any packet of < 128 bytes is within the limit
+        try:
+            while True:
+                length = data[pos + 1] if pos + 2 <= size else 128
+                end = pos + 2 + length
+                if length >= 128 or end > size or not small_fits:
+                    # incomplete, long or maybe too large: the general path decides
+                    self._pos = pos
+                    packet = self.next_packet()
+                    if packet is None:
+                        return packets
+                    append(packet)
+                    data = self._data
+                    pos = self._pos
+                    size = len(data)
+                    continue
+                first_byte = data[pos]
+                if first_byte & 0xF6 != 0x30 and first_byte & 0xF6 != 0x32:
+                    # not a QoS 0/1 PUBLISH (with any retain flag and DUP)
+                    if first_byte >> 4 == 3:
+                        raw = data[pos:end]
+                        append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
+                    else:
+                        append(decode_at(first_byte, data, pos + 2, end, version))
+                    pos = end
+                    continue
+                # PUBLISH inline: fixed header (2 bytes), topic, [packet id], [properties], payload
+                topic_end = pos + 4 + (data[pos + 2] << 8 | data[pos + 3]) if length >= 2 else end + 1
+                if first_byte & 2:
+                    body = topic_end + 2
+                    packet_id = data[topic_end] << 8 | data[topic_end + 1] if body <= end else 0
+                else:
+                    body = topic_end
+                    packet_id = None
+                    if first_byte & 8:
+                        body = end + 1  # DUP on QoS 0: the full decoder names the error
+                if v5:
+                    body += 1
+                    if body <= end and data[body - 1]:
+                        body = end + 1  # properties: the full decoder reads them
+                topic = data[pos + 4 : topic_end].decode("utf-8", "replace") if body <= end else ""
+                if (not topic or not packet_id and packet_id is not None
+                        or "+" in topic or "#" in topic or "\x00" in topic or "\ufffd" in topic):
+                    # an error, properties, an empty topic (alias) or a U+FFFD to check: the full decoder
+                    raw = data[pos:end]
+                    append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
+                else:
+                    append(PublishBuilder(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
+                                          first_byte & 8 == 8, packet_id, NO_PROPERTIES,
+                                          data[pos:end]))
+                pos = end
+        except KushiError as error:
+            if not packets:
+                raise
+            self._error = error
+            return packets
+        finally:
+            if data is self._data:
+                self._pos = pos
 
     @staticmethod
     def _read_remaining_length(data: bytes, pos: int, size: int) -> tuple[int, int] | None:

@@ -1,0 +1,141 @@
+"""PacketReader.read_packets: the batch form of next_packet gives the same packets and errors.
+
+read_packets decodes small QoS 0/1 PUBLISH packets inline, in its own loop; these
+tests hold it to what next_packet (the general decoder) gives for the same bytes,
+in any split, valid or not.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from packet_strategies import VERSIONS, packets
+
+from kushi.errors import KushiError, MalformedPacket, ProtocolError
+from kushi.protocol.codec import encode
+from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Publish
+from kushi.protocol.reader import PacketReader
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def reader_for(version: int | None, max_packet_size: int = 268_435_460) -> PacketReader:
+    reader = PacketReader(max_packet_size)
+    reader.version = version
+    return reader
+
+
+def outcome_one_by_one(chunks: list[bytes], version: int | None) -> tuple[list[object], type | None]:
+    """(packets, error class) when the stream is read with next_packet."""
+    reader, received = reader_for(version, 4096), []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while (packet := reader.next_packet()) is not None:
+                received.append(packet)
+    except KushiError as error:
+        return received, type(error)
+    return received, None
+
+
+def outcome_batched(chunks: list[bytes], version: int | None) -> tuple[list[object], type | None]:
+    """(packets, error class) when the stream is read with read_packets."""
+    reader, received = reader_for(version, 4096), []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while batch := reader.read_packets():
+                received.extend(batch)
+    except KushiError as error:
+        return received, type(error)
+    return received, None
+
+
+def split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    cuts = sorted(cuts)
+    return [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@SETTINGS
+@given(data=st.data())
+def test_any_split_of_a_stream_gives_what_next_packet_gives(version: int, data: st.DataObject) -> None:
+    sent = data.draw(st.lists(packets(version), min_size=1, max_size=8))
+    stream = b"".join(encode(packet, version) for packet in sent)
+    chunks = split(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    received, error = outcome_batched(chunks, version)
+    assert error is None
+    assert received == sent
+    one_by_one, _ = outcome_one_by_one(chunks, version)
+    assert [bytes(p.raw) for p in received if isinstance(p, Publish)] == \
+        [bytes(p.raw) for p in one_by_one if isinstance(p, Publish)]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@SETTINGS
+@given(data=st.data(), position=st.integers(0, 10_000), replacement=st.integers(0, 255))
+def test_a_corrupted_stream_gives_the_same_packets_and_error(
+    version: int, data: st.DataObject, position: int, replacement: int
+) -> None:
+    """One byte changed anywhere: the same good packets first, then the same error class."""
+    sent = data.draw(st.lists(packets(version), min_size=1, max_size=6))
+    stream = bytearray(b"".join(encode(packet, version) for packet in sent))
+    stream[position % len(stream)] = replacement
+    chunks = split(bytes(stream), data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    assert outcome_batched(chunks, version) == outcome_one_by_one(chunks, version)
+
+
+GOOD = Publish("a/b", b"payload", qos=1, packet_id=5)
+
+BAD_PUBLISHES = [
+    pytest.param(b"\x30\x05\x00\x03a/+", ProtocolError, id="wildcard-in-topic"),
+    pytest.param(b"\x30\x05\x00\x03a\x00b", MalformedPacket, id="nul-in-topic"),
+    pytest.param(b"\x30\x04\x00\x02\xc3\x28", MalformedPacket, id="ill-formed-utf8"),
+    pytest.param(b"\x32\x05\x00\x01a\x00\x00", ProtocolError, id="packet-id-0"),
+    pytest.param(b"\x38\x03\x00\x01a", MalformedPacket, id="dup-on-qos-0"),
+    pytest.param(b"\x36\x05\x00\x01a\x00\x01", MalformedPacket, id="qos-3"),
+    pytest.param(b"\x30\x02\x00\x00", ProtocolError, id="empty-topic"),
+    pytest.param(b"\x30\x01\x00", MalformedPacket, id="too-short"),
+    pytest.param(b"\x30\x04\x00\x09ab", MalformedPacket, id="topic-past-the-end"),
+]
+
+
+@pytest.mark.parametrize(("bad", "error"), BAD_PUBLISHES)
+def test_good_packets_before_a_bad_one_come_first_then_its_error(bad: bytes, error: type) -> None:
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(encode(GOOD, MQTT_3_1_1) * 2 + bad + encode(Pingreq(), MQTT_3_1_1))
+    assert reader.read_packets() == [GOOD, GOOD]
+    with pytest.raises(error):
+        reader.read_packets()
+
+
+@pytest.mark.parametrize(("bad", "error"), BAD_PUBLISHES)
+def test_a_bad_publish_alone_raises_at_once(bad: bytes, error: type) -> None:
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(bad)
+    with pytest.raises(error):
+        reader.read_packets()
+
+
+def test_before_the_connect_only_the_connect_is_returned() -> None:
+    """What follows a CONNECT is read in its version, so the batch stops after it."""
+    reader = reader_for(None)
+    reader.feed(encode(Connect(protocol_version=MQTT_3_1_1, client_id="c"), MQTT_3_1_1)
+                + encode(GOOD, MQTT_3_1_1))
+    assert [type(p) for p in reader.read_packets()] == [Connect]
+    assert reader.version == MQTT_3_1_1
+    assert reader.read_packets() == [GOOD]
+    assert reader.read_packets() == []
+
+
+def test_an_inline_decoded_publish_is_a_true_frozen_publish_with_its_raw_bytes() -> None:
+    encoded = encode(Publish("t", b"x", qos=1, retain=True, dup=True, packet_id=3), MQTT_5)
+    reader = reader_for(MQTT_5)
+    reader.feed(encoded)
+    [packet] = reader.read_packets()
+    assert type(packet) is Publish
+    assert (packet.retain, packet.dup, packet.qos, packet.packet_id) == (True, True, 1, 3)
+    assert bytes(packet.raw) == encoded
+    with pytest.raises(AttributeError):
+        packet.topic = "other"  # type: ignore[misc]
