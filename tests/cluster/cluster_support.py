@@ -18,11 +18,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 KUSHI = str(Path(sys.executable).with_name("kushi"))
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 LISTENING = re.compile(r" kushi: listening tcp (\S+):(\d+)$")
+
+
+@contextmanager
+def running_cluster(workers: int, *extra: str) -> Iterator[KushiCluster]:
+    """A ``kushi serve --workers N`` that is listening; stopped (SIGTERM) at the end."""
+    cluster = KushiCluster(workers, *extra)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 class KushiCluster:
@@ -135,8 +149,16 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def _server_socket_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the established socket with local port ``server_port`` and remote ``client_port``."""
+@dataclass
+class _TcpSocket:
+    local_port: int
+    remote_port: int
+    listening: bool
+    inode: int
+
+
+def _tcp_sockets() -> Iterator[_TcpSocket]:
+    """Every TCP socket of this network namespace, from /proc/net/tcp and tcp6."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
@@ -144,10 +166,15 @@ def _server_socket_inode(server_port: int, client_port: int) -> int | None:
             continue
         for row in rows:
             fields = row.split()
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            if int(local.rsplit(":", 1)[1], 16) == server_port \
-                    and int(remote.rsplit(":", 1)[1], 16) == client_port and inode:
-                return inode
+            yield _TcpSocket(int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
+                             fields[3] == "0A", int(fields[9]))
+
+
+def _server_socket_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the established socket with local port ``server_port`` and remote ``client_port``."""
+    for sock in _tcp_sockets():
+        if sock.local_port == server_port and sock.remote_port == client_port and sock.inode:
+            return sock.inode
     return None
 
 
@@ -170,17 +197,7 @@ def socket_inodes(pid: int) -> set[int]:
 
 def listening_inodes(port: int) -> set[int]:
     """Inodes of the TCP sockets in LISTEN state on ``port``."""
-    found: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                found.add(int(fields[9]))
-    return found
+    return {sock.inode for sock in _tcp_sockets() if sock.listening and sock.local_port == port}
 
 
 def raw_client_on(cluster: KushiCluster, accept, attempts: int = 60):

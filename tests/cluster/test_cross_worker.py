@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.paho import PahoClient
 
-from cluster_support import KushiCluster
+from cluster_support import KushiCluster, running_cluster
 
 pytestmark = pytest.mark.timeout(180)
 ATTEMPTS = 60
@@ -23,12 +23,8 @@ ATTEMPTS = 60
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[KushiCluster]:
-    cluster = KushiCluster(3)
-    try:
-        cluster.wait_ready()
+    with running_cluster(3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -132,12 +128,8 @@ def roomy_cluster(tmp_path_factory) -> Iterator[KushiCluster]:
     """
     config = tmp_path_factory.mktemp("roomy") / "kushi.yaml"
     config.write_text("options:\n  max_queued_messages: 20000\n")
-    cluster = KushiCluster(2, "--config", str(config))
-    try:
-        cluster.wait_ready()
+    with running_cluster(2, "--config", str(config)) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def stream(roomy_cluster: KushiCluster, clients: list[PahoClient], name: str, count: int,

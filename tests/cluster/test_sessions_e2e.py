@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import pytest
 
-from cluster_support import KushiCluster, raw_client_on
+from cluster_support import KushiCluster, raw_client_on, running_cluster
 
-from kushi.protocol.packets import Disconnect, Puback, Publish, Suback, Subscribe, Subscription
+from kushi.protocol.packets import (
+    Connack, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will,
+)
 from kushi.protocol.properties import Properties
+from tests.support.paho import PahoClient
+from tests.support.rawclient import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(120)
 PERSISTENT = Properties(session_expiry_interval=300)
@@ -15,12 +23,8 @@ PERSISTENT = Properties(session_expiry_interval=300)
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = KushiCluster(3)
-    try:
-        cluster.wait_ready()
+    with running_cluster(3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_reconnecting_on_another_worker_gets_the_session_and_its_queued_messages(cluster) -> None:
@@ -67,14 +71,7 @@ def test_a_live_duplicate_on_another_worker_takes_the_session_over(cluster) -> N
 
 def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
     """[invariant 6] kill -9 of the worker holding a connection: its will reaches a subscriber elsewhere."""
-    import os
-    import signal
-
-    from kushi.protocol.packets import Will
-
-    cluster = KushiCluster(2)
-    try:
-        cluster.wait_ready()
+    with running_cluster(2) as cluster:
         watcher, watcher_worker = raw_client_on(cluster, lambda w: True)
         watcher.connect_ok("will-watcher")
         watcher.send(Subscribe(1, (Subscription("wills/#", qos=1),)))
@@ -87,20 +84,11 @@ def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
         packet = watcher.recv_packet(timeout=10)
         assert isinstance(packet, Publish)
         assert (packet.topic, bytes(packet.payload)) == ("wills/victim", b"gone")
-    finally:
-        cluster.stop()
 
 
 def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
     """[issue 3] A persistent QoS 1 subscriber hops 20 times between workers while a publisher
     streams: afterwards every message was delivered (duplicates allowed, gaps not)."""
-    import threading
-
-    from tests.support.paho import PahoClient
-
-    from kushi.protocol.packets import Connack
-    from tests.support.rawclient import ConnectionClosed
-
     count = 2000
     config = tmp_path / "kushi.yaml"
     config.write_text("options:\n  max_queued_messages: 100000\n")
@@ -165,12 +153,7 @@ def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
 def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
     """[invariant 6] A worker killed mid-stream: clients elsewhere see no error and lose nothing,
     every other node drops the dead worker's interest, and its clients can reconnect."""
-    import os
-    import signal
-
-    cluster = KushiCluster(3)
-    try:
-        cluster.wait_ready()
+    with running_cluster(3) as cluster:
         subscriber, sub_worker = raw_client_on(cluster, lambda w: True)
         subscriber.connect_ok("steady-sub")
         subscriber.send(Subscribe(1, (Subscription("k/#", qos=1),)))
@@ -201,5 +184,3 @@ def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
         cluster.wait_for_line(rf"worker {victim_worker} ready", start=mark)
         again, _ = raw_client_on(cluster, lambda w: True)
         again.connect_ok("victim-sub")
-    finally:
-        cluster.stop()

@@ -10,22 +10,22 @@ import signal
 
 import pytest
 
-from kushi.protocol.packets import Connack, Disconnect
+from kushi.hooks.passwords import hash_password
+from kushi.protocol.packets import (
+    Connack, Disconnect, Pingreq, Pingresp, Suback, Subscribe, Subscription,
+)
+from kushi.protocol.properties import Properties
 from tests.support.rawclient import RawClient
 
-from cluster_support import KushiCluster, listening_inodes, socket_inodes
+from cluster_support import KushiCluster, listening_inodes, raw_client_on, running_cluster, socket_inodes
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def cluster3():
-    cluster = KushiCluster(3)
-    try:
-        cluster.wait_ready()
+    with running_cluster(3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_port_zero_is_shared_by_every_worker_and_the_supervisor_holds_no_listener(cluster3) -> None:
@@ -87,16 +87,9 @@ def test_sigterm_stops_gracefully_and_v5_clients_get_server_shutting_down() -> N
 
 def test_sighup_reloads_the_password_file_in_every_worker_without_dropping_clients(tmp_path) -> None:
     """SIGHUP: connected clients stay connected; the new password applies to the next CONNECT on every worker."""
-    from cluster_support import raw_client_on
-
-    from kushi.hooks.passwords import hash_password
-    from kushi.protocol.packets import Pingreq, Pingresp
-
     passwords = tmp_path / "passwd"
     passwords.write_text(f"alice:{hash_password('old', iterations=1000)}\n")
-    cluster = KushiCluster(2, "--password-file", str(passwords))
-    try:
-        cluster.wait_ready()
+    with running_cluster(2, "--password-file", str(passwords)) as cluster:
         connected = []
         for worker in (0, 1):
             client, _ = raw_client_on(cluster, lambda w, want=worker: w == want)
@@ -116,22 +109,13 @@ def test_sighup_reloads_the_password_file_in_every_worker_without_dropping_clien
             assert isinstance(answer, Connack) and answer.reason_code == 0x86, answer
             accepted, _ = raw_client_on(cluster, lambda w, want=worker: w == want)
             accepted.connect_ok(f"new-{worker}", username="alice", password=b"new")
-    finally:
-        cluster.stop()
 
 
 def test_sigttin_adds_a_worker_and_sigttou_retires_it_moving_its_sessions() -> None:
     """SIGTTIN: one more worker, listening on the same port. SIGTTOU: the newest retires, its
     clients are told 0x9C (use another server) and a persistent session moves to another worker."""
-    from cluster_support import raw_client_on
-
-    from kushi.protocol.packets import Suback, Subscribe, Subscription
-    from kushi.protocol.properties import Properties
-
     persistent = Properties(session_expiry_interval=300)
-    cluster = KushiCluster(2)
-    try:
-        cluster.wait_ready()
+    with running_cluster(2) as cluster:
         mark = len(cluster.lines)
         cluster.process.send_signal(signal.SIGTTIN)
         cluster.wait_for_line(r"worker 2 ready", start=mark)
@@ -149,5 +133,3 @@ def test_sigttin_adds_a_worker_and_sigttou_retires_it_moving_its_sessions() -> N
         cluster.wait_for_line(r"worker 2 exited", start=mark)
         assert "restarting" not in "\n".join(cluster.lines[mark:])
         assert sorted(cluster.worker_pids_alive()) == [0, 1]
-    finally:
-        cluster.stop()
