@@ -69,6 +69,7 @@ RESTART_DELAY_FIRST = 0.1
 RESTART_DELAY_MAX = 10.0
 STABLE_AFTER = 30.0          # a worker up this long resets the back-off
 DEFAULT_GRACE = 10.0
+PR_SET_PDEATHSIG = 1
 REPLICATED_STATS = frozenset({"retained"})          # the same on every worker: not summed
 COUNTER_PREFIXES = ("messages_", "bytes_", "slow_", "bus_")   # totals kept when a worker exits
 
@@ -130,7 +131,7 @@ class Supervisor:
         self._worker_stats: dict[str, dict[str, int]] = {}    # node -> its latest snapshot
         self._exited_totals: dict[str, int] = {}              # counters of workers that exited
         self._reserved: list[socket.socket] = []
-        self._initial_synced = 0
+        self._initial_synced: set[int] = set()
         self._open = asyncio.Event()
         self._all_ready = asyncio.Event()
         self._done: asyncio.Future[int] | None = None
@@ -250,21 +251,23 @@ class Supervisor:
         worker.ready = False
         spec = WorkerSpec(worker.worker_id, self.runtime_dir, self.options,
                           self._listeners_of(worker.worker_id), self.hooks)
+        supervisor_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            os._exit(self._child(spec))
+            os._exit(self._child(spec, supervisor_pid))
         worker.pid = pid
         worker.started_at = time.monotonic()
         self._watch_exit(worker)
         log.info("worker %d started (pid %d)", worker.worker_id, pid)
 
-    def _child(self, spec: WorkerSpec) -> int:
+    def _child(self, spec: WorkerSpec, supervisor_pid: int) -> int:
         """In the forked child: leave the supervisor's loop, signals and sockets alone, run the worker."""
         try:
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                            signal.SIGTTIN, signal.SIGTTOU):
                 signal.signal(signum, signal.SIG_DFL)
+            _die_with_parent(supervisor_pid)
             asyncio.events._set_running_loop(None)  # the supervisor's loop is not ours to run
             for sock in self._reserved:
                 sock.close()
@@ -328,8 +331,8 @@ class Supervisor:
         """A worker joined and synced: answer when it may open its listeners."""
         worker = self._worker_named(sender)
         if worker is not None and not self._open.is_set():
-            self._initial_synced += 1
-            if self._initial_synced >= self.workers_wanted:
+            self._initial_synced.add(worker.worker_id)   # a set: a worker restarted at boot counts once
+            if len(self._initial_synced) >= self.workers_wanted:
                 self._open.set()
         await self._open.wait()
         return b""
@@ -466,6 +469,23 @@ class Supervisor:
     def worker_pids(self) -> dict[int, int]:
         """Worker id -> pid of the live workers."""
         return {w.worker_id: w.pid for w in self._workers.values() if w.pid}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM if the supervisor dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A worker orphaned by a killed supervisor would keep its listening sockets
+    open with no one to restart or stop it.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: orphans are left to the operator
+    if os.getppid() != parent:   # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(code: int) -> str:

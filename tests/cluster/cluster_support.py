@@ -120,6 +120,9 @@ class KushiCluster:
                 self.process.wait()
                 raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
         self._reader.join(5)
+        for pid in self.worker_pids().values():   # never leave an orphaned worker behind
+            if _running(pid) and b"kushi" in _cmdline(pid):
+                _kill_quietly(pid)
         return self.process.returncode
 
 
@@ -140,6 +143,13 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _kill_quietly(pid: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -133,3 +134,20 @@ def test_sigttin_adds_a_worker_and_sigttou_retires_it_moving_its_sessions() -> N
         cluster.wait_for_line(r"worker 2 exited", start=mark)
         assert "restarting" not in "\n".join(cluster.lines[mark:])
         assert sorted(cluster.worker_pids_alive()) == [0, 1]
+
+
+def test_workers_exit_when_the_supervisor_is_killed() -> None:
+    """kill -9 of the supervisor: no orphan worker is left holding the port."""
+    cluster = KushiCluster(2)
+    try:
+        cluster.wait_ready()
+        pids = list(cluster.worker_pids().values())
+        cluster.process.kill()
+        cluster.process.wait(10)
+        deadline = time.monotonic() + 15
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)   # re-check until the workers are gone; bounded by the deadline
+        assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        assert not listening_inodes(cluster.port)
+    finally:
+        cluster.stop()
