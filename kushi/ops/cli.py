@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from ..errors import ConfigurationError
 from ..hooks.base import Hook
+from . import bench
 from .config import (
     DEFAULT_HTTP, LISTENER_KINDS, AuthFiles, ListenerConfig, ServeConfig, listener_kind,
     load_config_file, parse_address,
@@ -83,12 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive_int, metavar="N",
                        help="worker processes (default 1; N > 1 needs the multi-process supervisor)")
     serve.add_argument("--log-level", choices=LEVELS, type=str.lower, help="default info")
+
+    bench_parser = commands.add_parser(
+        "bench", help="load-test an MQTT broker (slower than mqbench: measures up to its own speed)",
+        description=bench.DESCRIPTION)
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=bench.main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kushi`` console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return args.handler(args)
     try:
         config = load_config_file(args.config) if args.config else ServeConfig()
         config = apply_flags(config, args)
