@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigurationError
+
 
 @dataclass
 class Options:
@@ -36,3 +38,28 @@ class Options:
     connect_timeout: float = 10.0
     sys_interval: float = 10.0            # $SYS publish interval, 0 = off
     allow_empty_client_id: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse values the protocol cannot carry, with the name of the setting at fault."""
+        ranges = {
+            "workers": (1, 1024),
+            "receive_maximum": (1, 65535),
+            "maximum_inflight": (1, 65535),
+            "maximum_qos": (0, 2),
+            "topic_alias_maximum": (0, 65535),
+            "maximum_packet_size": (16, 268_435_460),
+            "minimum_protocol_version": (3, 5),
+            "maximum_session_expiry": (0, 0xFFFFFFFF),
+            "maximum_message_expiry": (0, 0xFFFFFFFF),
+            "max_clients": (0, 1 << 62),
+            "max_queued_messages": (0, 1 << 62),
+            "write_buffer_limit": (1, 1 << 62),
+        }
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ConfigurationError(f"option {name}={value!r} is outside {low}..{high}")
+        if self.server_keep_alive is not None and not 0 <= self.server_keep_alive <= 65535:
+            raise ConfigurationError(f"option server_keep_alive={self.server_keep_alive!r} is outside 0..65535")
+        if self.connect_timeout <= 0:
+            raise ConfigurationError("option connect_timeout must be positive")

@@ -173,3 +173,15 @@ def test_packets_sent_behind_the_connect_wait_for_an_async_hook(make_broker, raw
     assert isinstance(client.recv_packet(), Connack)
     suback = client.recv_packet()
     assert isinstance(suback, Suback) and suback.reason_codes == (1,)
+
+
+@pytest.mark.parametrize("setting", [
+    {"receive_maximum": 0}, {"maximum_qos": 3}, {"topic_alias_maximum": 70000},
+    {"server_keep_alive": -1}, {"connect_timeout": 0},
+])
+def test_options_refuse_values_the_protocol_cannot_carry(setting):
+    import kushi
+    from kushi.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=next(iter(setting))):
+        kushi.Options(**setting)
