@@ -243,6 +243,9 @@ class Service:
 
     async def run(self) -> int:
         """Start, serve until a stop signal, stop gracefully."""
+        # Signals first: a stop requested while the listeners open is honoured once they are
+        # open, and a signal right after the "listening" lines never meets Python's default.
+        self.install_signal_handlers()
         try:
             await self.server.start()
             if self.metrics is not None:
@@ -254,7 +257,6 @@ class Service:
         self.log_listeners()
         if self.config.options.inline_client:
             self.sys_topics.start()
-        self.install_signal_handlers()
         serving = asyncio.ensure_future(self.server.serve_forever())
         stopping = asyncio.ensure_future(self.stop_requested.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
