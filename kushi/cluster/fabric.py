@@ -64,6 +64,7 @@ PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its 
 HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
 EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
 PUBLISH_SHARED = "pub-share" # a message for one member of a shared group on the recipient
+TARGET_CACHE_SIZE = 10_000  # topics whose interested nodes are remembered (cleared on any change)
 TAKEOVER_TIMEOUT = 5.0       # seconds a CONNECT waits for the previous holder to give the session up
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
@@ -117,6 +118,7 @@ class BusFabric:
         self.stats = FabricStats()
         self.interest = SubscriptionTrie()      # remote interest: filter -> node names
         self._interest_keys: dict[str, set[str]] = {}   # node -> its keys in self.interest
+        self._targets: dict[str, frozenset[str]] = {}   # topic -> interested nodes (a cache)
         self._local_interest: set[str] = set()
         self._retained: dict[str, _RetainedEntry] = {}
         self._tombstones = 0
@@ -168,7 +170,13 @@ class BusFabric:
 
     def forward(self, message: Publish) -> None:
         """Send ``message`` once to each other node with a matching interest."""
-        targets = {key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(message.topic)}
+        topic = message.topic
+        targets = self._targets.get(topic)
+        if targets is None:
+            targets = frozenset(key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(topic))
+            if len(self._targets) >= TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[topic] = targets
         if not targets:
             return
         body = encode_message(message)
@@ -319,6 +327,7 @@ class BusFabric:
         announced = payload.decode()
         filter, key = _interest_entry(sender, announced)
         self.interest.remove(filter, key)
+        self._targets.clear()
         group, _ = parse_shared(announced)
         if group is not None:
             self.shared.remove(group, filter, sender)
@@ -326,6 +335,7 @@ class BusFabric:
     def _add_interest(self, node: str, announced: str) -> None:
         filter, key = _interest_entry(node, announced)
         self.interest.add(filter, key, None)
+        self._targets.clear()
         self._interest_keys.setdefault(node, set()).add(key)
         group, _ = parse_shared(announced)
         if group is not None:
@@ -401,6 +411,7 @@ class BusFabric:
 
     def _on_peer_left(self, node: str) -> None:
         dropped = sum(len(self.interest.remove_key(key)) for key in self._interest_keys.pop(node, ()))
+        self._targets.clear()
         self.shared.remove_node(node)
         log.info("%s left the bus; %d interest entries dropped", node, dropped)
         waiter = self._snapshots.get(node)

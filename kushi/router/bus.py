@@ -4,8 +4,8 @@ Every node (a worker, or the supervisor) owns three sockets, all created in
 the process that uses them (ZeroMQ contexts are not fork-safe):
 
 - a PUB socket bound at ``ipc://RUNTIME/NAME.pub``; the SUB socket of every
-  other node connects to it. A frame list is ``[recipient prefix, msgpack
-  header, payload, payload, ...]``. The prefix is the recipient's node name
+  other node connects to it. A message is ``[recipient prefix, msgpack
+  header, msgpack array of payloads]``. The prefix is the recipient's node name
   (``b"w1\\x00"``) or the broadcast prefix ``b"*\\x00"``, never an MQTT topic:
   ZeroMQ filters subscriptions by byte prefix, so "w1" must not match "w10",
   hence the terminating NUL.
@@ -15,8 +15,11 @@ the process that uses them (ZeroMQ contexts are not fork-safe):
   (join, snapshots, session takeover), because PUB/SUB can drop.
 
 Batching: ``send``/``broadcast`` only queue an item; one flush per loop
-iteration sends everything queued for one recipient as ONE ZeroMQ message
-whose header lists the kinds of its items: ``[sender, epoch, seq, [kind...]]``.
+iteration sends everything queued for one recipient as ONE ZeroMQ message of
+three frames: the prefix, the header ``[sender, epoch, seq, [kind...]]`` and
+the payloads as one msgpack array (a frame per payload costs a pyzmq send
+call per item: measured here, 14 us against 11 us of CPU per forwarded
+message, both ends together).
 
 Loss detection: each batch carries a sequence number per (sender, recipient
 prefix). A receiver that sees a number jump counts the gap (``stats.gaps``).
@@ -249,7 +252,7 @@ class Bus:
             seq = self._sent_seq.get(prefix, 0) + 1
             self._sent_seq[prefix] = seq
             header = msgpack.packb((self.name, self.epoch, seq, outbox.kinds))
-            self._pub.send_multipart([prefix, header, *outbox.payloads])
+            self._pub.send_multipart([prefix, header, msgpack.packb(outbox.payloads)])
             self.stats.batches_sent += 1
             self.stats.items_sent += len(outbox.kinds)
 
@@ -259,11 +262,12 @@ class Bus:
         counters = (self.epoch, self._sent_seq.get(prefix_of(BROADCAST), 0),
                     self._sent_seq.get(prefix_of(recipient), 0))
         header = msgpack.packb((self.name, self.epoch, 0, [kind]))
-        self._pub.send_multipart([prefix_of(recipient), header, msgpack.packb(counters)])
+        self._pub.send_multipart([prefix_of(recipient), header, msgpack.packb([msgpack.packb(counters)])])
 
     def _on_sub_frames(self, frames: list[bytes]) -> None:
-        prefix, header, *payloads = frames
+        prefix, header, packed = frames
         sender, epoch, seq, kinds = msgpack.unpackb(header)
+        payloads = msgpack.unpackb(packed)
         if sender == self.name:
             return
         if seq == 0:
