@@ -19,7 +19,7 @@ import msgpack
 from ..protocol.packets import Publish
 from ..router.bus import Bus
 from .directory import SessionDirectory
-from .fabric import CLAIM, RELEASE, WILL_CLEARED
+from .session_link import CLAIM, RELEASE, WILL_CLEARED
 from .wire import decode_message
 
 log = logging.getLogger("kushi.cluster")

@@ -46,7 +46,7 @@ class HandOver:
         self.fabric = fabric
         self.server = server
         self._forwarders: dict[str, tuple[list[tuple[str, str]], asyncio.TimerHandle]] = {}
-        fabric.on_handover_done = self.handover_done
+        fabric.sessions.on_handover_done = self.handover_done
 
     # ---- the worker that gave the session up -------------------------------------------
 
@@ -71,7 +71,7 @@ class HandOver:
         qos = min(entry.qos, message.qos)
         retain = message.retain and entry.retain_as_published
         identifiers = (entry.identifier,) if entry.identifier else ()
-        self.fabric.forward_to_client(new_node, client_id, qos, retain, identifiers, message)
+        self.fabric.sessions.forward_to_client(new_node, client_id, qos, retain, identifiers, message)
 
     async def handover_done(self, client_id: str) -> None:
         """The new holder is known everywhere: drain what is on its way to us, then stop forwarding."""

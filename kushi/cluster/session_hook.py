@@ -40,15 +40,15 @@ class ClusterSessionHook(Hook):
     async def on_connect_authenticate(self, client: Any, packet: Connect) -> bool:
         """Claim the client id; bring the session here if another worker held it."""
         client_id = client.client_id
-        taken = await self.fabric.claim_session(client_id, packet.clean_start, packet.will,
+        taken = await self.fabric.sessions.claim(client_id, packet.clean_start, packet.will,
                                                 self._session_expiry(packet))
         if taken is None:
             return True
         if not packet.clean_start:
             self.server.broker.import_session(taken.session)
-            self.fabric.deliver_early(client_id)
+            self.fabric.sessions.deliver_early(client_id)
             await self.fabric.barrier()
-        self.fabric.handover_done(taken.node, client_id)
+        self.fabric.sessions.handover_done(taken.node, client_id)
         return True
 
     def _session_expiry(self, packet: Connect) -> int:
@@ -62,13 +62,13 @@ class ClusterSessionHook(Hook):
     def on_disconnect(self, client: Any, error: BaseException | None, expire: bool) -> None:
         session = getattr(client, "session", None)
         if session is None or session.will is None:   # sent already, or dropped by a DISCONNECT
-            self.fabric.will_cleared(client.client_id)
+            self.fabric.sessions.will_cleared(client.client_id)
         if expire:
-            self.fabric.session_ended(client.client_id)
+            self.fabric.sessions.session_ended(client.client_id)
 
     def on_will_sent(self, client: Any, packet: Any) -> None:
         if getattr(client, "client_id", ""):
-            self.fabric.will_cleared(client.client_id)
+            self.fabric.sessions.will_cleared(client.client_id)
 
     def on_client_expired(self, client_id: str) -> None:
-        self.fabric.session_ended(client_id)
+        self.fabric.sessions.session_ended(client_id)

@@ -72,15 +72,15 @@ def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> Non
         DirectoryNode(sup_bus, lambda message: None)
         _, w1, sink1 = await cluster.add("w1", 1)
         _, w2, sink2 = await cluster.add("w2", 2)
-        assert await w1.claim_session("c1", clean_start=False) is None   # nobody held it
+        assert await w1.sessions.claim("c1", clean_start=False) is None   # nobody held it
         sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
-        taken = await w2.claim_session("c1", clean_start=False)
+        taken = await w2.sessions.claim("c1", clean_start=False)
         assert sink1.exported == ["c1"] and "c1" not in sink1.sessions
         assert taken is not None and taken.node == "w1"
         moved = taken.session
         assert moved is not None and set(moved.subscriptions) == {"a/#", "$share/g/b"}
         assert set(moved.inflight) == {5, 6} and len(moved.queue) == 1
-        assert await w2.claim_session("c1", clean_start=False) is None   # already here: no takeover
+        assert await w2.sessions.claim("c1", clean_start=False) is None   # already here: no takeover
         assert sink2.exported == []
     run(scenario)
 
@@ -93,17 +93,17 @@ def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> N
         DirectoryNode(sup_bus, published.append)
         _, w1, _ = await cluster.add("w1", 1)
         _, w2, _ = await cluster.add("w2", 2)
-        await w1.claim_session("now", False, Will("will/now", b"a"), session_expiry=0)
+        await w1.sessions.claim("now", False, Will("will/now", b"a"), session_expiry=0)
         delayed = Properties(will_delay_interval=1)
-        await w1.claim_session("later", False, Will("will/later", b"b", properties=delayed), 60)
-        await w1.claim_session("back", False, Will("will/back", b"c", properties=delayed), 60)
-        await w1.claim_session("clean", False, Will("will/clean", b"d"), 60)
-        w1.will_cleared("clean")    # e.g. a normal DISCONNECT: no will
+        await w1.sessions.claim("later", False, Will("will/later", b"b", properties=delayed), 60)
+        await w1.sessions.claim("back", False, Will("will/back", b"c", properties=delayed), 60)
+        await w1.sessions.claim("clean", False, Will("will/clean", b"d"), 60)
+        w1.sessions.will_cleared("clean")    # e.g. a normal DISCONNECT: no will
         await asyncio.wait_for(w1.barrier(), DEADLINE)
         sup_bus.forget("w1")        # the supervisor saw w1's process die
         await until(lambda: len(published) == 1)
         assert published[0].topic == "will/now"
-        await w2.claim_session("back", clean_start=False)   # "back" reconnects within its will delay
+        await w2.sessions.claim("back", clean_start=False)   # "back" reconnects within its will delay
         await until(lambda: len(published) == 2)             # "later" is due after its 1 s delay
         assert [m.topic for m in published] == ["will/now", "will/later"]
     run(scenario)
