@@ -184,3 +184,28 @@ def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
         cluster.wait_for_line(rf"worker {victim_worker} ready", start=mark)
         again, _ = raw_client_on(cluster, lambda w: True)
         again.connect_ok("victim-sub")
+
+
+def test_a_restarted_worker_serves_the_retained_messages_set_before_it_started() -> None:
+    """[invariant 3, 5] A worker restarted after kill -9 takes a snapshot before it serves."""
+    with running_cluster(2) as cluster:
+        publisher, pub_worker = raw_client_on(cluster, lambda w: True)
+        publisher.connect_ok("retainer")
+        for index in range(5):
+            publisher.send(Publish(f"kept/{index}", f"v{index}".encode(), qos=1, retain=True,
+                                   packet_id=index + 1))
+            assert isinstance(publisher.recv_packet(), Puback)
+        other = 1 - pub_worker
+        mark = len(cluster.lines)
+        os.kill(cluster.worker_pids()[other], signal.SIGKILL)
+        cluster.wait_for_line(rf"worker {other} ready", start=mark)
+        subscriber, _ = raw_client_on(cluster, lambda w: w == other)
+        subscriber.connect_ok("late-reader")
+        subscriber.send(Subscribe(1, (Subscription("kept/#", qos=1),)))
+        assert isinstance(subscriber.recv_packet(), Suback)
+        got = set()
+        for _ in range(5):
+            packet = subscriber.recv_packet(timeout=5)
+            assert isinstance(packet, Publish) and packet.retain
+            got.add((packet.topic, bytes(packet.payload)))
+        assert got == {(f"kept/{i}", f"v{i}".encode()) for i in range(5)}
