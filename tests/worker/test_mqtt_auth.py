@@ -7,6 +7,8 @@ answers AUTH 0x18 with b"challenge", the client must answer AUTH 0x18 b"response
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kushi.hooks.base import Hook
@@ -15,6 +17,7 @@ from kushi.protocol.packets import Auth, Connack, Connect, Pingreq, Pingresp, Pu
 from kushi.protocol.properties import Properties
 
 METHOD = "challenge-response"
+AUTH_REASON_CODES = {0x00, 0x18, 0x19}  # MQTT 5 section 3.15.2.1
 
 
 class ChallengeResponse(Hook):
@@ -98,7 +101,8 @@ def test_reauthentication_with_another_method_fails(auth_broker, raw):
 
 def test_reauthentication_with_same_method_continues(auth_broker, raw):
     """[MQTT-4.12.0-2] re-authentication with the connection's method runs the same exchange
-    and the connection goes on."""
+    and the connection goes on; [MQTT-3.15.2-1] the server's AUTH packets carry only defined
+    reason codes (0x00, 0x18, 0x19)."""
     client, _ = start_challenge(raw, auth_broker, "again")
     client.send(Auth(0x18, auth_props(b"response")))
     assert client.recv_packet().reason_code == 0
@@ -108,6 +112,7 @@ def test_reauthentication_with_same_method_continues(auth_broker, raw):
     client.send(Auth(0x18, auth_props(b"response")))
     done = client.recv_packet()
     assert isinstance(done, Auth) and done.reason_code == 0x00
+    assert {challenge.reason_code, done.reason_code} <= AUTH_REASON_CODES
     client.send(Pingreq())
     assert isinstance(client.recv_packet(), Pingresp)
 
@@ -128,3 +133,35 @@ def test_refused_connack_fits_client_maximum_packet_size(broker, raw):
         authentication_method="unknown", maximum_packet_size=12)))
     connack = client.expect_connack_refusal(0x8C)
     assert len(encode(connack, 5)) <= 12
+
+
+class VerboseChallengeResponse(ChallengeResponse):
+    """The same exchange, with a long Reason String and User Property on its challenge."""
+
+    id = "verbose-challenge-response"
+
+    def on_auth_packet(self, client, packet):
+        result = super().on_auth_packet(client, packet)
+        if isinstance(result, Auth):
+            return Auth(result.reason_code, replace(
+                result.properties, reason_string="because " + "r" * 100, user_properties=(("k", "v" * 100),)))
+        return result
+
+
+@pytest.mark.parametrize("maximum_packet_size", [None, 64], ids=["control-no-limit", "limit-64"])
+def test_auth_drops_reason_string_rather_than_exceed_maximum_packet_size(make_broker, raw,
+                                                                          maximum_packet_size):
+    """[MQTT-3.15.2-2] [MQTT-3.15.2-3] a server AUTH omits its Reason String and User Properties
+    when they would push it past the client's Maximum Packet Size (64 bytes: the bare challenge
+    fits, the decorated one does not). Control: without a limit the client gets them."""
+    broker = make_broker(hooks=[VerboseChallengeResponse()])
+    client = raw(broker, 5)
+    client.send(Connect(client_id="limited", properties=Properties(
+        authentication_method=METHOD, authentication_data=b"hello", maximum_packet_size=maximum_packet_size)))
+    challenge = client.recv_packet()
+    assert isinstance(challenge, Auth) and challenge.properties.authentication_data == b"challenge"
+    if maximum_packet_size is None:
+        assert challenge.properties.reason_string is not None, "control: the hook's Reason String is gone"
+    else:
+        assert len(encode(challenge, 5)) <= maximum_packet_size, len(encode(challenge, 5))
+        assert challenge.properties.reason_string is None and challenge.properties.user_properties == ()

@@ -13,6 +13,7 @@ defensible codes and says why.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 
@@ -20,9 +21,9 @@ import pytest
 from support.rawclient import connect_body, frame, mqtt_string, varint
 from support.waiting import wait_until
 
+from kushi.hooks.base import Hook
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
-    Connect,
     Publish,
     Pubrec,
     Subscribe,
@@ -96,39 +97,39 @@ MISPLACED_PROPERTY_CODES = {0x81, 0x82}    # 2.2.2.2: not valid for the packet t
 AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int, ...]]] = [
     ("remaining_length_5_bytes-MQTT-1.5.5-1",
      lambda v: b"\x30\xff\xff\xff\xff\x01", 0x81, (4, 5)),
-    ("publish_qos_3-MQTT-3.3.1-4",
+    ("publish_qos_3-MQTT-3.3.1-4-311-MQTT-3.3.1-4",
      lambda v: publish_bytes(v, qos=3, packet_id=1), 0x81, (4, 5)),
-    ("wildcard_plus_in_topic_name-MQTT-3.3.2-2-MQTT-4.7.0-1",
+    ("wildcard_plus_in_topic_name-MQTT-3.3.2-2-MQTT-4.7.0-1-311-MQTT-4.7.1-1",
      lambda v: publish_bytes(v, "a/+/c"), WILDCARD_TOPIC_CODES, (4, 5)),
-    ("wildcard_hash_in_topic_name-MQTT-3.3.2-2",
+    ("wildcard_hash_in_topic_name-MQTT-3.3.2-2-311-MQTT-4.7.1-1",
      lambda v: publish_bytes(v, "a/#"), WILDCARD_TOPIC_CODES, (4, 5)),
     ("empty_topic_without_alias-MQTT-4.7.3-1",
      lambda v: publish_bytes(v, ""), 0x82, (4, 5)),
     ("publish_packet_id_0-MQTT-2.2.1-3-MQTT-2.3.1-1",
      lambda v: publish_bytes(v, "t", qos=1, packet_id=0), PACKET_ID_ZERO_CODES, (4, 5)),
-    ("topic_invalid_utf8-MQTT-1.5.4-1-MQTT-3.3.2-1",
+    ("topic_invalid_utf8-MQTT-1.5.4-1-MQTT-3.3.2-1-311-MQTT-1.5.3-1",
      lambda v: publish_bytes(v, b"t/\xff\xfe"), 0x81, (4, 5)),
-    ("topic_utf16_surrogate-MQTT-1.5.4-1",
+    ("topic_utf16_surrogate-MQTT-1.5.4-1-311-MQTT-1.5.3-1",
      lambda v: publish_bytes(v, b"t/\xed\xa0\x80"), 0x81, (4, 5)),
-    ("topic_with_u0000-MQTT-1.5.4-2-MQTT-4.7.3-2",
+    ("topic_with_u0000-MQTT-1.5.4-2-MQTT-4.7.3-2-311-MQTT-1.5.3-2",
      lambda v: publish_bytes(v, b"t/\x00"), 0x81, (4, 5)),
-    ("subscribe_without_filters-MQTT-3.8.3-2",
+    ("subscribe_without_filters-MQTT-3.8.3-2-311-MQTT-3.8.3-3",
      lambda v: subscribe_bytes(v, b""), 0x82, (4, 5)),
-    ("subscribe_reserved_fixed_flags-MQTT-3.8.1-1",
+    ("subscribe_reserved_fixed_flags-MQTT-3.8.1-1-311-MQTT-2.2.2-2",
      lambda v: subscribe_bytes(v, mqtt_string("t") + b"\x00", first_byte=0x80), 0x81, (4, 5)),
-    ("subscribe_reserved_option_bits-MQTT-3.8.3-5",
+    ("subscribe_reserved_option_bits-MQTT-3.8.3-5-311-MQTT-3-8.3-4",
      lambda v: subscribe_bytes(v, mqtt_string("t") + b"\xc0"), 0x81, (4, 5)),
     ("subscribe_qos_3-MQTT-3-8.3-4",  # v5 3.8.3.1 calls it a Protocol Error, 3.1.1 malformed
      lambda v: subscribe_bytes(v, mqtt_string("t") + b"\x03"), {0x81, 0x82}, (4, 5)),
-    ("subscribe_filter_invalid_utf8-MQTT-3.8.3-1",
+    ("subscribe_filter_invalid_utf8-MQTT-3.8.3-1-311-MQTT-1.5.3-1",
      lambda v: subscribe_bytes(v, mqtt_string(b"t/\xc3") + b"\x00"), 0x81, (4, 5)),
-    ("unsubscribe_without_filters-MQTT-3.10.3-2",
+    ("unsubscribe_without_filters-MQTT-3.10.3-2-311-MQTT-3.10.3-2",
      lambda v: unsubscribe_bytes(v, b""), 0x82, (4, 5)),
-    ("unsubscribe_reserved_fixed_flags-MQTT-3.10.1-1",
+    ("unsubscribe_reserved_fixed_flags-MQTT-3.10.1-1-311-MQTT-2.2.2-2",
      lambda v: unsubscribe_bytes(v, mqtt_string("t"), first_byte=0xA0), 0x81, (4, 5)),
-    ("pubrel_reserved_fixed_flags-MQTT-3.6.1-1",
+    ("pubrel_reserved_fixed_flags-MQTT-3.6.1-1-311-MQTT-2.2.2-2",
      lambda v: frame(0x60, b"\x00\x01"), 0x81, (4, 5)),
-    ("disconnect_reserved_flags-MQTT-3.14.1-1",
+    ("disconnect_reserved_flags-MQTT-3.14.1-1-311-MQTT-3.14.1-1",
      lambda v: frame(0xE1, b""), 0x81, (4, 5)),
     ("reserved_packet_type_0-MQTT-2.1.3-1",
      lambda v: frame(0x00, b""), {0x81, 0x82}, (4, 5)),
@@ -136,11 +137,11 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
      lambda v: frame(0x10, connect_body("again", v)), 0x82, (4, 5)),
     ("topic_alias_0-MQTT-3.3.2-8",
      lambda v: publish_bytes(v, "t", properties=TOPIC_ALIAS_0), 0x94, (5,)),
-    ("duplicate_property-MQTT-2.2.2",
+    ("duplicate_property-section-2.2.2.2",
      lambda v: publish_bytes(v, "t", properties=PAYLOAD_FORMAT + PAYLOAD_FORMAT), 0x82, (5,)),
     ("subscription_identifier_in_publish-MQTT-3.3.4-6",
      lambda v: publish_bytes(v, "t", properties=SUBSCRIPTION_ID), 0x82, (5,)),
-    ("property_not_allowed_on_publish-MQTT-2.2.2",
+    ("property_not_allowed_on_publish-section-2.2.2.2",
      lambda v: publish_bytes(v, "t", properties=SESSION_EXPIRY), MISPLACED_PROPERTY_CODES, (5,)),
     ("response_topic_with_wildcard-MQTT-3.3.2-14",
      lambda v: publish_bytes(v, "t", properties=b"\x08" + mqtt_string("reply/#")), {0x82, 0x81, 0x90}, (5,)),
@@ -148,7 +149,7 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
      lambda v: publish_bytes(v, "t", properties=b"\x08" + mqtt_string(b"r\xff")), 0x81, (5,)),
     ("content_type_invalid_utf8-MQTT-3.3.2-19",
      lambda v: publish_bytes(v, "t", properties=b"\x03" + mqtt_string(b"c\xc0\x80")), 0x81, (5,)),
-    ("unsubscribe_filter_invalid_utf8-MQTT-3.10.3-1",
+    ("unsubscribe_filter_invalid_utf8-MQTT-3.10.3-1-311-MQTT-1.5.3-1",
      lambda v: unsubscribe_bytes(v, mqtt_string(b"t/\xff")), 0x81, (4, 5)),
     ("auth_reserved_flags-MQTT-3.15.1-1",  # also an AUTH without a method: Protocol Error
      lambda v: frame(0xF1, b"\x00"), {0x81, 0x82}, (5,)),
@@ -159,19 +160,28 @@ AFTER_CONNECT: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int
 
 
 def expand(table) -> list:
-    """One pytest case per (row, protocol version) of a table of bad inputs."""
+    """One pytest case per (row, protocol version) of a table of bad inputs.
+
+    A row's name cites the v5 statement as ``MQTT-x`` and the 3.1.1 one as
+    ``311-MQTT-y``; the 3.1.1 citation stays out of the v5 case's id.
+    """
     return [
-        pytest.param(build, codes, version, id=f"{name}-v{version}")
+        pytest.param(build, codes, version, id=f"{case_name(name, version)}-v{version}")
         for name, build, codes, versions in table
         for version in versions
     ]
 
 
+def case_name(name: str, version: int) -> str:
+    """The row name as one version's case shows it."""
+    return re.sub(r"-311-MQTT-[0-9][0-9.\-]*[0-9]", "", name) if version == 5 else name
+
+
 @pytest.mark.parametrize("build, codes, version", expand(AFTER_CONNECT))
 def test_bad_packet_after_connect(broker, raw, bystander, build, codes, version):
-    """A bad packet after a good CONNECT: v5 DISCONNECT with the spec's code then close
-    ([MQTT-4.13.1-1] [MQTT-4.13.2-1]); 3.1.1: closed with nothing sent (3.1.1 [MQTT-4.8.0-1]
-    [MQTT-2.2.2-2] [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-3.14.1-1]). Others go on."""
+    """A bad packet after a good CONNECT: v5 DISCONNECT with the spec's code, then close and
+    nothing after it ([MQTT-4.13.1-1] [MQTT-4.13.2-1] [MQTT-3.14.4-1] [MQTT-3.14.4-2]); 3.1.1:
+    closed with nothing sent (3.1.1 [MQTT-4.8.0-1] [MQTT-2.2.2-1]). Others go on."""
     client = raw(broker, version)
     client.connect_ok(f"bad-{version}")
     client.send(build(version))
@@ -220,7 +230,7 @@ BAD_CONNECTS: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int,
     ("username_invalid_utf8-MQTT-3.1.3-12",
      lambda v: frame(0x10, connect_body("un8", v, flags=0x02 | 0x80, payload_tail=mqtt_string(b"u\xff"))),
      0x81, (4, 5)),
-    ("duplicate_connect_property-MQTT-2.2.2",
+    ("duplicate_connect_property-section-2.2.2.2",
      lambda v: frame(0x10, connect_body("dup", v, properties=SESSION_EXPIRY + SESSION_EXPIRY)), 0x82, (5,)),
     ("password_without_username_311-MQTT-3.1.2-22",
      lambda v: frame(0x10, connect_body("pwonly", v, flags=0x02 | 0x40, payload_tail=mqtt_string("pw"))),
@@ -231,7 +241,8 @@ BAD_CONNECTS: list[tuple[str, Callable[[int], bytes], int | set[int], tuple[int,
 @pytest.mark.parametrize("build, codes, version", expand(BAD_CONNECTS))
 def test_bad_connect(broker, raw, bystander, build, codes, version):
     """A malformed CONNECT: v5 CONNACK >= 0x80 with the spec's code, then close ([MQTT-3.1.4-1]
-    [MQTT-3.2.2-7]); 3.1.1: closed without any CONNACK (3.1.1 [MQTT-3.1.4-1]). Others go on."""
+    [MQTT-3.2.2-7]); 3.1.1: closed without any CONNACK, no return code fits a malformed CONNECT
+    (3.1.1 [MQTT-3.1.4-1] [MQTT-3.2.2-6]). Others go on."""
     client = raw(broker, version)
     client.send(build(version))
     if version == 5:
@@ -419,3 +430,32 @@ def _drain_until(client, topic: str) -> bool:
             return False
         if message.topic == topic:
             return True
+
+
+class FailsOnBoom(Hook):
+    """A hook with a bug: it raises on the payload b"boom"."""
+
+    id = "fails-on-boom"
+
+    def on_publish(self, client, packet):
+        if bytes(packet.payload) == b"boom":
+            raise RuntimeError("hook bug")
+        return packet
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_failing_hook_closes_only_that_connection(make_broker, raw, paho, version):
+    """3.1.1 [MQTT-4.8.0-2] an error while processing an inbound packet (here a hook raising)
+    closes that connection: v5 with DISCONNECT 0x83 (Implementation specific error; 0x80 also
+    fits), 3.1.1 with nothing sent. The worker goes on, the same hook still serves others."""
+    broker = make_broker(hooks=[FailsOnBoom()])
+    witness = Bystander(paho, broker)
+    client = raw(broker, version)
+    client.connect_ok(f"boom-{version}")
+    client.send(Publish("t", b"boom", qos=1, packet_id=1))
+    if version == 5:
+        client.expect_disconnect({0x83, 0x80})
+    else:
+        assert client.expect_closed(), "3.1.1: the connection must be closed"
+        assert client.received_before_close == [], "3.1.1: no PUBACK for a message that failed"
+    witness.assert_still_served()

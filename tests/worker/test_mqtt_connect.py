@@ -11,6 +11,7 @@ import pytest
 from support.paho import connect_properties
 from support.rawclient import frame
 
+from kushi.hooks.base import Hook
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
     Auth,
@@ -30,6 +31,18 @@ from kushi.protocol.properties import Properties
 
 V3_AND_V5 = pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
 ALL_VERSIONS = pytest.mark.parametrize("version", [3, 4, 5], ids=["v31", "v311", "v5"])
+
+
+def expect_refusal(client, version: int, v5_codes: set[int], v311_return_codes: set[int]) -> None:
+    """A refusing CONNACK, Session Present 0, then the close with nothing after it. For 3.1.1 the
+    return code is read from the wire (the decoder reports 3.1.1 codes as their v5 equivalents)."""
+    if version == 5:
+        client.expect_connack_refusal(v5_codes)
+        return
+    answer = client.recv_bytes(4)
+    assert answer[:3] == b"\x20\x02\x00" and answer[3] in v311_return_codes, answer
+    assert client.expect_closed(), "3.1.1 [MQTT-3.2.2-5] not closed after a refusing CONNACK"
+    assert client.received_before_close == [], f"sent after refusing: {client.received_before_close!r}"
 
 
 @ALL_VERSIONS
@@ -54,7 +67,8 @@ def test_connack_flags_byte_has_reserved_bits_zero(broker, raw, version):
 @V3_AND_V5
 def test_session_present_after_reconnect_without_clean_start(broker, paho, version):
     """[MQTT-3.2.2-3] [MQTT-3.1.2-5] [MQTT-3.1.3-2] Clean Start 0 with a session stored for the
-    ClientID: Session Present 1."""
+    ClientID: Session Present 1; [MQTT-3.1.2-6] Clean Start 0 without one creates it (Session
+    Present 0 the first time, 1 the second)."""
     props = connect_properties(SessionExpiryInterval=60) if version == 5 else None
     first = paho(broker, "keeper", version, clean=False)
     flags, _, _ = first.connect(properties=props)
@@ -68,7 +82,8 @@ def test_session_present_after_reconnect_without_clean_start(broker, paho, versi
 @V3_AND_V5
 def test_clean_start_discards_existing_session(broker, paho, version):
     """[MQTT-3.1.2-4] [MQTT-3.1.4-4] [MQTT-3.2.2-2] Clean Start 1 throws the old session away:
-    Session Present 0."""
+    Session Present 0. (3.1.1 [MQTT-3.1.2-6]) a CleanSession 1 session ends with its connection
+    and is never resumed."""
     props = connect_properties(SessionExpiryInterval=60) if version == 5 else None
     first = paho(broker, "cleaner", version, clean=False)
     first.connect(properties=props)
@@ -78,10 +93,9 @@ def test_clean_start_discards_existing_session(broker, paho, version):
     assert flags.session_present is False
     fresh.disconnect()
     # The clean connection's session replaced the old one; with expiry it now exists.
-    if version == 5:
-        again = paho(broker, "cleaner", version, clean=False)
-        flags, _, _ = again.connect(properties=props)
-        assert flags.session_present is True
+    again = paho(broker, "cleaner", version, clean=False)
+    flags, _, _ = again.connect(properties=props)
+    assert flags.session_present is (version == 5), "v5: kept for its expiry; 3.1.1: never reused"
 
 
 def test_v5_session_ends_with_connection_when_expiry_is_zero(broker, paho):
@@ -149,20 +163,22 @@ def test_empty_client_id_311_clean_session_accepted(broker, raw):
 
 
 def test_empty_client_id_311_without_clean_session_refused(broker, raw):
-    """3.1.1 [MQTT-3.1.3-8] [MQTT-3.2.2-4] [MQTT-3.2.2-5] zero-length ClientId with CleanSession 0:
-    CONNACK 0x02 with Session Present 0, then close."""
+    """3.1.1 [MQTT-3.1.3-8] [MQTT-3.1.3-7] [MQTT-3.1.3-9] [MQTT-3.2.2-4] [MQTT-3.2.2-5] zero-length
+    ClientId with CleanSession 0 is rejected: CONNACK 0x02 with Session Present 0, then close."""
     client = raw(broker, 4)
     client.send(encode(Connect(protocol_version=4, client_id="", clean_start=False), 4))
     assert client.recv_bytes(4) == b"\x20\x02\x00\x02"
     assert client.expect_closed()
 
 
-def test_empty_client_id_refused_when_not_allowed(make_broker, raw):
-    """[MQTT-3.1.3-8] refusing a ClientID: CONNACK 0x85 and close."""
+@V3_AND_V5
+def test_empty_client_id_refused_when_not_allowed(make_broker, raw, version):
+    """[MQTT-3.1.3-8] (3.1.1 [MQTT-3.1.3-9]) refusing a ClientID: CONNACK 0x85 (3.1.1: return
+    code 0x02, mandatory) and close."""
     broker = make_broker(allow_empty_client_id=False)
-    client = raw(broker, 5)
-    client.send(Connect(client_id=""))
-    client.expect_connack_refusal(0x85)
+    client = raw(broker, version)
+    client.send(Connect(protocol_version=version, client_id="", clean_start=True))
+    expect_refusal(client, version, {0x85}, {0x02})
 
 
 def test_23_character_alphanumeric_client_id_accepted(broker, raw):
@@ -228,7 +244,8 @@ def test_v31_protocol_name_mqisdp_accepted(broker, raw):
 @V3_AND_V5
 def test_second_connection_takes_over_client_id(broker, raw, version):
     """[MQTT-3.1.4-3] (3.1.1 [MQTT-3.1.4-2]) same ClientID again: the old connection gets
-    DISCONNECT 0x8E (v5) and is closed; the new one works."""
+    DISCONNECT 0x8E (v5) and is closed, with nothing after it ([MQTT-3.14.4-1] [MQTT-3.14.4-2]);
+    the new one works."""
     old = raw(broker, version)
     old.connect_ok("twin")
     new = raw(broker, version)
@@ -313,13 +330,15 @@ def test_nothing_processed_after_refused_connect(broker, raw):
     assert not any(isinstance(p, Suback) for p in client.received_before_close)
 
 
-def test_server_sends_nothing_before_connack(broker, raw, paho):
-    """[MQTT-3.2.0-1] the first packet the server sends is the CONNACK, even when a retained
-    message and a queued message wait for the session."""
+@V3_AND_V5
+def test_server_sends_nothing_before_connack(broker, raw, paho, version):
+    """[MQTT-3.2.0-1] (3.1.1 [MQTT-3.2.0-1]) the first packet the server sends is the CONNACK,
+    even when a retained message and a queued message wait for the session."""
+    keep = {"properties": Properties(session_expiry_interval=60)} if version == 5 else {}
     publisher = paho.connected(broker, "pub", 5)
     publisher.publish("early/retained", b"r", qos=1, retain=True)
-    client = raw(broker, 5)
-    client.connect_ok("early", clean_start=False, properties=Properties(session_expiry_interval=60))
+    client = raw(broker, version)
+    client.connect_ok("early", clean_start=False, **keep)
     client.send(Subscribe(1, (Subscription("early/#", 1),)))
     assert isinstance(client.recv_packet(), Suback)
     retained = client.recv_packet()
@@ -328,8 +347,8 @@ def test_server_sends_nothing_before_connack(broker, raw, paho):
     client.send(Disconnect())
     assert client.expect_closed()
     publisher.publish("early/queued", b"q", qos=1)
-    again = raw(broker, 5)
-    first = again.connect("early", clean_start=False, properties=Properties(session_expiry_interval=60))
+    again = raw(broker, version)
+    first = again.connect("early", clean_start=False, **keep)
     assert isinstance(first, Connack) and first.session_present is True
     queued = again.recv_packet()
     assert isinstance(queued, Publish) and queued.topic == "early/queued"
@@ -405,3 +424,35 @@ def test_keep_alive_counts_from_the_last_packet(broker, raw, version):
         let_time_pass(0.5)
         client.send(Pingreq())
         assert isinstance(client.recv_packet(), Pingresp)
+
+
+class PasswordCheck(Hook):
+    """Accepts a CONNECT only with the password b"right"."""
+
+    id = "password-check"
+
+    def on_connect_authenticate(self, client, packet):
+        return packet.password == b"right"
+
+
+@V3_AND_V5
+def test_failed_authentication_refused_with_session_present_0(make_broker, raw, version):
+    """[MQTT-3.1.4-2] a failed authentication check closes the connection after a CONNACK >= 0x80
+    (0x86/0x87; 3.1.1: 0x04/0x05); [MQTT-3.2.2-6] (3.1.1 [MQTT-3.2.2-4]) with Session Present 0
+    although a session for the ClientID is stored; [MQTT-3.2.2-7] [MQTT-3.1.4-6]
+    (3.1.1 [MQTT-3.2.2-5] [MQTT-3.1.4-5]) closed, and the SUBSCRIBE sent behind the CONNECT is
+    never processed (no SUBACK). Control: the right password resumes the stored session."""
+    broker = make_broker(hooks=[PasswordCheck()])
+    keep = {"properties": Properties(session_expiry_interval=60)} if version == 5 else {}
+    stored = raw(broker, version)
+    stored.connect_ok("held", clean_start=False, username="u", password=b"right", **keep)
+    stored.send(Disconnect())
+    assert stored.expect_closed()
+    intruder = raw(broker, version)
+    intruder.send(encode(Connect(protocol_version=version, client_id="held", clean_start=False,
+                                 username="u", password=b"wrong", **keep), version)
+                  + encode(Subscribe(1, (Subscription("t", 0),)), version))
+    expect_refusal(intruder, version, {0x86, 0x87}, {0x04, 0x05})
+    owner = raw(broker, version)
+    connack = owner.connect_ok("held", clean_start=False, username="u", password=b"right", **keep)
+    assert connack.session_present is True

@@ -126,8 +126,8 @@ def test_qos0_outbound_has_no_packet_id_and_no_dup(broker, raw, paho, version):
 
 @VERSIONS
 def test_qos1_outbound_flow(broker, raw, paho, version):
-    """[MQTT-4.3.2-1] [MQTT-4.3.2-2] [MQTT-2.2.1-4] QoS 1 out: non-zero packet ids, distinct while
-    unacknowledged, QoS 1 and DUP 0 on the first send."""
+    """[MQTT-4.3.2-1] [MQTT-4.3.2-2] [MQTT-2.2.1-4] (3.1.1 [MQTT-2.3.1-4]) QoS 1 out: non-zero
+    packet ids, distinct while unacknowledged, QoS 1 and DUP 0 on the first send."""
     subscriber = raw_subscriber(raw, broker, "q1out", "q1o/t", 1, version)
     publisher = paho.connected(broker, "pub", 5)
     for index in range(3):
@@ -253,7 +253,8 @@ def test_byte_order_mark_kept_in_topic_and_topics_matched_exactly(broker, paho):
 
 @VERSIONS
 def test_messages_from_one_publisher_arrive_in_order(broker, paho, version):
-    """[MQTT-4.6.0-5] [MQTT-4.6.0-6] per publisher, topic and QoS, messages arrive in order."""
+    """[MQTT-4.6.0-5] [MQTT-4.6.0-6] (3.1.1 [MQTT-4.6.0-5] [MQTT-4.6.0-6]) per publisher, topic
+    and QoS, messages arrive in order (every topic is Ordered by default)."""
     subscriber = paho.connected(broker, "sub", version)
     assert subscriber.subscribe("order/#", 1) == [1]
     publisher = paho.connected(broker, "pub", version)

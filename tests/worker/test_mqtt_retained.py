@@ -40,7 +40,7 @@ def test_retained_message_replaced(broker, paho, version):
 
 @VERSIONS
 def test_empty_retained_payload_clears(broker, paho, version):
-    """[MQTT-3.3.1-6] [MQTT-3.3.1-7] (3.1.1 [MQTT-3.3.1-10]) an empty retained payload is delivered
+    """[MQTT-3.3.1-6] [MQTT-3.3.1-7] (3.1.1 [MQTT-3.3.1-10] [MQTT-3.3.1-11]) an empty retained payload is delivered
     to current subscribers and removes the retained message; it is never stored."""
     publisher = paho.connected(broker, "pub", version)
     publisher.publish("clr/t", b"stored", qos=1, retain=True)
@@ -68,6 +68,23 @@ def test_non_retained_publish_leaves_retained_untouched(broker, paho, version):
     subscriber.expect_message("nr/t", b"retained")
     publisher.publish("nr/t", b"marker", qos=1)
     subscriber.expect_message("nr/t", b"marker")
+
+
+def test_retained_qos0_replaces_previous_311(broker, paho):
+    """3.1.1 [MQTT-3.3.1-7] a retained QoS 0 PUBLISH discards the previous retained message (the
+    server may keep the new one or drop it later, but never falls back to the old one)."""
+    publisher = paho.connected(broker, "pub", 4)
+    publisher.publish("r0/t", b"old", qos=1, retain=True)
+    publisher.publish("r0/t", b"new", qos=0, retain=True)
+    publisher.publish("r0/marker", b"sync", qos=1)  # the QoS 0 publish was handled before this
+    subscriber = paho.connected(broker, "sub", 4)
+    assert subscriber.subscribe("r0/t", 0) == [0]
+    assert subscriber.subscribe("r0/end", 0) == [0]
+    publisher.publish("r0/end", b"end", qos=1)
+    payloads = []
+    while (message := subscriber.wait_for_message()).topic != "r0/end":
+        payloads.append(message.payload)
+    assert b"old" not in payloads, payloads
 
 
 def test_retained_delivered_at_granted_qos(broker, paho):

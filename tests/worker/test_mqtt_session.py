@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from support.paho import connect_properties, publish_properties
 from support.rawclient import RawClient
-from support.waiting import let_time_pass
+from support.waiting import let_time_pass, wait_until
 
 from kushi.protocol.packets import (
     Connack,
@@ -62,7 +62,7 @@ def test_subscriptions_survive_reconnect(broker, paho, version):
 
 @VERSIONS
 def test_qos1_and_qos2_messages_queued_while_away(broker, paho, version):
-    """[MQTT-3.1.2-5] (3.1.1) [MQTT-4.5.0-1] [MQTT-4.6.0-5] QoS 1/2 messages for a disconnected
+    """[MQTT-3.1.2-5] (3.1.1 [MQTT-3.1.2-5]) [MQTT-4.5.0-1] [MQTT-4.6.0-5] QoS 1/2 messages for a disconnected
     persistent session are queued and delivered when it comes back, in order per QoS (paho hands
     a QoS 2 message over only at PUBREL, so order across QoS levels is not observable here)."""
     client = persistent(paho, broker, "away", version)
@@ -151,8 +151,9 @@ def test_311_persistent_session_lives_until_clean_session(broker, paho):
 
 @VERSIONS
 def test_unacknowledged_qos1_redelivered_with_dup_on_resume(broker, raw, paho, version):
-    """[MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-4.3.2-3] on resume, an unacknowledged QoS 1 PUBLISH is sent again with
-    its original packet id and DUP 1, after the CONNACK ([MQTT-3.2.0-1])."""
+    """[MQTT-4.4.0-1] (3.1.1 [MQTT-4.4.0-1]) [MQTT-3.3.1-1] [MQTT-4.3.2-3] on resume, an
+    unacknowledged QoS 1 PUBLISH is sent again with its original packet id and DUP 1, after the
+    CONNACK ([MQTT-3.2.0-1])."""
     client, _ = raw_persistent(raw, broker, "forgetful", version)
     client.send(Subscribe(1, (Subscription("re/t", 1),)))
     client.recv_packet()
@@ -170,8 +171,8 @@ def test_unacknowledged_qos1_redelivered_with_dup_on_resume(broker, raw, paho, v
 
 @VERSIONS
 def test_pubrel_resent_on_resume_not_publish(broker, raw, paho, version):
-    """[MQTT-4.4.0-1] [MQTT-4.3.3-6] a QoS 2 delivery that got its PUBREC resumes with PUBREL
-    (same id), never the PUBLISH again."""
+    """[MQTT-4.4.0-1] (3.1.1 [MQTT-4.4.0-1]) [MQTT-4.3.3-6] a QoS 2 delivery that got its PUBREC
+    resumes with PUBREL (same id), never the PUBLISH again."""
     client, _ = raw_persistent(raw, broker, "halfway", version)
     client.send(Subscribe(1, (Subscription("q2/t", 2),)))
     client.recv_packet()
@@ -286,17 +287,20 @@ def test_shared_qos2_delivery_completed_with_same_member(broker, raw, paho):
 
 def test_shared_message_of_ended_session_not_given_to_another_member(broker, raw, paho):
     """[MQTT-4.8.2-5] if the member's session ends before it reconnects, the message it held is
-    not sent to another member. Control: the next message reaches the remaining member."""
+    not sent to another member, although another member is there when the session ends.
+    Control: the next message reaches the remaining member, and nothing came before it."""
     leaving = raw(broker, 5)
     leaving.connect_ok("leaving")  # Session Expiry 0: the session ends with the connection
     leaving.send(Subscribe(1, (Subscription("$share/g/end/t", 2),)))
     leaving.recv_packet()
     publisher = paho.connected(broker, "pub", 5)
-    publisher.publish("end/t", b"held by leaving", qos=2)
+    publisher.publish("end/t", b"held by leaving", qos=2)  # the only member gets it
     assert leaving.recv_packet().payload == b"held by leaving"
-    leaving.close()
     staying = paho.connected(broker, "staying", 5)
     assert staying.subscribe("$share/g/end/t", 2) == [2]
+    leaving.close()  # no PUBREC: the QoS 2 delivery is unfinished when the session ends
+    wait_until(lambda: broker.sync(broker.server.client, "leaving") is None,
+               message="the leaving member's session ending")
     publisher.publish("end/t", b"control", qos=2)
     staying.expect_message("end/t", b"control")
     staying.expect_no_message()

@@ -52,7 +52,8 @@ def test_wildcard_matching(broker, paho, version):
 
 @VERSIONS
 def test_leading_wildcards_do_not_match_dollar_topics(broker, paho, version):
-    """[MQTT-4.7.2-1] filters starting with # or + do not match $-topics; "$x/#" does."""
+    """[MQTT-4.7.2-1] (3.1.1 [MQTT-4.7.2-1]) filters starting with # or + do not match $-topics;
+    "$x/#" does."""
     hash_all = paho.connected(broker, "hash", version)
     assert hash_all.subscribe("#", 0) == [0]
     plus_first = paho.connected(broker, "plus", version)
@@ -71,7 +72,8 @@ def test_leading_wildcards_do_not_match_dollar_topics(broker, paho, version):
 @VERSIONS
 def test_suback_codes_in_filter_order(broker, raw, version):
     """[MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.9.3-1] one SUBACK with
-    the SUBSCRIBE's id and one code per filter in order; an invalid filter gets 0x8F (v5) / 0x80."""
+    the SUBSCRIBE's id and one code per filter in order; an invalid filter gets 0x8F (v5) / 0x80
+    (3.1.1 [MQTT-3.9.3-2]: 0x80 is the only failure code)."""
     client = raw(broker, version)
     client.connect_ok("order")
     client.send(Subscribe(321, (
@@ -120,6 +122,17 @@ def test_unavailable_features_refused_per_filter(make_broker, raw, option, filte
     assert isinstance(answer, Suback) and answer.reason_codes == (code,), answer
 
 
+def test_wildcards_refused_when_unavailable_311(make_broker, raw):
+    """3.1.1 [MQTT-3.8.3-2] a server without wildcard subscriptions rejects filters using them
+    (return code 0x80) and still grants the others."""
+    broker = make_broker(wildcard_subscriptions_available=False)
+    client = raw(broker, 4)
+    client.connect_ok("nowild")
+    client.send(Subscribe(1, (Subscription("w/+", 1), Subscription("w/#", 1), Subscription("w/x", 1))))
+    answer = client.recv_packet()
+    assert isinstance(answer, Suback) and answer.reason_codes == (0x80, 0x80, 1), answer
+
+
 def test_subscribe_granted_qos_capped_by_maximum_qos(make_broker, paho):
     """[MQTT-3.2.2-10] [MQTT-3.8.4-7] with Maximum QoS 1, SUBSCRIBE QoS 2 is accepted and granted 1."""
     broker = make_broker(maximum_qos=1)
@@ -137,7 +150,8 @@ class DenySecrets(Hook):
 
 
 def test_not_authorized_filter_gets_0x87(make_broker, raw):
-    """Issue 2: a filter the ACL refuses gets SUBACK 0x87 (v5), 0x80 (3.1.1); the others are granted."""
+    """Issue 2: a filter the ACL refuses gets SUBACK 0x87 (v5), 0x80 (3.1.1 [MQTT-3.9.3-2]: no
+    other failure code exists); the others are granted."""
     broker = make_broker(hooks=[DenySecrets()])
     v5 = raw(broker, 5)
     v5.connect_ok("acl5")

@@ -38,11 +38,13 @@ def test_will_published_on_abnormal_close(broker, paho, version):
     client.drop()
     message = watch.expect_message("will/dropper", b"lost")
     assert message.qos == 1 and message.retain is False
+    assert broker.sync(broker.server.retained, "will/#") == [], "a Will Retain 0 will was retained"
 
 
 @VERSIONS
 def test_no_will_on_normal_disconnect(broker, paho, version):
-    """[MQTT-3.1.2-10] (3.1.1 [MQTT-3.1.2-10] [MQTT-3.14.4-3]) DISCONNECT (v5: 0x00) deletes the will."""
+    """[MQTT-3.1.2-10] [MQTT-3.14.4-3] (3.1.1 [MQTT-3.1.2-10] [MQTT-3.14.4-3]) DISCONNECT
+    (v5: 0x00) deletes the will."""
     watch = watcher(paho, broker)
     polite = with_will(paho, broker, "polite", version, "will/polite", b"must not appear")
     polite.disconnect()
