@@ -20,6 +20,7 @@ gives it up, see ``kushi.cluster.worker``) and ``Broker.import_session``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..hooks.base import Hook
@@ -44,10 +45,16 @@ class ClusterSessionHook(Hook):
                                                 self._session_expiry(packet))
         if taken is None:
             return True
+        broker = self.server.broker
+        session = taken.session
         if not packet.clean_start:
-            self.server.broker.import_session(taken.session)
+            broker.import_session(session)
             self.fabric.sessions.deliver_early(client_id)
             await self.fabric.barrier()
+        elif session.will is not None and session.will_due_at is not None:
+            # a delayed will was pending and the clean start ends its session: it goes out
+            # now, as it would on one worker [MQTT-3.1.3-9]
+            broker.publish_will(session, broker.server_info, time.monotonic())
         self.fabric.sessions.handover_done(taken.node, client_id)
         return True
 

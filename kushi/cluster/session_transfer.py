@@ -8,7 +8,7 @@ process's monotonic clock has its own origin.
 What moves (``kushi.worker.session.Session``): subscriptions with their
 options, messages in flight (packet id, PUBREL owed or not), queued
 messages, QoS 2 packet ids received and not released, the will with its
-delay, the expiry interval, the client's receive maximum, and the last packet
+delay (and when it is due, if its connection had closed), the expiry interval, the client's receive maximum, and the last packet
 id used (so new ids do not collide with the client's memory of old ones).
 The inline client's callbacks never move: they belong to their process.
 """
@@ -45,6 +45,7 @@ def session_to_wire(session: Session, now: float) -> bytes:
         "inbound_qos2": sorted(session.inbound_qos2),
         "will": None if will is None else encode_message(_will_as_publish(will)),
         "will_delay": session.will_delay,
+        "will_due_in": None if session.will_due_at is None else session.will_due_at - now,
         "disconnected_for": None if session.disconnected_at is None else now - session.disconnected_at,
         "send_quota_limit": session.send_quota_limit,
         "dropped": session.dropped,
@@ -73,6 +74,8 @@ def session_from_wire(body: bytes, now: float) -> Session:
     session.will_delay = state["will_delay"]
     if state["will"] is not None:
         session.will = _publish_as_will(decode_message(state["will"]), session.will_delay)
+    if state["will_due_in"] is not None:   # a delayed will was pending on the old worker
+        session.will_due_at = now + state["will_due_in"]
     disconnected_for = state["disconnected_for"]
     session.disconnected_at = None if disconnected_for is None else now - disconnected_for
     session.send_quota_limit = state["send_quota_limit"]

@@ -32,6 +32,7 @@ def sample_session(now: float) -> Session:
     session.will = Will("will/t", b"bye", 1, True, Properties(will_delay_interval=30, content_type="x"))
     session.will_delay = 30
     session.disconnected_at = now - 4.0
+    session.will_due_at = now + 26.0
     session.send_quota_limit = 20
     session._last_packet_id = 6
     return session
@@ -48,7 +49,7 @@ def test_session_state_survives_the_transfer() -> None:
     assert [(o.message.topic, o.message.properties.message_expiry_interval, o.received_at)
             for o in got.queue] == [("a/3", 60, 49.5)]
     assert got.inbound_qos2 == {3, 9}
-    assert got.will == sent.will and got.will_delay == 30
+    assert got.will == sent.will and got.will_delay == 30 and got.will_due_at == 76.0
     assert (got.expiry_interval, got.disconnected_at, got.send_quota_limit, got._last_packet_id) == \
         (300, 46.0, 20, 6)
 

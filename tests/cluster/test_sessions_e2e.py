@@ -209,3 +209,20 @@ def test_a_restarted_worker_serves_the_retained_messages_set_before_it_started()
             assert isinstance(packet, Publish) and packet.retain
             got.add((packet.topic, bytes(packet.payload)))
         assert got == {(f"kept/{i}", f"v{i}".encode()) for i in range(5)}
+
+
+def test_a_clean_start_on_another_worker_ends_the_old_session_and_sends_its_delayed_will() -> None:
+    """[MQTT-3.1.3-9] A delayed will goes out when its session ends by a clean start elsewhere."""
+    with running_cluster(2) as cluster:
+        watcher, watcher_worker = raw_client_on(cluster, lambda w: True)
+        watcher.connect_ok("delayed-watcher")
+        watcher.send(Subscribe(1, (Subscription("delayed/#", qos=1),)))
+        assert isinstance(watcher.recv_packet(), Suback)
+        first, first_worker = raw_client_on(cluster, lambda w: True)
+        will = Will("delayed/will", b"late", qos=1, properties=Properties(will_delay_interval=300))
+        first.connect_ok("delayer", clean_start=False, will=will, properties=PERSISTENT)
+        first.close()   # no DISCONNECT: the will waits for its 300 s delay
+        second, _ = raw_client_on(cluster, lambda w: w != first_worker)
+        assert not second.connect_ok("delayer", clean_start=True).session_present
+        packet = watcher.recv_packet(timeout=5)
+        assert isinstance(packet, Publish) and bytes(packet.payload) == b"late"
