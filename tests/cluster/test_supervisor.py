@@ -151,3 +151,19 @@ def test_workers_exit_when_the_supervisor_is_killed() -> None:
         assert not listening_inodes(cluster.port)
     finally:
         cluster.stop()
+
+
+def test_sigint_stops_fast() -> None:
+    """SIGINT: the workers exit at once (no grace period) and so does the supervisor, with 0."""
+    cluster = KushiCluster(2)
+    try:
+        cluster.wait_ready()
+        client = RawClient(cluster.host, cluster.port)
+        client.connect_ok("fast")
+        started = time.monotonic()
+        cluster.process.send_signal(signal.SIGINT)
+        assert cluster.process.wait(5) == 0
+        assert time.monotonic() - started < 5
+        assert client.expect_closed(timeout=5)
+    finally:
+        cluster.stop()
