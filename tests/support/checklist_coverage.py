@@ -98,17 +98,17 @@ def docstrings(path: Path) -> dict[str, str]:
 def docstring_citations(text: str) -> list[tuple[str, bool]]:
     """(identifier, marked 3.1.1) for every bracketed identifier in a docstring.
 
-    "3.1.1" marks the identifiers that follow it directly (separated only by blanks);
-    a closing parenthesis or any other word ends the run.
+    "3.1.1" (or "3.1.1:") marks the identifiers after it up to the end of the clause: a closing
+    parenthesis, or a word ending in "." or ";".
     """
     citations = []
     marked = False
-    for token in re.findall(r"3\.1\.1|\[MQTT-[^\]]+\]|\)|[^\s()\[]+|\(", text):
-        if token == "3.1.1":
+    for token in re.findall(r"3\.1\.1:?|\[MQTT-[^\]]+\]|\)|[^\s()\[]+|\(", text):
+        if token.startswith("3.1.1"):
             marked = True
         elif token.startswith("[MQTT-"):
             citations.append((token[1:-1], marked))
-        elif token != "(":
+        elif token == ")" or token.endswith((".", ";")):
             marked = False
     return citations
 

@@ -156,10 +156,16 @@ def test_no_assigned_identifier_when_client_sent_one(broker, raw):
 
 
 def test_empty_client_id_311_clean_session_accepted(broker, raw):
-    """3.1.1 [MQTT-3.1.3-6] zero-length ClientId with CleanSession 1 is accepted (no identifier reported)."""
-    client = raw(broker, 4)
-    connack = client.connect_ok("", clean_start=True)
-    assert connack.session_present is False
+    """3.1.1 [MQTT-3.1.3-6] zero-length ClientId with CleanSession 1 is accepted (no identifier
+    reported), and each such client gets its own id: two of them stay connected side by side
+    (a shared id would make the second take the first over)."""
+    first = raw(broker, 4)
+    assert first.connect_ok("", clean_start=True).session_present is False
+    second = raw(broker, 4)
+    second.connect_ok("", clean_start=True)
+    for client in (first, second):
+        client.send(Pingreq())
+        assert isinstance(client.recv_packet(), Pingresp)
 
 
 def test_empty_client_id_311_without_clean_session_refused(broker, raw):

@@ -6,7 +6,7 @@ and an alias above our maximum are bad input (test_mqtt_bad_input.py).
 
 from __future__ import annotations
 
-from kushi.protocol.packets import Publish, Subscribe, Subscription
+from kushi.protocol.packets import Disconnect, Publish, Subscribe, Subscription
 from kushi.protocol.properties import Properties
 
 # A client may see "no mapping for this alias" called a Protocol Error (3.3.2.3.4) or
@@ -41,13 +41,18 @@ def test_inbound_alias_maps_topic(broker, raw, paho):
 
 
 def test_unknown_alias_with_empty_topic_is_error(broker, raw):
-    """[MQTT-3.3.2-7] aliases live for one connection: an alias set on another connection is
-    unknown here, and using it with an empty topic ends the connection."""
+    """[MQTT-3.3.2-7] aliases live for one network connection, not for the session: the same
+    client, resuming its session on a new connection, cannot use the alias it set before, and
+    using it with an empty topic ends the connection."""
+    keep = Properties(session_expiry_interval=60)
     first = raw(broker, 5)
-    first.connect_ok("first")
-    first.send(Publish("ta/x", b"1", properties=Properties(topic_alias=1)))
+    first.connect_ok("aliaser", clean_start=False, properties=keep)
+    first.send(Publish("ta/x", b"1", qos=1, packet_id=1, properties=Properties(topic_alias=1)))
+    first.recv_packet()  # PUBACK: the alias is set
+    first.send(Disconnect())
+    assert first.expect_closed()
     second = raw(broker, 5)
-    second.connect_ok("second")
+    assert second.connect_ok("aliaser", clean_start=False, properties=keep).session_present is True
     second.send(Publish("", b"2", properties=Properties(topic_alias=1)))
     second.expect_disconnect(UNKNOWN_ALIAS_CODES)
 

@@ -124,6 +124,23 @@ def test_will_published_when_session_ends_before_delay(broker, paho):
     watch.expect_message("will/ending", b"session over", timeout=3.0)
 
 
+def test_will_published_once_then_dropped_from_the_session(broker, paho):
+    """[MQTT-3.1.2-10] a will published at the end of its delay is removed from the session: it is
+    not published again when the session itself ends a second later. Control: a plain message
+    published after the session ended is the next one the watcher gets."""
+    from support.waiting import let_time_pass
+
+    watch = watcher(paho, broker)
+    client = with_will(paho, broker, "once", 5, "will/once", b"only once",
+                       properties=will_properties(WillDelayInterval=1),
+                       connect_props=connect_properties(SessionExpiryInterval=2))
+    client.drop()
+    watch.expect_message("will/once", b"only once", timeout=3.0)
+    let_time_pass(2.1)  # the session ends 2 s after the drop, seen at the next 1 s broker tick
+    paho.connected(broker, "control", 5).publish("will/control", b"after the session", qos=1)
+    watch.expect_message("will/control", b"after the session")
+
+
 @VERSIONS
 def test_will_published_on_keep_alive_timeout(broker, raw, paho, version):
     """[MQTT-3.1.2-22] a keep-alive timeout is a network failure: the will is published."""
