@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
-from .codec import PublishBuilder, decode_at, decode_publish
+from .codec import PubackBuilder, PublishBuilder, decode_at, decode_publish
 from .packets import MQTT_5, Connect, Packet
 from .properties import NO_PROPERTIES
 
@@ -115,8 +115,8 @@ class PacketReader:
 
         The batch form of ``next_packet``, for a connection that handles a whole
         read before writing anything (ARCHITECTURE.md, "The hot path"). A PUBLISH
-        of fewer than 128 bytes with QoS 0 or 1 and no properties is decoded right
-        here, in the loop; anything else goes through the same code as
+        of fewer than 128 bytes with QoS 0 or 1 and no properties, and a PUBACK with
+        reason 0, are decoded right here, in the loop; anything else goes through the same code as
         ``next_packet``, so both give the same packets and raise the same errors.
 
         Before a CONNECT has set the version, at most that one packet is returned:
@@ -160,6 +160,8 @@ class PacketReader:
                     if first_byte >> 4 == 3:
                         raw = data[pos:end]
                         append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
+                    elif first_byte == 0x40 and length == 2:  # PUBACK, reason 0: the QoS 1 hot path
+                        append(PubackBuilder(data[pos + 2] << 8 | data[pos + 3]))
                     else:
                         append(decode_at(first_byte, data, pos + 2, end, version))
                     pos = end

@@ -14,7 +14,7 @@ from packet_strategies import VERSIONS, packets
 
 from kushi.errors import KushiError, MalformedPacket, ProtocolError
 from kushi.protocol.codec import encode
-from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Publish
+from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
 from kushi.protocol.reader import PacketReader
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -139,3 +139,13 @@ def test_an_inline_decoded_publish_is_a_true_frozen_publish_with_its_raw_bytes()
     assert bytes(packet.raw) == encoded
     with pytest.raises(AttributeError):
         packet.topic = "other"  # type: ignore[misc]
+
+
+def test_an_inline_decoded_puback_is_a_true_frozen_puback() -> None:
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(b"\x40\x02\x01\x02" + b"\x40\x02\x00\x00")
+    first, second = reader.read_packets()
+    assert type(first) is Puback and first == Puback(0x102)
+    assert second == Puback(0)  # packet id 0 is the broker's business, as with next_packet
+    with pytest.raises(AttributeError):
+        first.packet_id = 5  # type: ignore[misc]
