@@ -92,6 +92,7 @@ class Broker(Delivery):
         # statistics, plain integers
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.connections_accepted = 0
         self.messages_received = 0
         self.messages_sent = 0
         self.messages_dropped = 0
@@ -100,6 +101,7 @@ class Broker(Delivery):
     # ---- connection lifecycle --------------------------------------------------------
     def connection_opened(self, conn: MQTTConnection) -> None:
         self.open_connections.add(conn)
+        self.connections_accepted += 1
 
     def begin_connect(self, conn: MQTTConnection, packet: Connect, now: float) -> None:
         """Answer a CONNECT: at once when no hook must be awaited, else in a task."""
@@ -702,6 +704,7 @@ class Broker(Delivery):
         return {
             "clients_connected": len(self.connections),
             "connections_open": len(self.open_connections),
+            "connections": self.connections_accepted,
             "sessions": len(self.sessions),
             "subscriptions": len(self.matcher),
             "retained": len(self.retained_store),
