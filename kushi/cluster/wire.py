@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..protocol.codec import decode_at, encode, read_varint
+from ..protocol.codec import decode_publish, encode, read_varint
 from ..protocol.packets import MQTT_5, Publish
+
+QOS_BITS = 0x06   # of a PUBLISH's first byte
 
 
 def encode_message(message: Publish) -> bytes:
@@ -24,8 +26,11 @@ def encode_message(message: Publish) -> bytes:
 
 
 def decode_message(body: bytes) -> Publish:
-    """The message of a bus body (see ``encode_message``)."""
+    """The message of a bus body (see ``encode_message``).
+
+    A QoS 0 message keeps ``body`` as its ``raw`` bytes: an MQTT 5 subscriber
+    can be sent those very bytes, without encoding the message again.
+    """
     _, start = read_varint(body, 1, len(body))
-    message = decode_at(body[0], body, start, len(body), MQTT_5)
-    assert isinstance(message, Publish)
-    return message
+    qos0 = not body[0] & QOS_BITS
+    return decode_publish(body[0], body, start, len(body), MQTT_5, body if qos0 else None)

@@ -26,6 +26,7 @@ The supervisor can also send "retire" over the bus: the worker closes with
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ from typing import Any
 import msgpack
 
 from ..hooks.base import Hook
+from ..protocol.packets import MQTT_5
 from ..router.bus import Bus
 from ..worker.options import Options
 from ..worker.server import Server
@@ -85,10 +87,23 @@ class _ServerSink:
     def __init__(self, server: Server, handover: HandOver) -> None:
         self.server = server
         self.handover = handover
+        self._source_version_known: bool | None = None
 
     def deliver_remote(self, message: Any) -> None:
-        if self.server.broker is not None:
-            self.server.broker.deliver_remote(message)
+        broker = self.server.broker
+        if broker is None:
+            return
+        if self._tells_source_version(broker):
+            broker.deliver_remote(message, source_version=MQTT_5)   # raw v5 bytes reused
+        else:
+            broker.deliver_remote(message)
+
+    def _tells_source_version(self, broker: Any) -> bool:
+        """Does this broker's deliver_remote take the wire version of the message (cached)?"""
+        if self._source_version_known is None:
+            parameters = inspect.signature(broker.deliver_remote).parameters
+            self._source_version_known = "source_version" in parameters
+        return self._source_version_known
 
     def apply_retained(self, message: Any) -> None:
         if self.server.broker is not None:
