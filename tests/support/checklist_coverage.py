@@ -7,7 +7,7 @@ Usage (from the repository root)::
 CHECKLIST defaults to /work/shared/MQTT-CHECKLIST.md. The checklist has two lists
 of identifiers, MQTT 5 and the MQTT 3.1.1 differences; several 3.1.1 identifiers
 reuse a v5 number with another meaning, so a test cites a 3.1.1 statement by
-writing "3.1.1" right before the identifier(s) ("3.1.1 [MQTT-3.1.2-24]" or
+writing "3.1.1" before the identifier(s) in the same clause ("3.1.1 [MQTT-3.1.2-24]",
 "(3.1.1 [MQTT-3.1.2-4])"), or "311-MQTT-..." in a parameter id. Every other
 citation is a v5 one, except that an identifier only the 3.1.1 list has counts
 for 3.1.1 however it is written.
@@ -36,8 +36,12 @@ OUTPUT = ROOT / "docs" / "CONFORMANCE.md"
 V5 = "5"
 V311 = "3.1.1"
 
+SAME_STATEMENT: dict[tuple[str, str], str] = {
+    (V5, "MQTT-4.2.0-1"): "MQTT-4.2-1",  # Appendix B numbers the body's [MQTT-4.2-1] this way
+}
+"""Identifiers that name the same statement as another: they share its tests."""
+
 NOT_TESTABLE: dict[tuple[str, str], str] = {
-    (V5, "MQTT-4.2.0-1"): "the same statement as [MQTT-4.2-1] (Appendix B numbering); see there",
     (V5, "MQTT-6.0.0-3"): "client rule; the server *may* refuse a handshake without \"mqtt\". kushi "
                           "accepts it (a choice, tested in test_listeners.py::test_websocket_subprotocol)",
     (V311, "MQTT-7.0.0-1"): "bridging: kushi never connects out to another server",
@@ -164,8 +168,11 @@ def attribute(statements: list[Statement], node_ids: list[str]) -> list[str]:
                 unknown.add(f"{version} {ident} in {node_id}")
                 continue
             cited[(version, ident)].add(group_name(node_id, from_parameter))
+    for (version, ident), same in SAME_STATEMENT.items():
+        cited[(version, ident)] |= cited[(version, same)]
     for key, names in cited.items():
-        by_key[key].tests = sorted(names)
+        if key in by_key:
+            by_key[key].tests = sorted(names)
     return sorted(unknown)
 
 
@@ -178,11 +185,13 @@ def render(statements: list[Statement]) -> str:
         "(`MQTT-CHECKLIST.md`, every server-side normative statement of MQTT 5.0 and the MQTT 3.1.1",
         "differences) and the tests that cite each identifier in their name, parameter id or docstring.",
         "Regenerate it after adding tests; `--check` fails when a statement has neither a test nor a",
-        "reason. Client-only statements are not in the checklist, so not here.",
+        "reason. Client-only statements are not in the checklist, so not here. The table says which",
+        "test checks a statement, not that it passes today: run `pytest tests/worker -k mqtt` for that.",
         "",
         "Identifiers in the 3.1.1 table are MQTT 3.1.1 identifiers (several reuse a v5 number with",
         "another meaning). A test cites one as `3.1.1 [MQTT-x]`. Tests parametrized over protocol",
         "versions run the same check on each; a `[name-MQTT-x]` suffix is the parameter that cites.",
+        "The WebSocket rules are the same in both versions: they are the v5 [MQTT-6.0.0-*] rows.",
         "",
     ]
     for version, title in ((V5, "MQTT 5.0"), (V311, "MQTT 3.1.1 differences")):
@@ -196,7 +205,7 @@ def render(statements: list[Statement]) -> str:
                 cell = "<br>".join(f"`{name}`" for name in statement.tests)
             else:
                 cell = "not testable: " + NOT_TESTABLE.get((version, statement.ident), "**NO TEST, NO REASON**")
-            text = statement.text.replace("|", "\\|")
+            text = statement.text.removeprefix(f"[{statement.ident}] ").replace("|", "\\|")
             lines.append(f"| {statement.ident} | {text} | {cell} |")
         lines.append("")
     return "\n".join(lines)

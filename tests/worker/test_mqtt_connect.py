@@ -110,9 +110,11 @@ def test_v5_session_ends_with_connection_when_expiry_is_zero(broker, paho):
 
 @V3_AND_V5
 def test_keep_alive_closes_after_one_and_a_half_times(broker, raw, version):
-    """[MQTT-3.1.2-22] (3.1.1 [MQTT-3.1.2-24]) keep alive 1 s, silence: closed after 1.5 s; v5 with DISCONNECT 0x8D."""
+    """[MQTT-3.1.2-22] (3.1.1 [MQTT-3.1.2-24]) keep alive 1 s, silence: closed after 1.5 s; v5 with
+    DISCONNECT 0x8D. [MQTT-3.2.2-22] no Server Keep Alive was sent, so the client's value holds."""
     client = raw(broker, version)
-    client.connect_ok("sleepy", keep_alive=1)
+    connack = client.connect_ok("sleepy", keep_alive=1)
+    assert connack.properties.server_keep_alive is None
     assert not client.expect_closed(timeout=1.0), "closed before 1.5 x keep alive"
     if version == 5:
         client.expect_disconnect(0x8D, timeout=2.0)
