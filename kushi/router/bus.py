@@ -62,6 +62,7 @@ log = logging.getLogger("kushi.bus")
 BROADCAST = "*"
 DRAIN_BUDGET = 1000          # messages read per wake-up before yielding to the loop
 PING_INTERVAL = 0.02         # seconds between two pings of a joining node (a retry, not a wait)
+HELLO_TIMEOUT = 5.0          # seconds a joining node waits for a member's answer before skipping it
 CLOSE_LINGER_MS = 500        # how long close() lets queued frames go out
 
 # control kinds (reserved, start with "_")
@@ -423,7 +424,8 @@ class Bus:
         """Make the links with ``peer`` live both ways (see the module docstring)."""
         assert self._loop is not None
         self._listen_to(peer)
-        await self.request(peer, _HELLO, timeout=self.join_timeout)
+        # a member that died a moment ago must not hold every join up for long
+        await self.request(peer, _HELLO, timeout=min(self.join_timeout, HELLO_TIMEOUT))
         pong = self._pongs[peer] = self._loop.create_future()
         deadline = self._loop.time() + self.join_timeout
         try:
