@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.paho import PahoClient
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from tests.support.paho import PahoClient, publish_properties, subscribe_properties
 
 from cluster_support import KushiCluster, running_cluster
 
@@ -36,10 +38,11 @@ def clients() -> Iterator[list[PahoClient]]:
 
 
 def client_on(cluster: KushiCluster, made: list[PahoClient], client_id: str,
-              accept: Callable[[int], bool], clean: bool = True) -> tuple[PahoClient, int]:
-    """A connected v5 client whose connection a worker accepted by ``accept(worker_id)``."""
+              accept: Callable[[int], bool], clean: bool = True,
+              version: int = 5) -> tuple[PahoClient, int]:
+    """A connected client whose connection a worker accepted by ``accept(worker_id)``."""
     for _ in range(ATTEMPTS):
-        client = PahoClient(cluster.host, cluster.port, client_id, 5, clean=clean)
+        client = PahoClient(cluster.host, cluster.port, client_id, version, clean=clean)
         made.append(client)
         client.connect()
         worker = cluster.worker_of(client.client.socket().getsockname()[1])
@@ -156,3 +159,71 @@ def test_qos2_messages_cross_workers_exactly_once(roomy_cluster, clients) -> Non
     subscriber, payloads = stream(roomy_cluster, clients, "bulk2", 2_000, qos=2)
     assert [int(payload) for payload in payloads] == list(range(2_000))
     subscriber.expect_no_message()   # and nothing after the last one: no duplicate came late
+
+
+def pair_on_two_workers(cluster: KushiCluster, clients: list[PahoClient], name: str,
+                        subscriber_version: int = 5) -> tuple[PahoClient, PahoClient]:
+    """A subscriber and a publisher whose connections are on different workers."""
+    subscriber, sub_worker = client_on(cluster, clients, f"{name}-sub", lambda w: True,
+                                       version=subscriber_version)
+    publisher, _ = client_on(cluster, clients, f"{name}-pub", lambda w: w != sub_worker)
+    return subscriber, publisher
+
+
+def test_every_publish_property_survives_the_bus(cluster, clients) -> None:
+    """[invariant 1] MQTT 5 properties reach a subscriber on another worker unchanged."""
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "props")
+    subscriber.subscribe("props/t", qos=1)
+    properties = publish_properties(UserProperty=[("k", "v"), ("k", "w")], ContentType="text/plain",
+                                    ResponseTopic="reply/here", CorrelationData=b"\x00\x01",
+                                    PayloadFormatIndicator=1, MessageExpiryInterval=120)
+    publisher.publish("props/t", b"body", qos=1, properties=properties)
+    got = subscriber.wait_for_message(timeout=5).properties
+    assert got.UserProperty == [("k", "v"), ("k", "w")]
+    assert (got.ContentType, got.ResponseTopic, got.CorrelationData, got.PayloadFormatIndicator) == \
+        ("text/plain", "reply/here", b"\x00\x01", 1)
+    assert 0 < got.MessageExpiryInterval <= 120
+
+
+def test_subscription_identifier_and_granted_qos_are_the_subscribers_own(cluster, clients) -> None:
+    """[MQTT-3.3.4-3] The subscriber's worker applies its identifier and its granted QoS (downgrade)."""
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "subid")
+    subscriber.subscribe("subid/#", qos=0, properties=subscribe_properties(SubscriptionIdentifier=7))
+    publisher.publish("subid/t", b"x", qos=1)
+    message = subscriber.wait_for_message(timeout=5)
+    assert message.qos == 0 and message.properties.SubscriptionIdentifier == [7]
+
+
+def test_a_v311_subscriber_gets_a_v5_publishers_message_from_another_worker(cluster, clients) -> None:
+    """Protocol versions mix across workers: the v3.1.1 subscriber gets a v3.1.1 PUBLISH."""
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "mixed", subscriber_version=4)
+    subscriber.subscribe("mixed/t", qos=1)
+    publisher.publish("mixed/t", b"hello", qos=1, properties=publish_properties(ContentType="x"))
+    message = subscriber.wait_for_message(timeout=5)
+    assert (message.topic, message.payload, message.qos) == ("mixed/t", b"hello", 1)
+
+
+def test_retain_as_published_holds_across_workers(cluster, clients) -> None:
+    """[MQTT-3.3.1-12/13] The retain flag of a live message follows the subscriber's option."""
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "rap")
+    subscriber.subscribe("rap/keep", options=SubscribeOptions(qos=1, retainAsPublished=True))
+    subscriber.subscribe("rap/clear", options=SubscribeOptions(qos=1, retainAsPublished=False))
+    publisher.publish("rap/keep", b"a", qos=1, retain=True)
+    publisher.publish("rap/clear", b"b", qos=1, retain=True)
+    flags = {}
+    for _ in range(2):
+        message = subscriber.wait_for_message(timeout=5)
+        flags[message.topic] = message.retain
+    assert flags == {"rap/keep": True, "rap/clear": False}
+    for topic in ("rap/keep", "rap/clear"):
+        publisher.publish(topic, b"", qos=1, retain=True)   # leave no retained message behind
+
+
+def test_a_topic_alias_of_the_publisher_does_not_cross_the_bus(cluster, clients) -> None:
+    """[MQTT-3.3.2-12] An alias is per connection: the other worker's subscriber sees the topic name."""
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "alias")
+    subscriber.subscribe("alias/#", qos=1)
+    publisher.publish("alias/long/topic", b"1", qos=1, properties=publish_properties(TopicAlias=3))
+    publisher.publish("", b"2", qos=1, properties=publish_properties(TopicAlias=3))
+    topics = [subscriber.wait_for_message(timeout=5).topic for _ in range(2)]
+    assert topics == ["alias/long/topic", "alias/long/topic"]
