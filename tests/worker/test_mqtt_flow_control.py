@@ -6,6 +6,7 @@ Checklist: [MQTT-3.3.4-9] [MQTT-3.3.4-10] [MQTT-4.9.0-1..3]. The inbound side
 
 from __future__ import annotations
 
+from support.paho import publish_properties
 from support.rawclient import NoPacket
 
 from kushi.protocol.packets import (
@@ -131,3 +132,37 @@ def test_server_maximum_inflight_caps_the_window(make_broker, raw, paho):
     assert_nothing_more(client)
     client.send(Puback(window[0].packet_id))
     assert client.recv_packet().payload == b"m2"
+
+
+def test_refusing_pubrec_frees_the_slot_and_settles_the_message(broker, raw, paho):
+    """[MQTT-3.3.4-9] a PUBREC >= 0x80 frees the send slot, and [MQTT-4.4.0-2] settles the message:
+    no PUBREL follows, the next message comes."""
+    client = capped_subscriber(raw, broker, "refuses", 1, 2)
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("fc/t", b"refused", qos=2)
+    publisher.publish("fc/t", b"next", qos=2)
+    first = client.recv_packet()
+    assert first.payload == b"refused"
+    client.send(Pubrec(first.packet_id, reason_code=0x80))
+    second = client.recv_packet()
+    assert isinstance(second, Publish) and second.payload == b"next", f"expected the next message, got {second!r}"
+
+
+def test_message_expiring_while_held_back_by_the_window_is_not_sent(broker, raw, paho):
+    """[MQTT-3.3.2-5] a message waiting behind a full send window whose expiry passes before its
+    delivery started is dropped for that subscriber; [MQTT-3.3.2-6] one that is still valid goes
+    out with the interval it has left."""
+    from support.waiting import let_time_pass
+
+    client = capped_subscriber(raw, broker, "slowacker", 1, 1)
+    publisher = paho.connected(broker, "pub", 5)
+    publisher.publish("fc/t", b"in flight", qos=1)
+    publisher.publish("fc/t", b"expires", qos=1, properties=publish_properties(MessageExpiryInterval=1))
+    publisher.publish("fc/t", b"lasts", qos=1, properties=publish_properties(MessageExpiryInterval=60))
+    held = client.recv_packet()
+    assert held.payload == b"in flight"
+    let_time_pass(1.3)
+    client.send(Puback(held.packet_id))
+    after = client.recv_packet()
+    assert isinstance(after, Publish) and after.payload == b"lasts", f"expected b'lasts' next, got {after!r}"
+    assert 0 < after.properties.message_expiry_interval < 60

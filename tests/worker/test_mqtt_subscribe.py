@@ -221,6 +221,24 @@ def test_resubscribe_replaces_subscription(broker, paho, version):
     subscriber.expect_no_message()
 
 
+def test_resubscribe_loses_no_message(broker, paho):
+    """[MQTT-3.8.4-4] replacing a subscription (the same filter again, while messages flow) loses
+    none of them: every one of a stream published around the re-SUBSCRIBEs arrives, in order."""
+    subscriber = paho.connected(broker, "sub", 5)
+    assert subscriber.subscribe("flow/t", 1) == [1]
+    publisher = paho.connected(broker, "pub", 5)
+    sent = [f"{index}".encode() for index in range(60)]
+    for index, payload in enumerate(sent):
+        publisher.client.publish("flow/t", payload, qos=1)
+        if index % 20 == 10:
+            assert subscriber.subscribe("flow/t", 1) == [1]
+    publisher.publish("flow/t", b"done", qos=1)
+    received = []
+    while (message := subscriber.wait_for_message()).payload != b"done":
+        received.append(message.payload)
+    assert received == sent
+
+
 @VERSIONS
 def test_resubscribe_resends_retained(broker, paho, version):
     """[MQTT-3.8.4-4] (3.1.1 [MQTT-3.8.4-3]) re-subscribing (Retain Handling 0) sends the retained
