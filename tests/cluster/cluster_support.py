@@ -26,12 +26,13 @@ from pathlib import Path
 KUSHI = str(Path(sys.executable).with_name("kushi"))
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 LISTENING = re.compile(r" kushi: listening tcp (\S+):(\d+)$")
+LISTENING_WS = re.compile(r" kushi: listening ws (\S+):(\d+)$")
 
 
 @contextmanager
-def running_cluster(workers: int, *extra: str) -> Iterator[KushiCluster]:
+def running_cluster(workers: int, *extra: str, websocket: bool = False) -> Iterator[KushiCluster]:
     """A ``kushi serve --workers N`` that is listening; stopped (SIGTERM) at the end."""
-    cluster = KushiCluster(workers, *extra)
+    cluster = KushiCluster(workers, *extra, websocket=websocket)
     try:
         cluster.wait_ready()
         yield cluster
@@ -42,8 +43,10 @@ def running_cluster(workers: int, *extra: str) -> Iterator[KushiCluster]:
 class KushiCluster:
     """``kushi serve --workers N`` as a child process, with its log lines at hand."""
 
-    def __init__(self, workers: int, *extra: str, env: dict[str, str] | None = None) -> None:
-        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", "--no-ws", "--no-http",
+    def __init__(self, workers: int, *extra: str, env: dict[str, str] | None = None,
+                 websocket: bool = False) -> None:
+        ws = ["--ws", "127.0.0.1:0"] if websocket else ["--no-ws"]
+        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", *ws, "--no-http",
                 "--workers", str(workers), *extra]
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env={**os.environ, **(env or {})})
@@ -53,6 +56,8 @@ class KushiCluster:
         self._reader.start()
         self.host = ""
         self.port = 0
+        self.websocket = websocket
+        self.ws_port = 0
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -84,6 +89,8 @@ class KushiCluster:
     def wait_ready(self, timeout: float = 30.0) -> None:
         match = self.wait_for_line(LISTENING, timeout)
         self.host, self.port = match.group(1), int(match.group(2))
+        if self.websocket:
+            self.ws_port = int(self.wait_for_line(LISTENING_WS, timeout).group(2))
 
     def log(self) -> str:
         with self._changed:

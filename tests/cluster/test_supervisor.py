@@ -16,9 +16,12 @@ from kushi.protocol.packets import (
     Connack, Disconnect, Pingreq, Pingresp, Suback, Subscribe, Subscription,
 )
 from kushi.protocol.properties import Properties
+from tests.support.paho import PahoClient
 from tests.support.rawclient import RawClient
 
-from cluster_support import KushiCluster, listening_inodes, raw_client_on, running_cluster, socket_inodes
+from cluster_support import (
+    KushiCluster, listening_inodes, raw_client_on, running_cluster, socket_inodes, worker_holding,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -167,3 +170,28 @@ def test_sigint_stops_fast() -> None:
         assert client.expect_closed(timeout=5)
     finally:
         cluster.stop()
+
+
+def test_a_websocket_listener_on_port_zero_is_shared_too() -> None:
+    """The WebSocket port is reserved like the TCP one; WebSocket clients on every worker get
+    what a TCP client publishes elsewhere."""
+    with running_cluster(2, websocket=True) as cluster:
+        assert cluster.ws_port and cluster.ws_port != cluster.port
+        seen: set[int | None] = set()
+        for index in range(40):
+            if seen >= {0, 1}:
+                break
+            subscriber = PahoClient(cluster.host, cluster.ws_port, f"ws-{index}", 5, transport="websockets")
+            publisher = PahoClient(cluster.host, cluster.port, f"tcp-{index}", 5)
+            try:
+                subscriber.connect()
+                raw_socket = subscriber.client.socket()._socket   # paho's WebSocket wrapper
+                seen.add(worker_holding(cluster.worker_pids(), cluster.ws_port, raw_socket.getsockname()[1]))
+                subscriber.subscribe("ws/#", qos=1)
+                publisher.connect()
+                publisher.publish("ws/t", f"m{index}".encode(), qos=1)
+                assert subscriber.wait_for_message(timeout=5).payload == f"m{index}".encode()
+            finally:
+                subscriber.stop()
+                publisher.stop()
+        assert seen >= {0, 1}, seen
