@@ -464,3 +464,17 @@ def test_failed_authentication_refused_with_session_present_0(make_broker, raw, 
     owner = raw(broker, version)
     connack = owner.connect_ok("held", clean_start=False, username="u", password=b"right", **keep)
     assert connack.session_present is True
+
+
+def test_server_keep_alive_not_applied_to_311(make_broker, raw):
+    """3.1.1 [MQTT-3.1.2-24] a 3.1.1 client's Keep Alive cannot be overridden (there is no Server
+    Keep Alive in 3.1.1): with server_keep_alive 1, a v5 client is closed for silence (the
+    control, [MQTT-3.2.2-22]) while a 3.1.1 client with Keep Alive 60, as silent, is still served."""
+    broker = make_broker(server_keep_alive=1)
+    old = raw(broker, 4)
+    old.connect_ok("old-keepalive", keep_alive=60)
+    new = raw(broker, 5)
+    assert new.connect_ok("new-keepalive", keep_alive=60).properties.server_keep_alive == 1
+    new.expect_disconnect(0x8D, timeout=3.0)
+    old.send(Pingreq())
+    assert isinstance(old.recv_packet(), Pingresp), "the 3.1.1 client was held to the server's keep alive"
