@@ -171,6 +171,9 @@ class Broker(Delivery):
         conn.username = packet.username
         conn.clean_start = packet.clean_start
         conn.connect_packet = packet
+        if version == MQTT_5:  # needed for a refusing CONNACK or an AUTH already
+            conn.maximum_packet_size = packet.properties.maximum_packet_size or 0
+            conn.problem_information = packet.properties.request_problem_information != 0
         if version < options.minimum_protocol_version:
             raise UnsupportedProtocolVersion(f"protocol level {version} not served")
         client_id = packet.client_id
@@ -236,7 +239,6 @@ class Broker(Delivery):
         session.will = packet.will
         session.will_delay = (packet.will.properties.will_delay_interval or 0) if packet.will else 0
         session.send_quota_limit = min(properties.receive_maximum or 65535, options.maximum_inflight)
-        conn.maximum_packet_size = properties.maximum_packet_size or 0
         conn.topic_alias_out_maximum = properties.topic_alias_maximum or 0 if version == MQTT_5 else 0
         conn.keep_alive = packet.keep_alive
         if version == MQTT_5 and options.server_keep_alive is not None:

@@ -22,12 +22,12 @@ import logging
 from dataclasses import replace
 from enum import Enum
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KeepAliveTimeout, KushiError, ProtocolError, TopicAliasInvalid
 from ..protocol.codec import encode
 from ..protocol.errors_to_wire import error_packet, reply_version
-from ..protocol.packets import Auth, Connect, Disconnect, Packet, Publish
+from ..protocol.packets import Auth, Connect, Disconnect, Packet, PacketType, Publish
 from ..protocol.reader import PacketReader
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger("kushi.connection")
+
+PUBLISH, CONNACK, DISCONNECT = PacketType.PUBLISH, PacketType.CONNACK, PacketType.DISCONNECT
 
 
 class State(Enum):
@@ -55,6 +57,7 @@ class MQTTConnection(asyncio.Protocol):
         "authentication_method", "requested_session_expiry", "connect_packet", "inbound_aliases",
         "topic_alias_out_maximum", "outbound_aliases", "auth_waiter", "error", "_out", "_out_size",
         "_flush_scheduled", "_writing_paused", "_broker_told", "_reading_paused",
+        "problem_information",
     )
 
     def __init__(self, broker: Broker, listener: str) -> None:
@@ -78,6 +81,7 @@ class MQTTConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.keep_alive = 0
         self.maximum_packet_size = 0          # the client's limit on what we send; 0 = none
+        self.problem_information = True       # v5 Request Problem Information (0 = keep them short)
         self.authentication_method: str | None = None
         self.requested_session_expiry = 0     # as the CONNECT asked; DISCONNECT may not raise it from 0
         self.connect_packet: Connect | None = None
@@ -262,9 +266,31 @@ class MQTTConnection(asyncio.Protocol):
         if hooks.provides("on_packet_encode"):
             packet = hooks.on_packet_encode(self, packet)
         data = encode(packet, self.protocol_version)
+        properties = getattr(packet, "properties", None)
+        if properties is not None and (properties.reason_string is not None
+                                       or properties.user_properties) and packet.type is not PUBLISH:
+            packet, data = self._without_problem_information(packet, data)
         self.write(data)
         if hooks.provides("on_packet_sent"):
             hooks.on_packet_sent(self, packet, data)
+
+    def _without_problem_information(self, packet: Any, data: bytes) -> tuple[Any, bytes]:
+        """Take the Reason String and User Properties off a packet where the client does not
+        want them [MQTT-3.1.2-29], or, first the one then the other, where they would pass its
+        Maximum Packet Size [MQTT-3.2.2-19/20] [MQTT-3.4.2-2/3] ... [MQTT-3.15.2-2/3]."""
+        if not self.problem_information and packet.type not in (CONNACK, DISCONNECT):
+            changes: tuple[dict[str, Any], ...] = ({"reason_string": None, "user_properties": ()},)
+        else:
+            changes = ({"reason_string": None}, {"user_properties": ()})
+            limit = self.maximum_packet_size
+            if not limit or len(data) <= limit:
+                return packet, data
+        for change in changes:
+            packet = replace(packet, properties=replace(packet.properties, **change))
+            data = encode(packet, self.protocol_version)
+            if not self.maximum_packet_size or len(data) <= self.maximum_packet_size:
+                break
+        return packet, data
 
     def write(self, data: bytes | memoryview) -> None:
         """Queue bytes for this client; they go out once per loop iteration."""

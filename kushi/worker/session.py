@@ -51,7 +51,7 @@ class Outbound:
     forms: object = None         # the WireForms of the routed message, to share its encoding
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """All the state of one client id; outlives its connections while it has not expired."""
 
