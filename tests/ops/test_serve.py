@@ -103,6 +103,7 @@ def test_metrics_counters_move_after_a_publish(serve: Any, paho: Any) -> None:
     assert after["kushi_messages_received_total"] > before["kushi_messages_received_total"]
     assert after["kushi_bytes_received_total"] >= before["kushi_bytes_received_total"] + 100
     assert after["kushi_subscriptions"] >= 1
+    assert after["kushi_connections_total"] >= 1
 
 
 def test_healthz(serve: Any) -> None:
