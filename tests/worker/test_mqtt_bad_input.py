@@ -18,12 +18,13 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from support.rawclient import connect_body, frame, mqtt_string, varint
+from support.rawclient import ConnectionClosed, connect_body, frame, mqtt_string, varint
 from support.waiting import wait_until
 
 from kushi.hooks.base import Hook
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
+    Disconnect,
     Publish,
     Pubrec,
     Subscribe,
@@ -459,3 +460,31 @@ def test_failing_hook_closes_only_that_connection(make_broker, raw, paho, versio
         assert client.expect_closed(), "3.1.1: the connection must be closed"
         assert client.received_before_close == [], "3.1.1: no PUBACK for a message that failed"
     witness.assert_still_served()
+
+
+def test_nothing_sent_after_disconnect_while_messages_flow(broker, raw, paho):
+    """[MQTT-3.14.4-1] [MQTT-3.14.4-2] a subscriber in the middle of a stream of messages breaks
+    the protocol: after the DISCONNECT nothing more is sent, although messages keep coming for it."""
+    client = raw(broker, 5)
+    client.connect_ok("streamed")
+    client.send(Subscribe(1, (Subscription("stream/#", 0),)))
+    client.recv_packet()
+    publisher = paho.connected(broker, "streamer", 5)
+    for index in range(200):
+        publisher.client.publish("stream/t", f"{index}".encode(), qos=0)
+    assert isinstance(client.recv_packet(), Publish)
+    client.send(publish_bytes(5, "a/+"))  # Topic Name invalid
+    for index in range(200, 400):
+        publisher.client.publish("stream/t", f"{index}".encode(), qos=0)
+    after: list = []
+    seen_disconnect = False
+    while True:
+        try:
+            packet = client.recv_packet()
+        except ConnectionClosed:
+            break
+        if seen_disconnect:
+            after.append(packet)
+        seen_disconnect = seen_disconnect or isinstance(packet, Disconnect)
+    assert seen_disconnect, "no DISCONNECT before the close"
+    assert after == [], f"{len(after)} packets after the DISCONNECT"

@@ -337,3 +337,23 @@ def test_no_retransmission_while_connected_v5(broker, raw, paho):
     publisher.publish("nt/t", b"second", qos=1)
     second = client.recv_packet()
     assert (second.payload, second.dup) == (b"second", False), second
+
+
+@VERSIONS
+def test_new_packet_ids_avoid_ids_still_in_flight_after_resume(broker, raw, paho, version):
+    """[MQTT-2.2.1-4] (3.1.1 [MQTT-2.3.1-4]) after a resume, the unacknowledged message keeps its
+    id, and a new message gets another id while that one is still in use."""
+    client, _ = raw_persistent(raw, broker, "idkeeper", version)
+    client.send(Subscribe(1, (Subscription("ids/t", 1),)))
+    client.recv_packet()
+    publisher = paho.connected(broker, "pub", version)
+    publisher.publish("ids/t", b"unacknowledged", qos=1)
+    first = client.recv_packet()
+    client.close()
+    again, _ = raw_persistent(raw, broker, "idkeeper", version)
+    resent = again.recv_packet()
+    assert (resent.payload, resent.packet_id) == (b"unacknowledged", first.packet_id)
+    publisher.publish("ids/t", b"new", qos=1)
+    new = again.recv_packet()
+    assert isinstance(new, Publish) and new.payload == b"new"
+    assert new.packet_id not in (0, None, resent.packet_id), (new.packet_id, resent.packet_id)
