@@ -36,8 +36,8 @@ from ..errors import (
 from ..hooks.base import PublishDropped, PublishRejected
 from ..hooks.manager import HookManager
 from ..protocol.packets import (
-    MQTT_3_1, MQTT_5, Auth, Connack, Connect, Disconnect, PacketType, Puback, Pubcomp, Publish,
-    Pubrec, Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe,
+    MQTT_3_1, MQTT_5, Auth, Connack, Connect, Disconnect, PacketType, Pingresp, Puback, Pubcomp,
+    Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe,
 )
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import parse_shared, validate_topic_filter
@@ -368,7 +368,10 @@ class Broker(Delivery):
         elif kind is PacketType.PUBREL:
             self.handle_pubrel(conn, packet)
         elif kind is PacketType.PINGREQ:
-            conn.write(PINGRESP)
+            if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+                conn.send(Pingresp())
+            else:
+                conn.write(PINGRESP)
         elif kind is PacketType.SUBSCRIBE:
             self.handle_subscribe(conn, packet, now)
         elif kind is PacketType.UNSUBSCRIBE:
