@@ -132,12 +132,20 @@ class Server:
         self._stopped.set()
 
     def run(self) -> None:
-        """Serve until SIGINT/SIGTERM, on uvloop when it is installed; then close gracefully."""
+        """Serve until SIGINT/SIGTERM, on uvloop when it is installed; then close gracefully.
+
+        For scripts: it logs ``listening KIND ADDRESS`` for each listener at info level
+        (the real port when the config said 0), and SIGHUP reloads the hooks that have
+        a ``reload()`` (auth files) in place, as ``kushi serve`` does.
+        """
         async def main() -> None:
             await self.start()
+            for handle in self.listeners.values():
+                log.info("listening %s %s", handle.config.kind, handle.address)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, lambda: loop.create_task(self.close()))
+            loop.add_signal_handler(signal.SIGHUP, self._reload_hooks)
             await self.serve_forever()
 
         try:
@@ -146,6 +154,12 @@ class Server:
             asyncio.run(main())
         else:
             uvloop.run(main())
+
+    def _reload_hooks(self) -> None:
+        if self.hooks.reload_all():
+            log.info("SIGHUP: hooks reloaded")
+        else:
+            log.error("SIGHUP: a hook could not reload its files and kept its old rules")
 
     # ---- the inline client -------------------------------------------------------------
     async def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0,
