@@ -1,0 +1,226 @@
+"""Connecting: how the broker answers a CONNECT (a base class of ``Broker``).
+
+The checks every CONNECT passes, the connect-time hooks (awaited in a task
+only when a hook provides them, so a plain broker answers at once), enhanced
+authentication with AUTH exchanges (MQTT 5 section 4.12) and re-authentication,
+then ``_accept``: takeover of a live client id [MQTT-3.1.4-3], clean start and
+session present [MQTT-3.2.2-*], the CONNACK properties, and the resending of
+what was in flight [MQTT-4.4.0-1].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    BadAuthenticationMethod, BadUsernameOrPassword, ClientIdentifierNotValid, ConnectRefused,
+    KushiError, ProtocolError, QuotaExceeded, SessionTakenOver, UnsupportedProtocolVersion,
+)
+from ..protocol.packets import MQTT_3_1, MQTT_5, Auth, Connack, Connect
+from ..protocol.properties import NO_PROPERTIES, Properties
+from .connection import State
+from .session import NEVER, Session
+
+if TYPE_CHECKING:
+    from .connection import MQTTConnection
+
+log = logging.getLogger("kushi.connect")
+
+CONTINUE_AUTHENTICATION = 0x18
+
+
+class Connecting:
+    """CONNECT and AUTH handling, mixed into ``Broker``."""
+
+    def begin_connect(self, conn: MQTTConnection, packet: Connect, now: float) -> None:
+        """Answer a CONNECT: at once when no hook must be awaited, else in a task."""
+        hooks = self.hooks
+        if (packet.properties.authentication_method is None
+                and not hooks.provides("on_connect")
+                and not hooks.provides("on_connect_authenticate")):
+            self._check_connect(conn, packet)
+            self._accept(conn, packet, now, None)
+            return
+        self.spawn(self._connect_with_hooks(conn, packet))
+
+    async def _connect_with_hooks(self, conn: MQTTConnection, packet: Connect) -> None:
+        hooks = self.hooks
+        try:
+            self._check_connect(conn, packet)
+            if hooks.provides("on_connect"):
+                code = await hooks.on_connect(conn, packet)
+                if code:
+                    raise ConnectRefused("refused by a hook", reason_code=code)
+            method = packet.properties.authentication_method
+            if method is not None:
+                await self._authenticate(conn, packet, method)
+            if hooks.provides("on_connect_authenticate"):
+                if not await hooks.on_connect_authenticate(conn, packet):
+                    raise BadUsernameOrPassword("authentication failed")
+            if conn.state is not State.CONNECTING:
+                return
+            self._accept(conn, packet, monotonic(), method)
+            conn.release_input()
+        except KushiError as error:
+            conn.fail(error)
+        except (asyncio.CancelledError, TimeoutError):  # server closing, or no AUTH answer in time
+            conn.abort()
+        except Exception as error:  # a hook failed: refuse rather than crash the worker
+            log.exception("CONNECT of %r failed", packet.client_id)
+            conn.fail(KushiError(str(error)))
+
+    async def _authenticate(self, conn: MQTTConnection, packet: Connect, method: str) -> None:
+        """Enhanced authentication (MQTT 5 section 4.12): AUTH exchanges until a hook decides."""
+        if not self.hooks.provides("on_auth_packet"):
+            raise BadAuthenticationMethod(f"authentication method {method!r} not supported")
+        conn.authentication_method = method
+        auth = Auth(0, Properties(authentication_method=method,
+                                  authentication_data=packet.properties.authentication_data))
+        while True:
+            result = await self.hooks.on_auth_packet(conn, auth)
+            if not isinstance(result, Auth):
+                if result:
+                    raise ConnectRefused("enhanced authentication failed", reason_code=result)
+                return
+            conn.send(replace(result, reason_code=CONTINUE_AUTHENTICATION,
+                              properties=replace(result.properties, authentication_method=method)))
+            waiter: asyncio.Future[Auth] = self.loop.create_future()
+            conn.auth_waiter = waiter
+            conn.release_input()
+            auth = await asyncio.wait_for(waiter, self.options.connect_timeout)
+            if (auth.reason_code != CONTINUE_AUTHENTICATION
+                    or auth.properties.authentication_method != method):
+                raise ProtocolError("bad AUTH during authentication")  # [MQTT-4.12.0-3]
+
+    def _check_connect(self, conn: MQTTConnection, packet: Connect) -> None:
+        """The checks every CONNECT passes before hooks see it; sets the ClientInfo fields."""
+        options = self.options
+        version = packet.protocol_version
+        conn.protocol_version = version
+        conn.username = packet.username
+        conn.clean_start = packet.clean_start
+        conn.connect_packet = packet
+        if version == MQTT_5:  # needed for a refusing CONNACK or an AUTH already
+            conn.maximum_packet_size = packet.properties.maximum_packet_size or 0
+            conn.problem_information = packet.properties.request_problem_information != 0
+        if version < options.minimum_protocol_version:
+            raise UnsupportedProtocolVersion(f"protocol level {version} not served")
+        client_id = packet.client_id
+        if not client_id:
+            if (not options.allow_empty_client_id or version == MQTT_3_1
+                    or (version < MQTT_5 and not packet.clean_start)):
+                raise ClientIdentifierNotValid("empty client id")  # 3.1.1 [MQTT-3.1.3-8]
+            client_id = self._new_client_id()
+        conn.client_id = client_id
+        if options.max_clients and len(self.connections) >= options.max_clients \
+                and client_id not in self.connections:
+            raise QuotaExceeded("too many clients")
+        will = packet.will
+        if will is not None:
+            if will.qos > options.maximum_qos:
+                raise ConnectRefused("will QoS not supported", reason_code=0x9B)  # [MQTT-3.2.2-12]
+            if will.retain and not options.retain_available:
+                raise ConnectRefused("retain not supported", reason_code=0x9A)  # [MQTT-3.2.2-13]
+
+    def _new_client_id(self) -> str:
+        """A client id unique among current sessions [MQTT-3.2.2-16]."""
+        while True:
+            client_id = f"kushi-{uuid.uuid4().hex}"
+            if client_id not in self.sessions:
+                return client_id
+
+    def _accept(self, conn: MQTTConnection, packet: Connect, now: float,
+                authentication_method: str | None) -> None:
+        """The CONNECT is accepted: take the session over or start one, send CONNACK."""
+        options = self.options
+        hooks = self.hooks
+        client_id = conn.client_id
+        version = packet.protocol_version
+        if hooks.provides("on_session_establish"):
+            hooks.on_session_establish(conn, packet)
+        previous = self.connections.get(client_id)
+        if previous is not None:
+            previous.fail(SessionTakenOver("another connection took this client id"))  # detaches it
+        session = self.sessions.get(client_id)
+        if session is not None and session.disconnected_at is not None:
+            self._run_session_timers(session, now)  # what the next tick would have done
+            session = self.sessions.get(client_id)
+        if session is not None:
+            session.will = None   # a new connection within the will delay: no will [MQTT-3.1.3-9]
+            session.will_due_at = None
+            if packet.clean_start:
+                self.end_session(session, now)  # [MQTT-3.1.2-4]
+                session = None
+        session_present = session is not None
+        if session is None:
+            session = Session(client_id, version, options.max_queued_messages)
+            self.sessions[client_id] = session
+        self.detached.discard(client_id)
+        session.attach()
+        session.protocol_version = version
+        properties = packet.properties
+        if version == MQTT_5:
+            requested_expiry = properties.session_expiry_interval or 0
+        else:
+            requested_expiry = 0 if packet.clean_start else NEVER
+        session.expiry_interval = min(requested_expiry, options.maximum_session_expiry)
+        conn.requested_session_expiry = requested_expiry
+        session.will = packet.will
+        session.will_delay = (packet.will.properties.will_delay_interval or 0) if packet.will else 0
+        session.send_quota_limit = min(properties.receive_maximum or 65535, options.maximum_inflight)
+        conn.topic_alias_out_maximum = properties.topic_alias_maximum or 0 if version == MQTT_5 else 0
+        conn.keep_alive = packet.keep_alive
+        if version == MQTT_5 and options.server_keep_alive is not None:
+            conn.keep_alive = options.server_keep_alive
+        conn.session = session
+        session.client = conn
+        conn.state = State.CONNECTED
+        self.connections[client_id] = conn
+        conn.send(Connack(session_present, 0, self._connack_properties(
+            conn, packet, requested_expiry, session.expiry_interval, authentication_method)))
+        if hooks.provides("on_session_established"):
+            hooks.on_session_established(conn, packet)
+        if session_present:
+            self.resume(session, conn, now)
+
+    def _connack_properties(self, conn: MQTTConnection, packet: Connect, requested_expiry: int,
+                            granted_expiry: int, authentication_method: str | None) -> Properties:
+        if packet.protocol_version != MQTT_5:
+            return NO_PROPERTIES
+        options = self.options
+        return Properties(
+            session_expiry_interval=granted_expiry if granted_expiry != requested_expiry else None,
+            receive_maximum=options.receive_maximum,
+            maximum_qos=options.maximum_qos if options.maximum_qos < 2 else None,
+            retain_available=int(options.retain_available),
+            maximum_packet_size=options.maximum_packet_size,
+            assigned_client_identifier=conn.client_id if not packet.client_id else None,
+            topic_alias_maximum=options.topic_alias_maximum or None,
+            wildcard_subscription_available=int(options.wildcard_subscriptions_available),
+            subscription_identifier_available=int(options.subscription_identifiers_available),
+            shared_subscription_available=int(options.shared_subscriptions_available),
+            server_keep_alive=options.server_keep_alive,
+            authentication_method=authentication_method,
+        )
+
+    def handle_reauthentication(self, conn: MQTTConnection, packet: Auth) -> None:
+        """An AUTH after CONNACK: re-authentication, only with the method used at CONNECT."""
+        method = conn.authentication_method
+        if method is None or packet.properties.authentication_method != method:
+            raise ProtocolError("AUTH without enhanced authentication")  # [MQTT-4.12.0-7]
+        self.spawn(self._reauthenticate(conn, packet, method))
+
+    async def _reauthenticate(self, conn: MQTTConnection, packet: Auth, method: str) -> None:
+        result = await self.hooks.on_auth_packet(conn, packet)
+        if isinstance(result, Auth):
+            conn.send(replace(result, properties=replace(result.properties,
+                                                         authentication_method=method)))
+        elif result:
+            conn.fail(KushiError("re-authentication failed", reason_code=result))
+        else:
+            conn.send(Auth(0, Properties(authentication_method=method)))

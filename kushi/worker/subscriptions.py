@@ -1,0 +1,154 @@
+"""Subscriptions: SUBSCRIBE and UNSUBSCRIBE (a base class of ``Broker``).
+
+Each filter gets its own reason code [MQTT-3.8.4-6]: the granted QoS, or why
+not (invalid filter, not authorized, shared / wildcard / identifiers not
+available). A subscription replaces one with the same filter [MQTT-3.8.4-3];
+retained messages follow the SUBACK as retain handling says. The count of
+local subscriptions per filter tells the cluster fabric when a filter gains
+its first subscriber here or loses its last. The inline client subscribes
+through the same path, with a callback instead of a connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import KushiError, ProtocolError
+from ..protocol.packets import MQTT_5, Publish, Suback, Subscribe, Subscription, Unsuback, Unsubscribe
+from ..protocol.topics import parse_shared, validate_topic_filter
+from .session import Session, SubscriptionEntry
+
+if TYPE_CHECKING:
+    from .connection import MQTTConnection
+
+NO_SUBSCRIPTION_EXISTED = 0x11
+
+
+class Subscriptions:
+    """Subscription handling, mixed into ``Broker``."""
+
+    def handle_subscribe(self, conn: MQTTConnection, packet: Subscribe, now: float) -> None:
+        """SUBSCRIBE: one reason code per filter [MQTT-3.8.4-6], then retained messages."""
+        hooks = self.hooks
+        if hooks.provides("on_subscribe"):
+            packet = hooks.on_subscribe(conn, packet)
+        identifiers = packet.properties.subscription_identifiers
+        identifier = identifiers[0] if identifiers else None
+        reason_codes = []
+        retained: list[tuple[SubscriptionEntry, list[Publish]]] = []
+        for subscription in packet.subscriptions:
+            reason_codes.append(self._subscribe_one(conn, subscription, identifier, retained, now))
+        conn.send(Suback(packet.packet_id, tuple(reason_codes)))
+        session = conn.session
+        for entry, messages in retained:
+            for message in messages:
+                self.deliver(session, message, min(message.qos, entry.qos), True,
+                             (entry.identifier,) if entry.identifier else (), now, None)
+                if hooks.provides("on_retain_published"):
+                    hooks.on_retain_published(conn, message)
+        if hooks.provides("on_subscribed"):
+            hooks.on_subscribed(conn, packet, reason_codes)
+
+    def _subscribe_one(self, conn: MQTTConnection, subscription: Subscription,
+                       identifier: int | None, retained: list, now: float) -> int:
+        """Subscribe to one filter; return its SUBACK reason code (granted QoS or failure)."""
+        options = self.options
+        v5 = conn.protocol_version == MQTT_5
+        filter = subscription.filter
+        try:
+            validate_topic_filter(filter)
+            group, topic_filter = parse_shared(filter)
+        except KushiError:
+            return 0x8F if v5 else 0x80
+        failure = None
+        if group is not None:
+            if subscription.no_local:
+                raise ProtocolError("no local on a shared subscription")  # [MQTT-3.8.3-4]
+            if not options.shared_subscriptions_available:
+                failure = 0x9E
+        if not options.wildcard_subscriptions_available and ("+" in topic_filter or "#" in topic_filter):
+            failure = 0xA2
+        if identifier is not None and not options.subscription_identifiers_available:
+            failure = 0xA1
+        hooks = self.hooks
+        if failure is None and hooks.provides("on_acl_check") \
+                and not hooks.on_acl_check(conn, filter, False):
+            failure = 0x87
+        if failure is not None:
+            return failure if v5 else 0x80
+        granted = min(subscription.qos, options.maximum_qos)
+        entry = SubscriptionEntry(conn.client_id, filter, granted, subscription.no_local,
+                                  subscription.retain_as_published, subscription.retain_handling,
+                                  identifier)
+        is_new = self.add_subscription(conn.session, entry)
+        handling = subscription.retain_handling
+        if group is None and (handling == 0 or (handling == 1 and is_new)):
+            messages = self.retained_store.match(topic_filter, now)
+            if messages:
+                retained.append((entry, messages))
+        return granted
+
+    def add_subscription(self, session: Session | None, entry: SubscriptionEntry) -> bool:
+        """Add or replace a subscription [MQTT-3.8.4-3]; True if it is new."""
+        filter = entry.filter
+        if session is not None:
+            session.subscriptions[filter] = entry
+        is_new = self.matcher.add(filter, entry.client_id, entry)
+        if is_new:
+            count = self.interest.get(filter, 0)
+            self.interest[filter] = count + 1
+            if count == 0:
+                self.fabric.interest_added(filter)
+        return is_new
+
+    def remove_subscription(self, session: Session | None, client_id: str, filter: str) -> bool:
+        """Remove one subscription; True if it existed [MQTT-3.10.4-1]."""
+        if session is not None:
+            session.subscriptions.pop(filter, None)
+        removed = self.matcher.remove(filter, client_id)
+        if removed:
+            self._interest_down(filter)
+        return removed
+
+    def _interest_down(self, filter: str) -> None:
+        count = self.interest.get(filter, 0) - 1
+        if count > 0:
+            self.interest[filter] = count
+        else:
+            self.interest.pop(filter, None)
+            self.fabric.interest_removed(filter)
+
+    def handle_unsubscribe(self, conn: MQTTConnection, packet: Unsubscribe) -> None:
+        """UNSUBSCRIBE: always answered by UNSUBACK [MQTT-3.10.4-4/5]."""
+        hooks = self.hooks
+        if hooks.provides("on_unsubscribe"):
+            packet = hooks.on_unsubscribe(conn, packet)
+        session = conn.session
+        reason_codes = tuple(
+            0 if self.remove_subscription(session, conn.client_id, filter) else NO_SUBSCRIPTION_EXISTED
+            for filter in packet.filters
+        )
+        conn.send(Unsuback(packet.packet_id, reason_codes if conn.protocol_version == MQTT_5 else ()))
+        if hooks.provides("on_unsubscribed"):
+            hooks.on_unsubscribed(conn, packet)
+
+    # ---- inline client ----------------------------------------------------------------
+    def inline_subscribe(self, filter: str, subscription_id: int,
+                         callback: Callable[..., Any], now: float) -> None:
+        """Subscribe the server's own client; matching retained messages are handed over at once."""
+        validate_topic_filter(filter)
+        entry = SubscriptionEntry(inline_key(subscription_id), filter, 2, identifier=subscription_id,
+                                  callback=callback)
+        self.add_subscription(None, entry)
+        group, topic_filter = parse_shared(filter)
+        if group is None:
+            for message in self.retained_store.match(topic_filter, now):
+                self.call_inline(entry, message)
+
+    def inline_unsubscribe(self, filter: str, subscription_id: int) -> bool:
+        return self.remove_subscription(None, inline_key(subscription_id), filter)
+
+
+def inline_key(subscription_id: int) -> str:
+    """The subscriber key of an inline-client subscription (U+0000 is never in a client id)."""
+    return f"\x00inline:{subscription_id}"
