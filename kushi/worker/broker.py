@@ -2,17 +2,18 @@
 
 The broker holds the sessions (by client id), the live connections, the
 subscriptions (a ``TopicMatcher``) and the retained messages, and answers each
-packet a connection hands it:
+packet a connection hands it. It is assembled from one module per concern:
 
-* CONNECT: checks, hooks and enhanced authentication, takeover of a live
-  client id [MQTT-3.1.4-3], clean start and session present [MQTT-3.2.2-*],
-  CONNACK properties, resending what was in flight [MQTT-4.4.0-1].
-* PUBLISH in: topic alias, QoS 1/2 acknowledgement, exactly-once QoS 2
-  [MQTT-4.3.3-*], ACL and publish hooks, retained messages, then routing
-  (``kushi.worker.delivery``).
-* SUBSCRIBE / UNSUBSCRIBE: per-filter reason codes, subscription options,
-  retained messages on subscribe (retain handling 0/1/2).
-* The end of a connection: wills (with delay), session expiry.
+* ``connect.py`` (``Connecting``): CONNECT, enhanced authentication, takeover,
+  clean start and session present, CONNACK.
+* ``subscriptions.py`` (``Subscriptions``): SUBSCRIBE / UNSUBSCRIBE, retained
+  messages on subscribe, the inline client's subscriptions.
+* ``delivery.py`` (``Delivery``): routing a message to its subscribers, QoS 1/2
+  in flight and queued, resending on session resume.
+* here: PUBLISH in (topic alias, QoS 1/2 acknowledgement, exactly-once QoS 2
+  [MQTT-4.3.3-*], ACL and publish hooks, retained messages), the other client
+  packets, the end of a connection (wills with delay, session expiry), the
+  cluster sink, statistics.
 
 A periodic ``tick(now)`` (once a second) drives every timer: connect timeout,
 keep alive, will delay, session expiry, retained message expiry.
