@@ -126,6 +126,9 @@ class Server:
         deadline = monotonic() + CLOSE_GRACE_SECONDS
         while any(conn.transport is not None for conn in closing) and monotonic() < deadline:
             await asyncio.sleep(0.01)  # the transports flush the DISCONNECTs, then report lost
+        for conn in closing:
+            if conn.transport is not None:  # a client that does not read: do not wait for it
+                conn.transport.abort()
         if self.hooks.provides("on_stopped"):
             self.hooks.on_stopped(self)
         self.hooks.stop_all()
