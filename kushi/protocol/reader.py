@@ -128,6 +128,8 @@ class PacketReader:
         if error is not None:
             self._error = None
             raise error
+        if self._pos == len(self._data) and not self._pending:
+            return []   # the usual second call, after a read was handled whole
         version = self.version
         if version is None:
             packet = self.next_packet()
