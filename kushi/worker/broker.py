@@ -34,6 +34,7 @@ from ..hooks.manager import HookManager
 from ..protocol.packets import (
     MQTT_5, Disconnect, PacketType, Pingresp, Puback, Pubcomp, Publish, Pubrec, Pubrel,
 )
+from ..protocol.topics import validate_topic_name
 from ..router.matcher import TopicMatcher
 from ..router.retained import RetainedStore
 from .connect import Connecting
@@ -220,6 +221,8 @@ class Broker(Connecting, Subscriptions, Delivery):
                 packet = conn.resolve_topic_alias(packet)
             if properties.subscription_identifiers:
                 raise ProtocolError("PUBLISH from a client with a subscription identifier")
+            if properties.response_topic is not None:
+                validate_topic_name(properties.response_topic)  # no wildcards [MQTT-3.3.2-14]
         qos = packet.qos
         if qos > options.maximum_qos:
             raise ProtocolError("QoS not supported", reason_code=0x9B)  # [MQTT-3.2.2-11]

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..protocol.packets import MQTT_3_1, MQTT_5, Auth, Connack, Connect
 from ..protocol.properties import NO_PROPERTIES, Properties
+from ..protocol.topics import validate_topic_name
 from .connection import State
 from .session import NEVER, Session
 
@@ -122,6 +123,8 @@ class Connecting:
             raise QuotaExceeded("too many clients")
         will = packet.will
         if will is not None:
+            if will.properties.response_topic is not None:
+                validate_topic_name(will.properties.response_topic)  # [MQTT-3.3.2-14]
             if will.qos > options.maximum_qos:
                 raise ConnectRefused("will QoS not supported", reason_code=0x9B)  # [MQTT-3.2.2-12]
             if will.retain and not options.retain_available:

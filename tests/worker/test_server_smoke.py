@@ -150,3 +150,15 @@ def test_outbound_topic_aliases_are_used(broker, raw, paho, qos):
             client.send(Puback(packet.packet_id))
         seen.append((packet.topic, packet.properties.topic_alias))
     assert seen == [("alias/a", 1), ("", 1), ("alias/b", None)]
+
+
+def test_response_topic_with_a_wildcard_is_refused(broker, raw):
+    """[MQTT-3.3.2-14] a PUBLISH whose Response Topic has a wildcard ends the connection
+    (v5: DISCONNECT 0x82 protocol error or 0x90 topic name invalid)."""
+    from kushi.protocol.packets import Publish
+    from kushi.protocol.properties import Properties
+
+    client = raw(broker, 5)
+    client.connect_ok("asker")
+    client.send(Publish("req/x", b"?", properties=Properties(response_topic="answers/#")))
+    client.expect_disconnect({0x82, 0x90})
