@@ -141,6 +141,8 @@ class PacketReader:
         pos = self._pos
         size = len(data)
         small_fits = self.max_packet_size >= 129  # any packet of < 128 bytes is within the limit
+        last_head = b"\x00"   # the bytes up to the topic's end of the last good PUBLISH, and its topic
+        last_topic = ""
         try:
             while True:
                 length = data[pos + 1] if pos + 2 <= size else 128
@@ -168,8 +170,15 @@ class PacketReader:
                         append(decode_at(first_byte, data, pos + 2, end, version))
                     pos = end
                     continue
-                # PUBLISH inline: fixed header (2 bytes), topic, [packet id], [properties], payload
-                topic_end = pos + 4 + (data[pos + 2] << 8 | data[pos + 3]) if length >= 2 else end + 1
+                # PUBLISH inline: fixed header (2 bytes), topic, [packet id], [properties], payload.
+                # A packet starting with the same bytes as the last good one, up to the end of
+                # its topic, has the same flags, length and topic: the topic is not read again.
+                if data.startswith(last_head, pos):
+                    topic_end = pos + len(last_head)
+                    topic = last_topic
+                else:
+                    topic_end = pos + 4 + (data[pos + 2] << 8 | data[pos + 3]) if length >= 2 else end + 1
+                    topic = None
                 if first_byte & 2:
                     body = topic_end + 2
                     packet_id = data[topic_end] << 8 | data[topic_end + 1] if body <= end else 0
@@ -182,9 +191,15 @@ class PacketReader:
                     body += 1
                     if body <= end and data[body - 1]:
                         body = end + 1  # properties: the full decoder reads them
-                topic = data[pos + 4 : topic_end].decode("utf-8", "replace") if body <= end else ""
-                if (not topic or not packet_id and packet_id is not None
-                        or "+" in topic or "#" in topic or "\x00" in topic or "\ufffd" in topic):
+                if topic is None and body <= end:
+                    topic = data[pos + 4 : topic_end].decode("utf-8", "replace")
+                    if topic and "+" not in topic and "#" not in topic and "\x00" not in topic \
+                            and "\ufffd" not in topic:
+                        last_head = data[pos:topic_end]
+                        last_topic = topic
+                    else:
+                        body = end + 1
+                if body > end or packet_id == 0:
                     # an error, properties, an empty topic (alias) or a U+FFFD to check: the full decoder
                     raw = data[pos:end]
                     append(decode_publish(first_byte, raw, 2, end - pos, version, raw))

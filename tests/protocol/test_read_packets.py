@@ -149,3 +149,23 @@ def test_an_inline_decoded_puback_is_a_true_frozen_puback() -> None:
     assert second == Puback(0)  # packet id 0 is the broker's business, as with next_packet
     with pytest.raises(AttributeError):
         first.packet_id = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_run_on_one_topic_reuses_the_topic_and_keeps_each_packet_its_own(version: int) -> None:
+    """Consecutive packets with the same head (flags, length, topic) share the decoded topic."""
+    sent = [Publish("run/topic", bytes([n]) * 8, qos=n % 2, packet_id=(n + 1) if n % 2 else None)
+            for n in range(6)] + [Publish("run/topic", b"other size"), Publish("run/other", b"x" * 8)]
+    reader = reader_for(version)
+    reader.feed(b"".join(encode(packet, version) for packet in sent))
+    received = reader.read_packets()
+    assert received == sent
+    assert [bytes(p.raw) for p in received] == [encode(p, version) for p in sent]
+
+
+def test_a_bad_topic_is_refused_every_time_it_comes() -> None:
+    bad = b"\x30\x05\x00\x03a/#"
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(bad + bad)
+    with pytest.raises(ProtocolError):
+        reader.read_packets()
