@@ -225,7 +225,10 @@ class Broker(Connecting, Subscriptions, Delivery):
                 validate_topic_name(properties.response_topic)  # no wildcards [MQTT-3.3.2-14]
         qos = packet.qos
         if qos > options.maximum_qos:
-            raise ProtocolError("QoS not supported", reason_code=0x9B)  # [MQTT-3.2.2-11]
+            if v5:
+                raise ProtocolError("QoS not supported", reason_code=0x9B)  # [MQTT-3.2.2-11]
+            # a 3.1/3.1.1 client was never told our maximum: finish its flow, route at ours
+            packet = replace(packet, qos=options.maximum_qos, raw=None)
         if packet.retain and not options.retain_available:
             raise ProtocolError("retain not supported", reason_code=0x9A)  # [MQTT-3.2.2-14]
         session = conn.session

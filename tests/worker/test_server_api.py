@@ -185,3 +185,15 @@ def test_options_refuse_values_the_protocol_cannot_carry(setting):
 
     with pytest.raises(ConfigurationError, match=next(iter(setting))):
         kushi.Options(**setting)
+
+
+def test_maximum_qos_downgrades_what_a_v311_client_publishes(make_broker, paho):
+    """Options.maximum_qos=1: a 3.1.1 client (never told the maximum) publishing QoS 2 completes
+    its flow and the message goes on at QoS 1; a v5 client is told Maximum QoS 1 in CONNACK."""
+    broker = make_broker(maximum_qos=1)
+    subscriber = paho.connected(broker, "sub", 4)
+    assert subscriber.subscribe("mq/#", 2) == [1]
+    paho.connected(broker, "pub", 4).publish("mq/a", b"two", qos=2)
+    assert subscriber.expect_message("mq/a", b"two").qos == 1
+    _, _, properties = paho(broker, "five", 5).connect()
+    assert properties.MaximumQoS == 1
