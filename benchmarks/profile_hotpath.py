@@ -17,7 +17,8 @@ Shapes (as in benchmarks/run.py; 64-byte payloads, MQTT 3.1.1):
   SP  32 pairs, 1 message per read (sparse traffic)
   S3  32 pairs at QoS 1, 16 messages per read (mqbench's window), PUBACKs back
   S4  1 publisher -> 256 subscribers, 64 messages per read
-The broker has the AllowAllHook, as ``kushi serve`` without authentication does.
+The broker has the AllowAllHook, as ``kushi serve`` without authentication does
+(``--no-hooks``: none, as an embedding program without hooks).
 """
 
 from __future__ import annotations
@@ -118,13 +119,14 @@ def turn(loop: asyncio.AbstractEventLoop) -> None:
         ready.popleft()._run()
 
 
-def measure(name: str, rounds: int, profile: cProfile.Profile | None) -> float:
+def measure(name: str, rounds: int, profile: cProfile.Profile | None, allow_all: bool = True) -> float:
     """Microseconds of CPU per delivered message for one shape."""
     shape = SHAPES[name]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     hooks = HookManager()
-    hooks.add(AllowAllHook())
+    if allow_all:
+        hooks.add(AllowAllHook())
     broker = Broker(Options(), hooks, loop=loop)
     subscribers = [connect(broker, f"sub-{i}") for i in range(shape.subscribers)]
     for i, sub in enumerate(subscribers):
@@ -176,17 +178,19 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000, help="deliveries per shape (about)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions (cProfile)")
+    parser.add_argument("--no-hooks", action="store_true",
+                        help="without the AllowAllHook (as an embedding program without hooks runs)")
     args = parser.parse_args()
     for name in args.shapes:
         shape = SHAPES[name]
         per_round = shape.publishers * shape.per_read * shape.deliveries_per_message()
         rounds = max(1, args.messages // per_round)
-        best = min(measure(name, rounds, None) for _ in range(args.repeat))
+        best = min(measure(name, rounds, None, not args.no_hooks) for _ in range(args.repeat))
         print(f"{name}: {best:.2f} us CPU per delivered message "
               f"({rounds * per_round:,} deliveries, best of {args.repeat})")
         if args.cprofile:
             profile = cProfile.Profile()
-            measure(name, rounds, profile)
+            measure(name, rounds, profile, not args.no_hooks)
             pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(18)
     return 0
 
