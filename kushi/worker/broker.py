@@ -241,7 +241,10 @@ class Broker(Connecting, Subscriptions, Delivery):
                 raise ReceiveMaximumExceeded("too many QoS 2 messages awaiting PUBREL")
         reason_code = 0
         hooks = self.hooks
-        if hooks.provides("on_acl_check") and not hooks.on_acl_check(conn, packet.topic, True):
+        if packet.topic.startswith("$SYS"):
+            reason_code = 0x87  # only the server publishes there: clients cannot fake its state
+            packet = None
+        elif hooks.provides("on_acl_check") and not hooks.on_acl_check(conn, packet.topic, True):
             reason_code = 0x87
             packet = None
         elif hooks.provides("on_publish"):

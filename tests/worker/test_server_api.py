@@ -197,3 +197,19 @@ def test_maximum_qos_downgrades_what_a_v311_client_publishes(make_broker, paho):
     assert subscriber.expect_message("mq/a", b"two").qos == 1
     _, _, properties = paho(broker, "five", 5).connect()
     assert properties.MaximumQoS == 1
+
+
+def test_clients_cannot_publish_into_sys(broker, paho, raw):
+    """$SYS belongs to the server: a client's PUBLISH there is refused (v5 PUBACK 0x87) and not
+    delivered, while the server's own (inline) $SYS messages are."""
+    from kushi.protocol.packets import Puback, Publish
+
+    watcher = paho.connected(broker, "watcher", 5)
+    watcher.subscribe("$SYS/#", 0)
+    faker = raw(broker, 5)
+    faker.connect_ok("faker")
+    faker.send(Publish("$SYS/broker/clients/connected", b"9999", qos=1, packet_id=1))
+    answer = faker.recv_packet()
+    assert isinstance(answer, Puback) and answer.reason_code == 0x87
+    broker.call(broker.server.publish("$SYS/broker/version", b"kushi"))
+    watcher.expect_message("$SYS/broker/version", b"kushi")
