@@ -330,7 +330,8 @@ class Broker(Connecting, Subscriptions, Delivery):
             self.store_retained(message, now, publisher_id)
             self.fabric.retained_changed(message)
         self.route(message, publisher_id, now, source_version)
-        self.fabric.forward(message)
+        if self.fabric.__class__ is not LocalFabric:  # alone, there is nobody to forward to
+            self.fabric.forward(message)
 
     def store_retained(self, message: Publish, now: float, publisher_id: str | None = None) -> int:
         """Set, replace or (empty payload) clear the retained message of a topic [MQTT-3.3.1-5/6/7]."""

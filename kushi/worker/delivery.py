@@ -47,7 +47,7 @@ class WireForms:
     def qos0_bytes(self, version: int, retain: bool, identifiers: tuple[int, ...],
                    alias: Alias | None = None) -> bytes | memoryview:
         """The QoS 0 PUBLISH for a subscriber of protocol ``version`` (and outbound ``alias``)."""
-        family = wire_family(version)
+        family = MQTT_5 if version == MQTT_5 else 4  # wire_family, inlined: the hot path
         if family != MQTT_5:
             identifiers = ()
         key = (family, retain, identifiers, alias)
@@ -166,8 +166,6 @@ class Delivery:
         """Deliver ``message`` to every local subscription matching its topic."""
         topic = message.topic
         match = self.matcher.match(topic)
-        if not match:
-            return
         cached = self._folds.get(topic)
         if cached is not None and cached[0] is match:
             folds = cached[1]
@@ -176,6 +174,8 @@ class Delivery:
             if len(self._folds) >= FOLD_CACHE_SIZE:
                 self._folds.clear()
             self._folds[topic] = (match, folds)
+        if not folds and not match.shared:
+            return
         hooks = self.hooks
         if hooks.provides("on_select_subscribers"):
             selected = hooks.on_select_subscribers({fold[0]: fold[4] for fold in folds}, message)
