@@ -81,6 +81,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.detached: set[str] = set()                        # sessions without a connection
         self.interest: dict[str, int] = {}                     # filter -> local subscriptions
         self._folds: dict[str, Any] = {}                       # route's per-topic cache
+        self._connack_cache: dict[tuple, bytes] = {}           # encoded CONNACKs
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
         # statistics, plain integers

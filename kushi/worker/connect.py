@@ -21,6 +21,7 @@ from ..errors import (
     BadAuthenticationMethod, BadUsernameOrPassword, ClientIdentifierNotValid, ConnectRefused,
     KushiError, ProtocolError, QuotaExceeded, SessionTakenOver, UnsupportedProtocolVersion,
 )
+from ..protocol.codec import encode
 from ..protocol.packets import MQTT_3_1, MQTT_5, Auth, Connack, Connect
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
@@ -33,10 +34,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("kushi.connect")
 
 CONTINUE_AUTHENTICATION = 0x18
+CONNACK_CACHE_SIZE = 64
+"""Encoded CONNACKs kept (not those with an assigned client id: they never repeat)."""
 
 
 class Connecting:
     """CONNECT and AUTH handling, mixed into ``Broker``."""
+
+    _connack_cache: dict[tuple, bytes]   # provided by Broker
 
     def begin_connect(self, conn: MQTTConnection, packet: Connect, now: float) -> None:
         """Answer a CONNECT: at once when no hook must be awaited, else in a task."""
@@ -184,12 +189,28 @@ class Connecting:
         session.client = conn
         conn.state = State.CONNECTED
         self.connections[client_id] = conn
-        conn.send(Connack(session_present, 0, self._connack_properties(
-            conn, packet, requested_expiry, session.expiry_interval, authentication_method)))
+        properties = self._connack_properties(conn, packet, requested_expiry,
+                                              session.expiry_interval, authentication_method)
+        self._send_connack(conn, Connack(session_present, 0, properties))
         if hooks.provides("on_session_established"):
             hooks.on_session_established(conn, packet)
         if session_present:
             self.resume(session, conn, now)
+
+    def _send_connack(self, conn: MQTTConnection, connack: Connack) -> None:
+        """Send a CONNACK; the common ones are encoded once per broker (connection storms)."""
+        hooks = self.hooks
+        if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+            conn.send(connack)
+            return
+        key = (conn.protocol_version == MQTT_5, connack)  # frozen records: hashable
+        data = self._connack_cache.get(key)
+        if data is None:
+            data = encode(connack, conn.protocol_version)
+            if (connack.properties.assigned_client_identifier is None   # unique: never again
+                    and len(self._connack_cache) < CONNACK_CACHE_SIZE):
+                self._connack_cache[key] = data
+        conn.write(data)
 
     def _connack_properties(self, conn: MQTTConnection, packet: Connect, requested_expiry: int,
                             granted_expiry: int, authentication_method: str | None) -> Properties:
