@@ -443,7 +443,7 @@ class PubackBuilder:
 
 
 def decode_publish(
-    first_byte: int, buf: bytes, pos: int, end: int, version: int, raw: bytes | None
+    first_byte: int, buf: bytes, pos: int, end: int, version: int, raw: bytes | memoryview | None
 ) -> Publish:
     """Decode a PUBLISH whose body is ``buf[pos:end]`` (section 3.3).
 
@@ -489,8 +489,10 @@ def decode_publish(
             raise ProtocolError("empty topic name without a topic alias")
     elif not topic:
         raise ProtocolError("empty topic name [MQTT-4.7.3-1]", reason_code=_TOPIC_NAME_INVALID)
+    # a memoryview ``raw`` (a large packet) gives a view of the payload, not a copy
+    payload = raw[len(raw) - (end - pos):] if type(raw) is memoryview else buf[pos:end]
     return PublishBuilder(  # type: ignore[return-value]
-        topic, buf[pos:end], qos, first_byte & 1 == 1, dup, packet_id, properties, raw
+        topic, payload, qos, first_byte & 1 == 1, dup, packet_id, properties, raw
     )
 
 

@@ -13,8 +13,10 @@ in a list and are joined once, when enough bytes are there for that packet,
 so a large packet arriving in small pieces costs one copy, not one per piece.
 
 A decoded Publish has ``.raw``: the exact bytes of the whole packet, for
-forwarding unchanged. Its payload is a ``bytes`` slice (small slices of bytes
-are cheaper than memoryviews in CPython, and they do not pin the chunk).
+forwarding unchanged. Below LARGE_PUBLISH bytes, raw and payload are ``bytes``
+slices (small slices of bytes are cheaper than memoryviews in CPython, and they
+do not pin the chunk); from it on, they are memoryviews of the bytes read, so a
+large payload is not copied in Python between the socket and its subscribers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 
 DEFAULT_MAX_PACKET_SIZE = 268_435_460
 """The largest packet MQTT can express: 1 + 4 + 268,435,455 bytes."""
+
+LARGE_PUBLISH = 4096
+"""From this size on, a PUBLISH's ``raw`` and ``payload`` are memoryviews of the bytes read."""
 
 
 class PacketReader:
@@ -101,6 +106,9 @@ class PacketReader:
         self._pos = end
         first_byte = data[pos]
         if first_byte >> 4 == 3 and self.version is not None:
+            if end - pos >= LARGE_PUBLISH:  # a view: the payload is not copied on its way through
+                return decode_publish(first_byte, data, body_start, end, self.version,
+                                      memoryview(data)[pos:end])
             raw = data[pos:end]
             return decode_publish(first_byte, raw, body_start - pos, end - pos, self.version, raw)
         packet = decode_at(first_byte, data, body_start, end, self.version)

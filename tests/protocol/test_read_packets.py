@@ -15,7 +15,7 @@ from packet_strategies import VERSIONS, packets
 from kushi.errors import KushiError, MalformedPacket, ProtocolError
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
-from kushi.protocol.reader import PacketReader
+from kushi.protocol.reader import LARGE_PUBLISH, PacketReader
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -169,3 +169,17 @@ def test_a_bad_topic_is_refused_every_time_it_comes() -> None:
     reader.feed(bad + bad)
     with pytest.raises(ProtocolError):
         reader.read_packets()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_large_publish_is_a_view_of_the_bytes_read(version: int) -> None:
+    """From LARGE_PUBLISH bytes on, raw and payload are memoryviews: the payload is not copied."""
+    sent = Publish("big", b"p" * LARGE_PUBLISH, qos=1, packet_id=4)
+    encoded = encode(sent, version)
+    reader = reader_for(version)
+    reader.feed(encoded[:100])
+    reader.feed(encoded[100:])
+    [received] = reader.read_packets()
+    assert received == sent
+    assert type(received.raw) is memoryview and bytes(received.raw) == encoded
+    assert type(received.payload) is memoryview and received.payload.obj is received.raw.obj
