@@ -252,7 +252,9 @@ class PacketReader:
         """Move the pending chunks behind the unparsed rest of _data; True if any moved."""
         if not self._pending:
             return False
-        self._data = self._data[self._pos :] + b"".join(self._pending)
+        rest = memoryview(self._data)[self._pos :]  # one copy for all: the join
+        self._data = b"".join([rest, *self._pending])
+        rest.release()
         self._pos = 0
         self._pending = []
         self._pending_size = 0
