@@ -145,9 +145,10 @@ class Broker(Connecting, Subscriptions, Delivery):
         client_id = session.client_id
         if session.will_due_at is not None:
             self.publish_will(session, session.client or self.server_info, now)
-        for filter in self.matcher.remove_key(client_id):
-            self._interest_down(filter)
-        session.subscriptions.clear()
+        if session.subscriptions:
+            for filter in self.matcher.remove_key(client_id):
+                self._interest_down(filter)
+            session.subscriptions.clear()
         self.detached.discard(client_id)
         if self.sessions.get(client_id) is session:
             del self.sessions[client_id]
