@@ -54,7 +54,7 @@ DISCONNECT_WITH_WILL = 0x04
 class ServerInfo:
     """The ClientInfo of messages the server itself publishes (inline client)."""
 
-    client_id = ""
+    client_id = "inline"
     username = None
     remote_address = None
     protocol_version = MQTT_5

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ..errors import AdministrativeAction, ConfigurationError, ServerShuttingDown
 from ..hooks.base import Hook
 from ..hooks.manager import HookManager
-from ..protocol.packets import Publish
+from ..protocol.packets import Publish, Subscription
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
 from .broker import Broker
@@ -175,6 +175,8 @@ class Server:
         message = Publish(topic, payload, min(qos, self.options.maximum_qos), retain,
                           properties=properties or NO_PROPERTIES)
         broker.publish(message, None, monotonic())
+        if self.hooks.provides("on_published"):
+            self.hooks.on_published(broker.server_info, message)
 
     async def subscribe(self, filter: str, subscription_id: int,
                         callback: Callable[[str, bytes, Publish], Any]) -> None:
@@ -206,6 +208,17 @@ class Server:
             return False
         conn.fail(AdministrativeAction("disconnected by the server", reason_code=reason_code))
         return True
+
+    def subscriptions(self, client_id: str) -> dict[str, Subscription]:
+        """The subscriptions of a client's session (connected or not), by filter as subscribed."""
+        session = self.broker.sessions.get(client_id) if self.broker else None
+        if session is None:
+            return {}
+        return {
+            filter: Subscription(filter, entry.qos, entry.no_local, entry.retain_as_published,
+                                 entry.retain_handling)
+            for filter, entry in session.subscriptions.items()
+        }
 
     def retained(self, filter: str = "#") -> list[Publish]:
         """The retained messages matching ``filter``."""

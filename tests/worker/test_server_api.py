@@ -213,3 +213,69 @@ def test_clients_cannot_publish_into_sys(broker, paho, raw):
     assert isinstance(answer, Puback) and answer.reason_code == 0x87
     broker.call(broker.server.publish("$SYS/broker/version", b"kushi"))
     watcher.expect_message("$SYS/broker/version", b"kushi")
+
+
+class Recorder(Hook):
+    """Records on_published calls."""
+
+    id = "recorder"
+
+    def __init__(self) -> None:
+        self.published: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    def on_published(self, client, packet):
+        self.published.put((client.client_id, packet.topic))
+
+
+def test_on_published_fires_for_client_and_inline_publishes(make_broker, paho):
+    """on_published: for a client's PUBLISH (its ClientInfo) and for Server.publish ("inline")."""
+    recorder = Recorder()
+    broker = make_broker(hooks=[recorder])
+    paho.connected(broker, "talker", 5).publish("rec/a", b"1", qos=1)
+    assert recorder.published.get(timeout=2) == ("talker", "rec/a")
+    broker.call(broker.server.publish("rec/b", b"2"))
+    assert recorder.published.get(timeout=2) == ("inline", "rec/b")
+
+
+def test_subscriptions_of_a_session(broker, paho):
+    """Server.subscriptions(client_id): filter -> options, kept while the session is away."""
+    from support.paho import connect_properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    client = paho(broker, "lister", 5, clean=False)
+    client.connect(properties=connect_properties(SessionExpiryInterval=60))
+    client.subscribe("a/+", 1)
+    client.subscribe("b/#", options=SubscribeOptions(qos=2, noLocal=True))
+    client.disconnect()
+    subscriptions = broker.sync(broker.server.subscriptions, "lister")
+    assert sorted(subscriptions) == ["a/+", "b/#"]
+    assert subscriptions["a/+"].qos == 1 and not subscriptions["a/+"].no_local
+    assert subscriptions["b/#"].qos == 2 and subscriptions["b/#"].no_local
+    assert broker.sync(broker.server.subscriptions, "nobody") == {}
+
+
+class Switchable(Hook):
+    """Allows everything until ``deny_reads`` is set: then no client may receive anything."""
+
+    id = "switchable"
+    deny_reads = False
+
+    def on_acl_check(self, client, topic, write):
+        return write or not self.deny_reads or topic == "control"
+
+
+def test_acl_is_asked_again_at_each_delivery(make_broker, paho):
+    """on_acl_check(write=False) per delivery: a rule that changes after the subscription applies
+    to the next message (the control topic stays allowed and must arrive)."""
+    hook = Switchable()
+    broker = make_broker(hooks=[hook])
+    reader = paho.connected(broker, "reader", 4)
+    reader.subscribe("#", 1)
+    publisher = paho.connected(broker, "pub", 4)
+    publisher.publish("news", b"before", qos=1)
+    reader.expect_message("news", b"before")
+    hook.deny_reads = True
+    publisher.publish("news", b"after", qos=1)
+    publisher.publish("control", b"still", qos=1)
+    reader.expect_message("control", b"still")
+    reader.expect_no_message()
