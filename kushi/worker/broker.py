@@ -145,6 +145,10 @@ class Broker(Connecting, Subscriptions, Delivery):
         client_id = session.client_id
         if session.will_due_at is not None:
             self.publish_will(session, session.client or self.server_info, now)
+        hooks = self.hooks
+        if session.inflight and hooks.provides("on_qos_dropped"):
+            for item in session.inflight.values():
+                hooks.on_qos_dropped(session.client or self.server_info, item.message)
         if session.subscriptions:
             for filter in self.matcher.remove_key(client_id):
                 self._interest_down(filter)

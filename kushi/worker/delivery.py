@@ -232,13 +232,15 @@ class Delivery:
             if conn is None:
                 return  # QoS 0 is not queued for an absent client
             alias = conn.outbound_alias(message.topic) if conn.topic_alias_out_maximum else None
-            data = forms.qos0_bytes(conn.protocol_version, retain, identifiers, alias)
-            if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
-                conn.alias_not_sent(message.topic, alias)
-                self.count_dropped(conn, message)  # [MQTT-3.1.2-25]
-                return
-            conn.write(data)
-            self.messages_sent += 1
+            hooks = self.hooks
+            if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+                packet = with_alias(forms.publish_for(0, retain, identifiers), alias)
+                if hooks.provides("on_packet_encode"):
+                    packet = hooks.on_packet_encode(conn, packet)
+                self.put_publish(conn, message.topic, alias, packet, encode(packet, conn.protocol_version))
+            else:
+                data = forms.qos0_bytes(conn.protocol_version, retain, identifiers, alias)
+                self.put_publish(conn, message.topic, alias, message, data)
             return
         item = Outbound(forms.publish_for(qos, retain, identifiers), now, forms=forms)
         if conn is not None and not session.queue and session.has_send_quota():
@@ -281,18 +283,28 @@ class Delivery:
             if encode_hook:
                 packet = hooks.on_packet_encode(conn, packet)
             data = encode(packet, conn.protocol_version)
-        if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
-            conn.alias_not_sent(message.topic, alias)
+        if not self.put_publish(conn, message.topic, alias, packet, data):
             session.inflight.pop(item.packet_id, None)  # as if delivered [MQTT-3.1.2-25]
-            self.count_dropped(conn, message)
             return
-        conn.write(data)
         item.sent = True
-        self.messages_sent += 1
         if hooks.provides("on_qos_publish"):
             if packet is message:
                 packet = replace(message, packet_id=item.packet_id)
             hooks.on_qos_publish(conn, packet, item.received_at, int(dup))
+
+    def put_publish(self, conn: MQTTConnection, topic: str, alias: Alias | None,
+                    packet: Publish, data: bytes | memoryview) -> bool:
+        """Write an encoded PUBLISH, unless it is larger than the client accepts: then it is
+        dropped for this client only [MQTT-3.1.2-24/25]. True if written."""
+        if conn.maximum_packet_size and len(data) > conn.maximum_packet_size:
+            conn.alias_not_sent(topic, alias)
+            self.count_dropped(conn, packet)
+            return False
+        conn.write(data)
+        self.messages_sent += 1
+        if self.hooks.provides("on_packet_sent"):
+            self.hooks.on_packet_sent(conn, packet, data)
+        return True
 
     def send_ack(self, conn: MQTTConnection, kind: type, packet_id: int, reason_code: int) -> None:
         """Send PUBACK/PUBREC/PUBREL/PUBCOMP; as ready-made bytes unless a hook watches packets."""

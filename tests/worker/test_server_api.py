@@ -11,7 +11,7 @@ import queue
 import pytest
 
 from kushi.hooks.base import Hook
-from kushi.protocol.packets import Connect
+from kushi.protocol.packets import Connect, Publish
 
 
 def test_max_clients_refuses_the_one_too_many(make_broker, paho, raw):
@@ -279,3 +279,38 @@ def test_acl_is_asked_again_at_each_delivery(make_broker, paho):
     publisher.publish("control", b"still", qos=1)
     reader.expect_message("control", b"still")
     reader.expect_no_message()
+
+
+class Stamp(Hook):
+    """Rewrites every outgoing PUBLISH payload for client "stamped" and records what was sent."""
+
+    id = "stamp"
+
+    def __init__(self) -> None:
+        self.sent: queue.Queue[tuple[str, int]] = queue.Queue()
+
+    def on_packet_encode(self, client, packet):
+        if isinstance(packet, Publish) and client.client_id == "stamped":
+            return dataclasses.replace(packet, payload=b"stamped:" + bytes(packet.payload))
+        return packet
+
+    def on_packet_sent(self, client, packet, data):
+        if isinstance(packet, Publish):
+            self.sent.put((client.client_id, packet.qos))
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_outgoing_publishes_pass_the_packet_hooks(make_broker, paho, qos):
+    """on_packet_encode may change an outgoing PUBLISH (QoS 0 included, which is otherwise
+    forwarded as the received bytes); on_packet_sent sees it."""
+    hook = Stamp()
+    broker = make_broker(hooks=[hook])
+    stamped = paho.connected(broker, "stamped", 4)
+    stamped.subscribe("s/#", qos)
+    plain = paho.connected(broker, "plain", 4)
+    plain.subscribe("s/#", qos)
+    paho.connected(broker, "pub", 4).publish("s/x", b"hi", qos=qos)
+    stamped.expect_message("s/x", b"stamped:hi")
+    plain.expect_message("s/x", b"hi")
+    sent = sorted(hook.sent.get(timeout=2) for _ in range(2))
+    assert sent == [("plain", qos), ("stamped", qos)]
