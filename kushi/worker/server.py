@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import signal
+from dataclasses import replace
 from time import monotonic
 from typing import Any, Callable
 
@@ -75,6 +76,7 @@ class Server:
         self._stopped = asyncio.Event()
         self.hooks.init_all()
         self.broker = Broker(self.options, self.hooks, self.fabric, loop)
+        self._restore_retained()
         try:
             for config in self._listener_configs:
                 factory = functools.partial(MQTTConnection, self.broker, config.id)
@@ -90,6 +92,16 @@ class Server:
         self._tick_task = loop.create_task(self._tick())
         if self.hooks.provides("on_started"):
             self.hooks.on_started(self)
+
+    def _restore_retained(self) -> None:
+        """Retained messages a storage hook kept (``stored_retained``: Publish records)."""
+        if not self.hooks.provides("stored_retained"):
+            return
+        for message in self.hooks.stored_retained():
+            if isinstance(message, Publish):
+                self.broker.apply_retained(replace(message, retain=True))
+            else:
+                log.warning("stored_retained gave %r, not a Publish: ignored", type(message).__name__)
 
     async def _tick(self) -> None:
         broker = self.broker

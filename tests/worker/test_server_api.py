@@ -314,3 +314,21 @@ def test_outgoing_publishes_pass_the_packet_hooks(make_broker, paho, qos):
     plain.expect_message("s/x", b"hi")
     sent = sorted(hook.sent.get(timeout=2) for _ in range(2))
     assert sent == [("plain", qos), ("stamped", qos)]
+
+
+class KeptRetained(Hook):
+    """A storage hook that kept one retained message from an earlier run."""
+
+    id = "kept-retained"
+
+    def stored_retained(self):
+        return [Publish("kept/topic", b"from before", qos=1, retain=True)]
+
+
+def test_retained_messages_restored_from_a_storage_hook(make_broker, paho):
+    """Server.start() loads stored_retained() from the hooks: a new subscriber gets them."""
+    broker = make_broker(hooks=[KeptRetained()])
+    client = paho.connected(broker, "late", 5)
+    client.subscribe("kept/#", 1)
+    message = client.expect_message("kept/topic", b"from before")
+    assert message.retain
