@@ -135,10 +135,17 @@ class BusFabric:
     # ------------------------------------------------------------- the seam
 
     def interest_added(self, filter: str) -> None:
-        """The first local subscriber to ``filter``: tell every node."""
+        """The first local subscriber to ``filter``: tell every node, now.
+
+        Flushed at once rather than with the loop iteration: the broker sends
+        the SUBACK right after this call, and the gossip should be on its way
+        before the client can make another worker publish (rare, so cheap).
+        The full guarantee is ``barrier()`` before the SUBACK.
+        """
         if filter not in self._local_interest:
             self._local_interest.add(filter)
             self.bus.broadcast(INTEREST_ADDED, filter.encode())
+            self.bus.flush()
 
     def interest_removed(self, filter: str) -> None:
         """The last local subscriber to ``filter`` left: tell every node."""

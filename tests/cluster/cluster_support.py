@@ -106,6 +106,16 @@ class KushiCluster:
                     pids[int(match.group(1))] = int(match.group(2))
         return pids
 
+    def _our_orphan(self, pid: int) -> bool:
+        """Is ``pid`` still one of our workers (a kushi process whose parent was our supervisor or
+        is gone)? A pid number reused by another test's worker has a live supervisor as parent."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return False
+        parent = int(fields[1])
+        return fields[0] != "Z" and parent in (1, self.process.pid) and b"kushi" in _cmdline(pid)
+
     def worker_pids_alive(self) -> dict[int, int]:
         """Worker id -> pid of the workers whose process still runs (not gone, not a zombie)."""
         return {worker: pid for worker, pid in self.worker_pids().items() if _running(pid)}
@@ -128,7 +138,7 @@ class KushiCluster:
                 raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
         self._reader.join(5)
         for pid in self.worker_pids().values():   # never leave an orphaned worker behind
-            if _running(pid) and b"kushi" in _cmdline(pid):
+            if self._our_orphan(pid):
                 _kill_quietly(pid)
         return self.process.returncode
 

@@ -30,9 +30,17 @@ def cluster() -> Iterator[KushiCluster]:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[PahoClient]]:
+def clients(request) -> Iterator[list[PahoClient]]:
     made: list[PahoClient] = []
     yield made
+    if "cluster" in request.fixturenames:
+        cluster = request.getfixturevalue("cluster")
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print("the cluster's log:\n" + cluster.log())
+        trouble = [line for line in cluster.lines   # a worker dying would explain a failure: say so
+                   if " died " in line or "Traceback" in line or " ERROR " in line]
+        assert not trouble, "\n".join(trouble)
     for client in made:
         client.stop()
 
@@ -166,7 +174,8 @@ def pair_on_two_workers(cluster: KushiCluster, clients: list[PahoClient], name: 
     """A subscriber and a publisher whose connections are on different workers."""
     subscriber, sub_worker = client_on(cluster, clients, f"{name}-sub", lambda w: True,
                                        version=subscriber_version)
-    publisher, _ = client_on(cluster, clients, f"{name}-pub", lambda w: w != sub_worker)
+    publisher, pub_worker = client_on(cluster, clients, f"{name}-pub", lambda w: w != sub_worker)
+    print(f"{name}: subscriber on worker {sub_worker}, publisher on worker {pub_worker}")  # shown on failure
     return subscriber, publisher
 
 
