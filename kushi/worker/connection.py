@@ -139,6 +139,10 @@ class MQTTConnection(asyncio.Protocol):
         self.state = State.CLOSED
         self._broker_told = True
         self._out.clear()
+        # the session keeps this object as its ClientInfo: let go of what only the wire needed
+        self.reader = PacketReader(0)
+        self.inbound_aliases.clear()
+        self.outbound_aliases.clear()
         if self.auth_waiter is not None and not self.auth_waiter.done():
             self.auth_waiter.cancel()
         self.broker.connection_lost(self, exc or self.error, monotonic())
