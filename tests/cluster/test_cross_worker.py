@@ -170,10 +170,17 @@ def test_qos2_messages_cross_workers_exactly_once(roomy_cluster, clients) -> Non
 
 
 def pair_on_two_workers(cluster: KushiCluster, clients: list[PahoClient], name: str,
+                        subscribe: Callable[[PahoClient], object],
                         subscriber_version: int = 5) -> tuple[PahoClient, PahoClient]:
-    """A subscriber and a publisher whose connections are on different workers."""
+    """A subscriber that has made its subscriptions, then a publisher on another worker.
+
+    The publisher connects after the SUBACKs on purpose: a publish racing a
+    SUBACK across workers can miss the new subscription until the broker
+    holds the SUBACK for ``fabric.barrier()`` (see the cluster notes).
+    """
     subscriber, sub_worker = client_on(cluster, clients, f"{name}-sub", lambda w: True,
                                        version=subscriber_version)
+    subscribe(subscriber)
     publisher, pub_worker = client_on(cluster, clients, f"{name}-pub", lambda w: w != sub_worker)
     print(f"{name}: subscriber on worker {sub_worker}, publisher on worker {pub_worker}")  # shown on failure
     return subscriber, publisher
@@ -181,8 +188,8 @@ def pair_on_two_workers(cluster: KushiCluster, clients: list[PahoClient], name: 
 
 def test_every_publish_property_survives_the_bus(cluster, clients) -> None:
     """[invariant 1] MQTT 5 properties reach a subscriber on another worker unchanged."""
-    subscriber, publisher = pair_on_two_workers(cluster, clients, "props")
-    subscriber.subscribe("props/t", qos=1)
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "props",
+                                                lambda sub: sub.subscribe("props/t", qos=1))
     properties = publish_properties(UserProperty=[("k", "v"), ("k", "w")], ContentType="text/plain",
                                     ResponseTopic="reply/here", CorrelationData=b"\x00\x01",
                                     PayloadFormatIndicator=1, MessageExpiryInterval=120)
@@ -196,8 +203,9 @@ def test_every_publish_property_survives_the_bus(cluster, clients) -> None:
 
 def test_subscription_identifier_and_granted_qos_are_the_subscribers_own(cluster, clients) -> None:
     """[MQTT-3.3.4-3] The subscriber's worker applies its identifier and its granted QoS (downgrade)."""
-    subscriber, publisher = pair_on_two_workers(cluster, clients, "subid")
-    subscriber.subscribe("subid/#", qos=0, properties=subscribe_properties(SubscriptionIdentifier=7))
+    subscriber, publisher = pair_on_two_workers(
+        cluster, clients, "subid",
+        lambda sub: sub.subscribe("subid/#", qos=0, properties=subscribe_properties(SubscriptionIdentifier=7)))
     publisher.publish("subid/t", b"x", qos=1)
     message = subscriber.wait_for_message(timeout=5)
     assert message.qos == 0 and message.properties.SubscriptionIdentifier == [7]
@@ -205,8 +213,9 @@ def test_subscription_identifier_and_granted_qos_are_the_subscribers_own(cluster
 
 def test_a_v311_subscriber_gets_a_v5_publishers_message_from_another_worker(cluster, clients) -> None:
     """Protocol versions mix across workers: the v3.1.1 subscriber gets a v3.1.1 PUBLISH."""
-    subscriber, publisher = pair_on_two_workers(cluster, clients, "mixed", subscriber_version=4)
-    subscriber.subscribe("mixed/t", qos=1)
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "mixed",
+                                                lambda sub: sub.subscribe("mixed/t", qos=1),
+                                                subscriber_version=4)
     publisher.publish("mixed/t", b"hello", qos=1, properties=publish_properties(ContentType="x"))
     message = subscriber.wait_for_message(timeout=5)
     assert (message.topic, message.payload, message.qos) == ("mixed/t", b"hello", 1)
@@ -214,9 +223,11 @@ def test_a_v311_subscriber_gets_a_v5_publishers_message_from_another_worker(clus
 
 def test_retain_as_published_holds_across_workers(cluster, clients) -> None:
     """[MQTT-3.3.1-12/13] The retain flag of a live message follows the subscriber's option."""
-    subscriber, publisher = pair_on_two_workers(cluster, clients, "rap")
-    subscriber.subscribe("rap/keep", options=SubscribeOptions(qos=1, retainAsPublished=True))
-    subscriber.subscribe("rap/clear", options=SubscribeOptions(qos=1, retainAsPublished=False))
+    def subscribe(sub: PahoClient) -> None:
+        sub.subscribe("rap/keep", options=SubscribeOptions(qos=1, retainAsPublished=True))
+        sub.subscribe("rap/clear", options=SubscribeOptions(qos=1, retainAsPublished=False))
+
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "rap", subscribe)
     publisher.publish("rap/keep", b"a", qos=1, retain=True)
     publisher.publish("rap/clear", b"b", qos=1, retain=True)
     flags = {}
@@ -230,8 +241,8 @@ def test_retain_as_published_holds_across_workers(cluster, clients) -> None:
 
 def test_a_topic_alias_of_the_publisher_does_not_cross_the_bus(cluster, clients) -> None:
     """[MQTT-3.3.2-12] An alias is per connection: the other worker's subscriber sees the topic name."""
-    subscriber, publisher = pair_on_two_workers(cluster, clients, "alias")
-    subscriber.subscribe("alias/#", qos=1)
+    subscriber, publisher = pair_on_two_workers(cluster, clients, "alias",
+                                                lambda sub: sub.subscribe("alias/#", qos=1))
     publisher.publish("alias/long/topic", b"1", qos=1, properties=publish_properties(TopicAlias=3))
     publisher.publish("", b"2", qos=1, properties=publish_properties(TopicAlias=3))
     topics = [subscriber.wait_for_message(timeout=5).topic for _ in range(2)]
