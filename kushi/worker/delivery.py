@@ -67,16 +67,29 @@ class WireForms:
                        alias: Alias | None = None) -> bytes:
         """``packet`` (from ``publish_for``) encoded with ``packet_id``.
 
-        The first subscriber's copy is encoded outright; from the second on, the
-        bytes are reused with only the two packet id bytes replaced.
+        When the message goes out as it came in (same version and QoS, nothing
+        added), the received bytes are reused; otherwise the first subscriber's copy
+        is encoded outright and, from the second on, reused. Either way only the
+        two packet id bytes (and the first byte's flags) change.
         """
-        key = (id(packet), wire_family(version), alias)
+        family = wire_family(version)
+        key = (id(packet), family, alias)
         template = self._cache.get(key)
         if template is None:
-            data = encode(with_alias(Publish(packet.topic, packet.payload, packet.qos, packet.retain,
-                                             False, packet_id, packet.properties), alias), version)
-            self._cache[key] = data
-            return data
+            message = self.message
+            raw = message.raw
+            if (raw is not None and packet.qos == message.qos and family == self.source_version
+                    and alias is None and packet.properties is message.properties):
+                # the received bytes, with our packet id, DUP 0 and the retain flag we chose
+                offset = packet_id_offset(raw)
+                first = bytes((0x30 | packet.qos << 1 | packet.retain,))
+                template = self._cache[key] = (first + raw[1:offset], raw[offset + 2:])
+            else:
+                data = encode(with_alias(Publish(packet.topic, packet.payload, packet.qos,
+                                                 packet.retain, False, packet_id, packet.properties),
+                                         alias), version)
+                self._cache[key] = data
+                return data
         if type(template) is bytes:
             offset = packet_id_offset(template)
             template = self._cache[key] = (template[:offset], template[offset + 2:])

@@ -61,3 +61,19 @@ def test_overlapping_subscriptions_fold_into_one_delivery():
     assert folds["c"][1:4] == (2, True, (1, 2))
     assert folds["d"][1] == 1 and folds["d"][5]
     assert [fold[0] for fold in fold_subscriptions(subscribers, "d")] == ["c"]
+
+
+@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("qos", [1, 2])
+def test_qos12_reuses_the_received_bytes_with_our_packet_id(version, qos):
+    """A QoS 1/2 message forwarded unchanged: the received bytes with our packet id, DUP cleared
+    [MQTT-3.3.1-3] and the retain flag as chosen for the subscriber [MQTT-3.3.1-12/13]."""
+    props = Properties(user_properties=(("a", "b"),)) if version == 5 else Properties()
+    received = encode(Publish("in/t" * 40, b"z" * 200, qos, True, True, 4242, props), version)
+    message = Publish("in/t" * 40, b"z" * 200, qos, True, True, 4242, props, raw=received)
+    forms = WireForms(message, version)
+    for retain in (False, True):
+        packet = forms.publish_for(qos, retain, ())
+        for packet_id in (9, 513):
+            assert forms.with_packet_id(packet, version, packet_id) == encode(
+                Publish(packet.topic, packet.payload, qos, retain, False, packet_id, props), version)
