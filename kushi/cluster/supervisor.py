@@ -25,7 +25,10 @@ SIGHUP forwarded (workers reload auth files in place); SIGTTIN adds a worker,
 SIGTTOU retires the newest (its clients get 0x9C, use another server).
 
 The supervisor is a node on the bus with its own fabric, so its inline
-client (``publish``/``subscribe``) reaches every worker.
+client (``publish``/``subscribe``) reaches every worker; it keeps the
+session directory (``directory_node``) and publishes the wills of a worker
+that died; ``stats()`` adds up the snapshots the workers send every second.
+Workers get SIGTERM from the kernel if the supervisor itself dies.
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ Signals: SIGTERM closes gracefully (listeners first, v5 clients get
 DISCONNECT 0x8B); SIGINT and SIGQUIT exit at once; SIGHUP reloads every hook
 that has ``reload()`` (auth files) in place, keeping every connection.
 The supervisor can also send "retire" over the bus: the worker closes with
-0x9C (use another server), for SIGTTOU scaling down.
+0x9C (use another server), for SIGTTOU scaling down, and stays on the bus
+until its clients' sessions have been taken over by the other workers.
+
+Every second the worker sends the supervisor a snapshot of its counters
+(``stats``), which the supervisor adds up for metrics and $SYS.
 """
 
 from __future__ import annotations
