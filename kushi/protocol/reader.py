@@ -153,6 +153,8 @@ class PacketReader:
         last_topic = ""
         try:
             while True:
+                if pos == size and not self._pending:
+                    return packets   # all read, the common end
                 length = data[pos + 1] if pos + 2 <= size else 128
                 end = pos + 2 + length
                 if length >= 128 or end > size or not small_fits:
