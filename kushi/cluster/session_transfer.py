@@ -8,8 +8,9 @@ process's monotonic clock has its own origin.
 What moves (``kushi.worker.session.Session``): subscriptions with their
 options, messages in flight (packet id, PUBREL owed or not), queued
 messages, QoS 2 packet ids received and not released, the will with its
-delay (and when it is due, if its connection had closed), the expiry interval, the client's receive maximum, and the last packet
-id used (so new ids do not collide with the client's memory of old ones).
+delay (and when it is due, if its connection had closed), the expiry
+interval, the client's receive maximum, and the last packet id used (so
+new ids do not collide with the client's memory of old ones).
 The inline client's callbacks never move: they belong to their process.
 """
 

@@ -233,7 +233,8 @@ class Supervisor:
                 try:
                     sock = bind_socket(host, 0)
                 except OSError as exc:
-                    raise ConfigurationError(f"listener {config.id}: cannot bind {config.address}: {exc}") from exc
+                    raise ConfigurationError(
+                        f"listener {config.id}: cannot bind {config.address}: {exc}") from exc
                 self._reserved.append(sock)
                 port = sock.getsockname()[1]
                 shown = "" if host is None else (f"[{host}]" if ":" in host else host)

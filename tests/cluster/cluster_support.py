@@ -247,3 +247,16 @@ def raw_client_on(cluster: KushiCluster, accept, attempts: int = 60):
             return client, worker
         client.close()
     raise AssertionError(f"no connection landed on a wanted worker in {attempts} attempts")
+
+
+def raw_subscriber(cluster: KushiCluster, accept, filter: str, qos: int, client_id: str,
+                   **connect_fields):
+    """A connected RawClient on a worker ``accept`` likes, subscribed to ``filter`` (SUBACK received)."""
+    from kushi.protocol.packets import Suback, Subscribe, Subscription
+
+    client, worker = raw_client_on(cluster, accept)
+    client.connect_ok(client_id, **connect_fields)
+    client.send(Subscribe(1, (Subscription(filter, qos=qos),)))
+    packet = client.recv_packet()
+    assert isinstance(packet, Suback), packet
+    return client, worker

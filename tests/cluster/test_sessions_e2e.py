@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cluster_support import KushiCluster, raw_client_on, running_cluster
+from cluster_support import KushiCluster, raw_client_on, raw_subscriber, running_cluster
 
 from kushi.protocol.packets import (
     Connack, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will,
@@ -72,14 +72,10 @@ def test_a_live_duplicate_on_another_worker_takes_the_session_over(cluster) -> N
 def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
     """[invariant 6] kill -9 of the worker holding a connection: its will reaches a subscriber elsewhere."""
     with running_cluster(2) as cluster:
-        watcher, watcher_worker = raw_client_on(cluster, lambda w: True)
-        watcher.connect_ok("will-watcher")
-        watcher.send(Subscribe(1, (Subscription("wills/#", qos=1),)))
-        assert isinstance(watcher.recv_packet(), Suback)
-        victim, victim_worker = raw_client_on(cluster, lambda w: w != watcher_worker)
-        victim.connect_ok("victim", will=Will("wills/victim", b"gone", qos=1))
-        victim.send(Subscribe(1, (Subscription("unrelated", qos=0),)))   # one more round trip
-        assert isinstance(victim.recv_packet(), Suback)
+        watcher, watcher_worker = raw_subscriber(cluster, lambda w: True, "wills/#", 1, "will-watcher")
+        victim, victim_worker = raw_subscriber(   # the SUBACK: one more round trip after the CONNACK
+            cluster, lambda w: w != watcher_worker, "unrelated", 0, "victim",
+            will=Will("wills/victim", b"gone", qos=1))
         os.kill(cluster.worker_pids()[victim_worker], signal.SIGKILL)
         packet = watcher.recv_packet(timeout=10)
         assert isinstance(packet, Publish)
@@ -96,10 +92,8 @@ def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
     publisher = None
     try:
         cluster.wait_ready()
-        first, worker = raw_client_on(cluster, lambda w: True)
-        first.connect_ok("hopper", clean_start=False, properties=PERSISTENT)
-        first.send(Subscribe(1, (Subscription("load/t", qos=1),)))
-        assert isinstance(first.recv_packet(), Suback)
+        first, worker = raw_subscriber(cluster, lambda w: True, "load/t", 1, "hopper",
+                                       clean_start=False, properties=PERSISTENT)
         first.send(Disconnect())
         first.expect_closed()
 
@@ -154,17 +148,11 @@ def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
     """[invariant 6] A worker killed mid-stream: clients elsewhere see no error and lose nothing,
     every other node drops the dead worker's interest, and its clients can reconnect."""
     with running_cluster(3) as cluster:
-        subscriber, sub_worker = raw_client_on(cluster, lambda w: True)
-        subscriber.connect_ok("steady-sub")
-        subscriber.send(Subscribe(1, (Subscription("k/#", qos=1),)))
-        assert isinstance(subscriber.recv_packet(), Suback)
+        subscriber, sub_worker = raw_subscriber(cluster, lambda w: True, "k/#", 1, "steady-sub")
         publisher, pub_worker = raw_client_on(cluster, lambda w: w != sub_worker)
         publisher.connect_ok("steady-pub")
         victim_worker = ({0, 1, 2} - {sub_worker, pub_worker}).pop()
-        victim, _ = raw_client_on(cluster, lambda w: w == victim_worker)
-        victim.connect_ok("victim-sub")
-        victim.send(Subscribe(1, (Subscription("k/#", qos=1),)))
-        assert isinstance(victim.recv_packet(), Suback)
+        victim, _ = raw_subscriber(cluster, lambda w: w == victim_worker, "k/#", 1, "victim-sub")
 
         received = []
         mark = len(cluster.lines)
@@ -199,10 +187,7 @@ def test_a_restarted_worker_serves_the_retained_messages_set_before_it_started()
         mark = len(cluster.lines)
         os.kill(cluster.worker_pids()[other], signal.SIGKILL)
         cluster.wait_for_line(rf"worker {other} ready", start=mark)
-        subscriber, _ = raw_client_on(cluster, lambda w: w == other)
-        subscriber.connect_ok("late-reader")
-        subscriber.send(Subscribe(1, (Subscription("kept/#", qos=1),)))
-        assert isinstance(subscriber.recv_packet(), Suback)
+        subscriber, _ = raw_subscriber(cluster, lambda w: w == other, "kept/#", 1, "late-reader")
         got = set()
         for _ in range(5):
             packet = subscriber.recv_packet(timeout=5)
@@ -214,10 +199,8 @@ def test_a_restarted_worker_serves_the_retained_messages_set_before_it_started()
 def test_a_clean_start_on_another_worker_ends_the_old_session_and_sends_its_delayed_will() -> None:
     """[MQTT-3.1.3-9] A delayed will goes out when its session ends by a clean start elsewhere."""
     with running_cluster(2) as cluster:
-        watcher, watcher_worker = raw_client_on(cluster, lambda w: True)
-        watcher.connect_ok("delayed-watcher")
-        watcher.send(Subscribe(1, (Subscription("delayed/#", qos=1),)))
-        assert isinstance(watcher.recv_packet(), Suback)
+        watcher, watcher_worker = raw_subscriber(cluster, lambda w: True, "delayed/#", 1,
+                                                 "delayed-watcher")
         first, first_worker = raw_client_on(cluster, lambda w: True)
         will = Will("delayed/will", b"late", qos=1, properties=Properties(will_delay_interval=300))
         first.connect_ok("delayer", clean_start=False, will=will, properties=PERSISTENT)
