@@ -470,6 +470,10 @@ class Supervisor:
             total["bus_gaps"] = total.get("bus_gaps", 0) + self.bus.stats.gaps
         return total
 
+    def worker_stats(self) -> dict[str, dict[str, int]]:
+        """Each live worker's latest snapshot by bus name ("w0", ...), for per-worker metrics."""
+        return {node: dict(snapshot) for node, snapshot in self._worker_stats.items()}
+
     def worker_pids(self) -> dict[int, int]:
         """Worker id -> pid of the live workers."""
         return {w.worker_id: w.pid for w in self._workers.values() if w.pid}

@@ -171,10 +171,12 @@ def _listener_from_flag(kind: str, cls: type, listener_id: str, address: str,
 
 
 def run_workers(config: ServeConfig) -> int:
-    """Hand a multi-worker config to the supervisor, or refuse when there is none yet.
+    """Run the broker as ``config.options.workers`` processes under the supervisor.
 
-    Running one worker when N were asked for would hide a wrong deployment, so
-    without ``kushi.cluster.supervisor.serve(config, hooks)`` this is an error.
+    The HTTP listener (/metrics, /healthz) and $SYS run in the supervisor
+    (``SupervisorServices``) with the whole broker's figures. Running one
+    worker when N were asked for would hide a wrong deployment, so without
+    ``kushi.cluster.supervisor.serve`` this is an error.
     """
     try:
         from ..cluster import supervisor
@@ -185,10 +187,52 @@ def run_workers(config: ServeConfig) -> int:
         log.error("--workers %d needs the multi-process supervisor (kushi.cluster), which is "
                   "not built yet; run with --workers 1", config.options.workers)
         return EXIT_USAGE
-    if config.http:
-        log.warning("with --workers > 1 the HTTP listener (/metrics, /healthz) and $SYS are "
-                    "not served yet (planned: the supervisor aggregates the workers' stats)")
-    return int(serve(config, build_auth_hooks(config.auth)))
+    services = SupervisorServices(config)
+    return int(serve(config, build_auth_hooks(config.auth), on_ready=[services.start],
+                     on_stop=[services.stop]))
+
+
+class SupervisorServices:
+    """Metrics and $SYS of a multi-worker broker, run in the supervisor process.
+
+    The supervisor's ``stats()`` adds up the snapshots every worker sends each
+    second, so /metrics and $SYS show the whole broker (up to a second late);
+    its ``publish()`` reaches the subscribers on every worker.
+    """
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics: MetricsServer | None = None
+        self.sys_topics: SysTopics | None = None
+
+    async def start(self, supervisor: Any) -> None:
+        """``on_ready`` of the supervisor: every worker listens."""
+        options = self.config.options
+        if self.config.http:
+            metrics = MetricsServer(self.config.http, supervisor.stats, supervisor.worker_stats)
+            try:
+                await metrics.start()
+            except OSError as exc:
+                log.error("cannot open the HTTP listener %s: %s", self.config.http, exc)
+                supervisor.exit_code = EXIT_FAILED
+                supervisor.stop(signal.SIGTERM)
+                return
+            self.metrics = metrics
+            log_http_listener(metrics)
+        if options.inline_client:
+            self.sys_topics = SysTopics(supervisor, options.sys_interval)
+            self.sys_topics.start()
+
+    async def stop(self) -> None:
+        """``on_stop`` of the supervisor."""
+        if self.sys_topics is not None:
+            await self.sys_topics.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
+
+
+def log_http_listener(metrics: MetricsServer) -> None:
+    log.info("listening http %s", _host_port(metrics.host, metrics.port))
 
 
 def run(config: ServeConfig) -> int:
@@ -284,7 +328,7 @@ class Service:
             where = handle.config.path if kind == "unix" else _host_port(handle.host, handle.port)
             log.info("listening %s %s", kind, where)
         if self.metrics is not None:
-            log.info("listening http %s", _host_port(self.metrics.host, self.metrics.port))
+            log_http_listener(self.metrics)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

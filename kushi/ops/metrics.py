@@ -27,6 +27,8 @@ from .config import parse_address
 log = logging.getLogger("kushi")
 
 StatsSource = Callable[[], Mapping[str, int | float]]
+#: worker label -> that worker's own stats (a multi-worker broker's supervisor has them)
+PerWorkerSource = Callable[[], Mapping[str, Mapping[str, int | float]]]
 
 #: stats keys that only grow -> help text; exported as kushi_<key>_total
 COUNTERS: dict[str, str] = {
@@ -46,6 +48,8 @@ GAUGES: dict[str, str] = {
     "retained": "Retained messages stored.",
     "subscriptions": "Subscriptions held.",
 }
+#: stats also exported per worker (kushi_worker_<key>{worker="w0"}): where the load sits
+PER_WORKER: tuple[str, ...] = ("clients_connected", "messages_received", "messages_sent")
 _NOT_A_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -55,10 +59,17 @@ class StatsCollector:
     Keys it knows become counters or gauges with help text; any other numeric
     key the broker adds later is exported as a gauge, so new statistics show
     up without a change here.
+
+    With several workers ``stats`` is the whole broker's (the supervisor adds
+    the workers up) and ``per_worker`` gives each worker's own figures: the
+    ``PER_WORKER`` keys are exported once more as ``kushi_worker_<key>`` with
+    a ``worker`` label. They have their own names so that summing a
+    ``kushi_<key>`` series never counts a message twice.
     """
 
-    def __init__(self, stats: StatsSource) -> None:
+    def __init__(self, stats: StatsSource, per_worker: PerWorkerSource | None = None) -> None:
         self.stats = stats
+        self.per_worker = per_worker
 
     def collect(self) -> Iterator[Metric]:
         for key, value in sorted(self.stats().items()):
@@ -69,12 +80,26 @@ class StatsCollector:
                 yield CounterMetricFamily(name, COUNTERS[key], value=value)
             else:
                 yield GaugeMetricFamily(name, GAUGES.get(key, f"Broker statistic {key}."), value=value)
+        if self.per_worker is not None:
+            yield from self._collect_per_worker(self.per_worker())
+
+    def _collect_per_worker(self, workers: Mapping[str, Mapping[str, int | float]]) -> Iterator[Metric]:
+        for key in PER_WORKER:
+            name = "kushi_worker_" + key
+            if key in COUNTERS:
+                family: Metric = CounterMetricFamily(name, f"{COUNTERS[key]} Per worker.", labels=["worker"])
+            else:
+                family = GaugeMetricFamily(name, f"{GAUGES[key]} Per worker.", labels=["worker"])
+            for worker, stats in sorted(workers.items()):
+                if key in stats:
+                    family.add_metric([worker], stats[key])
+            yield family
 
 
-def metrics_registry(stats: StatsSource) -> CollectorRegistry:
+def metrics_registry(stats: StatsSource, per_worker: PerWorkerSource | None = None) -> CollectorRegistry:
     """A registry of its own (not the global one) with the broker's stats and the process's CPU/memory."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StatsCollector(stats))
+    registry.register(StatsCollector(stats, per_worker))
     ProcessCollector(namespace="kushi", registry=registry)
     return registry
 
@@ -82,9 +107,9 @@ def metrics_registry(stats: StatsSource) -> CollectorRegistry:
 class MetricsServer:
     """A minimal HTTP/1.0 server for ``/metrics`` and ``/healthz`` on the running event loop."""
 
-    def __init__(self, address: str, stats: StatsSource) -> None:
+    def __init__(self, address: str, stats: StatsSource, per_worker: PerWorkerSource | None = None) -> None:
         self.address = address
-        self.registry = metrics_registry(stats)
+        self.registry = metrics_registry(stats, per_worker)
         self.host = ""
         self.port = 0
         self._server: asyncio.Server | None = None

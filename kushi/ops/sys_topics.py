@@ -4,7 +4,8 @@ The topics follow Mosquitto's names, so dashboards written for it work::
 
     $SYS/broker/version                    kushi 0.1.0
     $SYS/broker/uptime                     1234 seconds
-    $SYS/broker/worker                     0
+    $SYS/broker/worker                     0   (one process; see below)
+    $SYS/broker/workers                    3   (several workers)
     $SYS/broker/clients/connected          12
     $SYS/broker/messages/received          ...
     $SYS/broker/messages/sent
@@ -18,6 +19,11 @@ client subscribing to ``$SYS/#`` gets the latest values at once. Only values
 that changed since the last tick are published again. Subscribers of ``#``
 do not see them: a filter starting with a wildcard never matches a ``$``
 topic [MQTT-4.7.2-1].
+
+With several workers the supervisor publishes them with the whole broker's
+figures (``Supervisor.stats()`` adds the workers up) and ``$SYS/broker/worker``
+is left out: a retained topic seen on every worker cannot say which worker a
+client is on. ``$SYS/broker/workers`` gives the number of workers serving.
 
 Usage (``kushi serve`` does this when ``Options.sys_interval`` > 0)::
 
@@ -46,6 +52,7 @@ STATS_TOPICS: dict[str, str] = {
     "$SYS/broker/bytes/sent": "bytes_sent",
     "$SYS/broker/subscriptions/count": "subscriptions",
     "$SYS/broker/retained messages/count": "retained",
+    "$SYS/broker/workers": "workers",
 }
 
 
@@ -58,16 +65,18 @@ def kushi_version() -> str:
 
 
 def sys_messages(stats: Mapping[str, Any], *, now: float, started: float,
-                 worker_id: int | str, version: str) -> dict[str, str]:
+                 worker_id: int | str | None, version: str) -> dict[str, str]:
     """The $SYS topic -> payload map for one tick; pure, so it is tested without a clock.
 
-    A statistic the broker does not report is left out rather than shown as 0.
+    A statistic the broker does not report is left out rather than shown as 0;
+    so is the worker id when it is None (the supervisor of several workers).
     """
     messages = {
         "$SYS/broker/version": f"kushi {version}",
         "$SYS/broker/uptime": f"{int(now - started)} seconds",
-        "$SYS/broker/worker": str(worker_id),
     }
+    if worker_id is not None:
+        messages["$SYS/broker/worker"] = str(worker_id)
     for topic, key in STATS_TOPICS.items():
         if key in stats:
             messages[topic] = str(stats[key])
@@ -75,7 +84,12 @@ def sys_messages(stats: Mapping[str, Any], *, now: float, started: float,
 
 
 class SysTopics:
-    """Publishes ``sys_messages`` every ``interval`` seconds through ``server.publish``."""
+    """Publishes ``sys_messages`` every ``interval`` seconds through ``server.publish``.
+
+    ``server`` is a ``kushi.Server`` or a ``kushi.cluster.supervisor.Supervisor``:
+    anything with ``stats()`` and ``publish()``; ``worker_id`` and a hook
+    manager (``hooks.provides``) are used when it has them.
+    """
 
     def __init__(self, server: Any, interval: float) -> None:
         self.server = server
@@ -106,9 +120,9 @@ class SysTopics:
         with ``uptime`` (seconds), ``version`` and ``worker_id`` added.
         """
         stats = self.server.stats()
-        worker_id = getattr(self.server, "worker_id", 0)
+        worker_id = getattr(self.server, "worker_id", None)
         hooks = getattr(self.server, "hooks", None)
-        if hooks is not None and hooks.provides("on_sys_info_tick"):
+        if hasattr(hooks, "provides") and hooks.provides("on_sys_info_tick"):
             hooks.on_sys_info_tick({**stats, "uptime": int(now - self.started),
                                     "version": self.version, "worker_id": worker_id})
         messages = sys_messages(stats, now=now, started=self.started, worker_id=worker_id,

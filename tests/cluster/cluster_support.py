@@ -27,12 +27,14 @@ KUSHI = str(Path(sys.executable).with_name("kushi"))
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 LISTENING = re.compile(r" kushi: listening tcp (\S+):(\d+)$")
 LISTENING_WS = re.compile(r" kushi: listening ws (\S+):(\d+)$")
+LISTENING_HTTP = re.compile(r" kushi: listening http (\S+):(\d+)$")
 
 
 @contextmanager
-def running_cluster(workers: int, *extra: str, websocket: bool = False) -> Iterator[KushiCluster]:
+def running_cluster(workers: int, *extra: str, websocket: bool = False,
+                    http: bool = False) -> Iterator[KushiCluster]:
     """A ``kushi serve --workers N`` that is listening; stopped (SIGTERM) at the end."""
-    cluster = KushiCluster(workers, *extra, websocket=websocket)
+    cluster = KushiCluster(workers, *extra, websocket=websocket, http=http)
     try:
         cluster.wait_ready()
         yield cluster
@@ -44,9 +46,10 @@ class KushiCluster:
     """``kushi serve --workers N`` as a child process, with its log lines at hand."""
 
     def __init__(self, workers: int, *extra: str, env: dict[str, str] | None = None,
-                 websocket: bool = False) -> None:
+                 websocket: bool = False, http: bool = False) -> None:
         ws = ["--ws", "127.0.0.1:0"] if websocket else ["--no-ws"]
-        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", *ws, "--no-http",
+        metrics = ["--http", "127.0.0.1:0"] if http else ["--no-http"]
+        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", *ws, *metrics,
                 "--workers", str(workers), *extra]
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env={**os.environ, **(env or {})})
@@ -58,6 +61,8 @@ class KushiCluster:
         self.port = 0
         self.websocket = websocket
         self.ws_port = 0
+        self.http = http
+        self.http_port = 0
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -91,6 +96,8 @@ class KushiCluster:
         self.host, self.port = match.group(1), int(match.group(2))
         if self.websocket:
             self.ws_port = int(self.wait_for_line(LISTENING_WS, timeout).group(2))
+        if self.http:
+            self.http_port = int(self.wait_for_line(LISTENING_HTTP, timeout).group(2))
 
     def log(self) -> str:
         with self._changed:
