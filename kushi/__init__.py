@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "Server": "kushi.worker.server",
+    "Server": "kushi.cluster.server",
     "Options": "kushi.worker.options",
     "TCP": "kushi.worker.listeners",
     "WebSocket": "kushi.worker.listeners",
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .protocol.properties import Properties
     from .worker.listeners import TCP, TLS, WSS, Unix, WebSocket
     from .worker.options import Options
-    from .worker.server import Server
+    from .cluster.server import Server
 
 
 def __getattr__(name: str) -> Any:

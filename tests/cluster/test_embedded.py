@@ -23,8 +23,8 @@ PROGRAM = str(Path(__file__).with_name("embedded_supervisor.py"))
 class Program:
     """embedded_supervisor.py as a child process; its stdout lines in a queue."""
 
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, PROGRAM], stdout=subprocess.PIPE,
+    def __init__(self, program: str = PROGRAM) -> None:
+        self.process = subprocess.Popen([sys.executable, program], stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -1,0 +1,143 @@
+"""``kushi.Server`` for any number of workers: the embedding API of ARCHITECTURE.md.
+
+With ``Options(workers=1)`` (the default) this is exactly the one-process
+``kushi.worker.server.Server``: everything runs in the caller's event loop.
+
+With ``workers > 1`` the calling process becomes the supervisor and a node on
+the bus: ``start()`` forks the workers (each opens the listeners with
+SO_REUSEPORT and runs the hooks added here; hooks are created before the fork
+and their ``init`` runs in each worker), and the inline client (``publish``,
+``subscribe``, ``unsubscribe``) reaches the clients of every worker. ``stats()``
+adds up the workers' counters. What lives in one worker's memory (``clients()``,
+``client()``, ``subscriptions()``, ``disconnect_client()``, ``retained()``) is
+not reachable from the supervisor and raises ``ConfigurationError`` there.
+
+The supervisor installs its own SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGTTIN/SIGTTOU
+handlers on the running loop, as ``kushi serve --workers N`` does.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigurationError
+from ..protocol.packets import Publish
+from ..protocol.properties import Properties
+from ..worker.server import Server as OneProcessServer
+from .supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class ClusterListener:
+    """A listener the workers share: its config and the port they all bound."""
+
+    config: Any
+    host: str
+    port: int | None
+
+    @property
+    def address(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
+class Server(OneProcessServer):
+    """One broker, in this process (workers=1) or as a supervisor of N workers."""
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.supervisor: Supervisor | None = None
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.options.workers > 1
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.multi_worker:
+            return await super().start()
+        if self.supervisor is not None:
+            raise ConfigurationError("server already started")
+        self.supervisor = Supervisor(self.options, self._listener_configs, self.hooks.hooks,
+                                     workers=self.options.workers)
+        await self.supervisor.start()
+        configs = {config.id: config for config in self.supervisor.listener_configs}
+        self.listeners = {  # type: ignore[assignment]
+            listener_id: ClusterListener(configs.get(listener_id), host, port)
+            for listener_id, (_kind, host, port) in self.supervisor.listeners.items()
+        }
+
+    async def serve_forever(self) -> None:
+        if not self.multi_worker:
+            return await super().serve_forever()
+        await self._running_supervisor().wait()
+
+    async def close(self, reason_code: int = 0x8B) -> None:
+        """Graceful stop; with workers it is the supervisor's SIGTERM path (0x8B to v5 clients)."""
+        if not self.multi_worker:
+            return await super().close(reason_code)
+        supervisor = self._running_supervisor()
+        supervisor.stop(signal.SIGTERM)
+        await supervisor.wait()
+
+    def run(self) -> None:
+        if not self.multi_worker:
+            return super().run()
+        self.supervisor = Supervisor(self.options, self._listener_configs, self.hooks.hooks,
+                                     workers=self.options.workers)
+        self.supervisor.run()
+
+    # ---- the inline client -----------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0,
+                      properties: Properties | None = None) -> None:
+        if not self.multi_worker:
+            return await super().publish(topic, payload, retain, qos, properties)
+        await self._running_supervisor().publish(topic, payload, retain, qos, properties)
+
+    async def subscribe(self, filter: str, subscription_id: int, callback: Callable[..., Any]) -> None:
+        if not self.multi_worker:
+            return await super().subscribe(filter, subscription_id, callback)
+        await self._running_supervisor().subscribe(filter, subscription_id, callback)
+
+    async def unsubscribe(self, filter: str, subscription_id: int) -> None:
+        if not self.multi_worker:
+            return await super().unsubscribe(filter, subscription_id)
+        await self._running_supervisor().unsubscribe(filter, subscription_id)
+
+    # ---- introspection ---------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        if not self.multi_worker:
+            return super().stats()
+        return self._running_supervisor().stats()
+
+    def clients(self) -> list[Any]:
+        self._one_process_only("clients()")
+        return super().clients()
+
+    def client(self, client_id: str) -> Any:
+        self._one_process_only("client()")
+        return super().client(client_id)
+
+    def subscriptions(self, client_id: str) -> Any:
+        self._one_process_only("subscriptions()")
+        return super().subscriptions(client_id)
+
+    async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
+        self._one_process_only("disconnect_client()")
+        return await super().disconnect_client(client_id, reason_code)
+
+    def retained(self, filter: str = "#") -> list[Publish]:
+        self._one_process_only("retained()")
+        return super().retained(filter)
+
+    def _one_process_only(self, what: str) -> None:
+        if self.multi_worker:
+            raise ConfigurationError(
+                f"{what} reads one worker's memory; with workers > 1 use stats(), $SYS or the "
+                "inline client instead")
+
+    def _running_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise ConfigurationError("start() the server first")
+        return self.supervisor

@@ -1,0 +1,50 @@
+"""A program that embeds kushi.Server(Options(workers=2)) (run by test_embedded_server.py).
+
+    python embedded_server.py
+
+It adds a hook that refuses the user name "intruder" (so the test can see the
+hook run in the workers), starts the server, subscribes the inline client to
+"to-server/#" (printing "INLINE topic payload"), publishes a retained
+"from-server/hello", tries the one-worker-only introspection (printing
+"INTROSPECTION <error class>"), and prints "PORT <port>". SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import kushi
+from kushi.errors import ConfigurationError
+
+
+def say(*words: object) -> None:
+    print(*words, flush=True)
+
+
+class RefuseIntruder(kushi.Hook):
+    id = "refuse-intruder"
+
+    def on_connect_authenticate(self, client, packet) -> bool:
+        return packet.username != "intruder"
+
+
+async def main() -> None:
+    server = kushi.Server(kushi.Options(workers=2, sys_interval=0))
+    server.add_hook(RefuseIntruder())
+    server.add_listener(kushi.TCP("t", "127.0.0.1:0"))
+    await server.start()
+    await server.subscribe("to-server/#", 1, lambda topic, payload, packet: say("INLINE", topic, payload.decode()))
+    await server.publish("from-server/hello", b"hi", retain=True, qos=1)
+    try:
+        server.clients()
+    except ConfigurationError as exc:
+        say("INTROSPECTION", type(exc).__name__)
+    say("PORT", server.listeners["t"].port, json.dumps(server.supervisor.worker_pids()))
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.exit(0)
