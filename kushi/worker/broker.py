@@ -350,9 +350,13 @@ class Broker(Connecting, Subscriptions, Delivery):
         return result
 
     # ---- the cluster sink -------------------------------------------------------------
-    def deliver_remote(self, message: Publish) -> None:
-        """A message from another worker: deliver to local subscribers only, never forward."""
-        self.route(message, None, monotonic())
+    def deliver_remote(self, message: Publish, source_version: int | None = None) -> None:
+        """A message from another worker: deliver to local subscribers only, never forward.
+
+        ``source_version``: the protocol version ``message.raw`` is encoded in, if it has raw
+        bytes; subscribers of that version then get those bytes without re-encoding.
+        """
+        self.route(message, None, monotonic(), source_version)
 
     def apply_retained(self, message: Publish) -> None:
         """A retained change made on another worker: store it, do not announce it again."""

@@ -77,3 +77,23 @@ def test_qos12_reuses_the_received_bytes_with_our_packet_id(version, qos):
         for packet_id in (9, 513):
             assert forms.with_packet_id(packet, version, packet_id) == encode(
                 Publish(packet.topic, packet.payload, qos, retain, False, packet_id, props), version)
+
+
+def test_deliver_remote_forwards_the_bus_bytes_to_subscribers_of_their_version(make_broker, raw):
+    """Broker.deliver_remote(message, source_version): a subscriber of that version gets
+    message.raw as it is (the cluster hands over what another worker received)."""
+    from kushi.protocol.packets import Subscribe, Subscription
+
+    broker = make_broker()
+    client = raw(broker, 5)
+    client.connect_ok("remote-sub")
+    client.send(Subscribe(1, (Subscription("bus/#", 0),)))
+    client.recv_packet()
+    wire = encode(Publish("bus/t", b"over the bus",
+                          properties=Properties(user_properties=(("from", "w1"),))), 5)
+    message = Publish("bus/t", b"over the bus", properties=Properties(
+        user_properties=(("from", "w1"),)), raw=wire)
+    broker.sync(broker.server.broker.deliver_remote, message, 5)
+    packet = client.recv_packet()
+    assert (packet.topic, packet.payload, packet.properties.user_properties) == (
+        "bus/t", b"over the bus", (("from", "w1"),))
