@@ -8,7 +8,8 @@ connection decodes, checks the connection-level rules, and hands packets over.
 
 Reading: every ``data_received`` parses *all* the packets it holds before
 anything is written. Writing: packets are collected in a list and flushed once
-per loop iteration (one ``call_soon``), so a burst of messages for one client
+per loop iteration (the broker flushes every connection written to with one
+``call_soon``), so a burst of messages for one client
 costs one system call, not one per message (ARCHITECTURE.md, "The hot path").
 
 The connection never knows its transport: TCP, TLS, WebSocket and Unix sockets
@@ -153,7 +154,7 @@ class MQTTConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         if self._out:
-            self._flush()
+            self.flush()
 
     # ---- reading ------------------------------------------------------------------
     def process_packets(self, now: float) -> None:
@@ -163,10 +164,10 @@ class MQTTConnection(asyncio.Protocol):
         while True:
             state = self.state
             if state is State.CONNECTED:
-                packet = reader.next_packet()
-                if packet is None:
+                packets = reader.read_packets()   # all of this read at once (the hot path)
+                if not packets:
                     return
-                broker.handle_packet(self, packet, now)
+                broker.handle_packets(self, packets, now)
             elif state is State.WAITING_FOR_CONNECT:
                 packet = reader.next_packet()
                 if packet is None:
@@ -304,9 +305,10 @@ class MQTTConnection(asyncio.Protocol):
         self._out_size += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.broker.loop.call_soon(self._flush)
+            self.broker.flush_later(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Hand what is buffered to the transport (the broker calls it once per loop iteration)."""
         self._flush_scheduled = False
         transport = self.transport
         if transport is None or not self._out:
@@ -366,4 +368,4 @@ class MQTTConnection(asyncio.Protocol):
     def _flush_now(self) -> None:
         if self._out and self.transport is not None:
             self._writing_paused = False
-            self._flush()
+            self.flush()

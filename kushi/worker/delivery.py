@@ -24,8 +24,9 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..protocol.codec import encode
+from ..protocol.codec import PublishBuilder, encode
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
+from ..protocol.properties import NO_PROPERTIES
 from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ class WireForms:
             properties = message.properties
             if identifiers or properties.subscription_identifiers:
                 properties = replace(properties, subscription_identifiers=identifiers)
-            packet = Publish(message.topic, message.payload, qos, retain, False, None, properties)
+            packet = PublishBuilder(message.topic, message.payload, qos, retain, False, None,
+                                    properties, None)
             self._cache[key] = packet
         return packet
 
@@ -174,19 +176,117 @@ class Delivery:
     connections: dict[str, MQTTConnection]
     _folds: dict[str, tuple[Any, list[Fold]]]   # topic -> (MatchResult, its folds)
 
+    def folds_of(self, topic: str, match: Any) -> list[Fold]:
+        """The folded subscriptions of ``match`` (cached per topic until subscriptions change)."""
+        cached = self._folds.get(topic)
+        if cached is not None and cached[0] is match:
+            return cached[1]
+        folds = fold_subscriptions(match.subscribers, None)
+        if len(self._folds) >= FOLD_CACHE_SIZE:
+            self._folds.clear()
+        self._folds[topic] = (match, folds)
+        return folds
+
+    def route_run(self, run: list[Publish], publisher_id: str, now: float, source_version: int) -> None:
+        """Route messages of one QoS on one topic from one publisher (no DUP, not retained, no properties).
+
+        Each subscriber that takes them as they came (the publisher's wire form and
+        QoS, no subscription identifier, outbound alias or size limit in the way,
+        and at QoS 1 room in its send window) gets the received bytes: at QoS 0 the
+        whole run joined once and shared, at QoS 1 each message with its packet id
+        put in, all in one write. If any subscriber needs more, every message goes
+        through ``route`` instead.
+        """
+        first = run[0]
+        topic = first.topic
+        match = self.matcher.match(topic)
+        hooks = self.hooks
+        qos = first.qos
+        if (match.shared or first.raw is None or hooks.provides("on_select_subscribers")
+                or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
+                or qos and hooks.provides("on_qos_publish")):
+            targets = None
+        else:
+            targets = self.run_targets(run, match, publisher_id, source_version)
+        if targets is None:
+            for message in run:
+                self.route(message, publisher_id, now, source_version)
+            return
+        if not targets:
+            return
+        if not qos:
+            data = first.raw if len(run) == 1 else b"".join([message.raw for message in run])
+            for conn in targets:
+                conn.write(data)
+            self.messages_sent += len(run) * len(targets)
+            return
+        # QoS 1: one in-flight record per message and subscriber, the received bytes with its packet id
+        id_offset = 3 if source_version == MQTT_5 else 2   # the packet id (and v5's empty properties)
+        outgoing = [PublishBuilder(topic, message.payload, 1, False, False, None, NO_PROPERTIES, None)
+                    for message in run]
+        for conn in targets:
+            session = conn.session
+            inflight = session.inflight
+            allocate = session.allocate_packet_id
+            chunks = []
+            for message, packet in zip(run, outgoing):
+                packet_id = allocate()
+                inflight[packet_id] = Outbound(packet, now, packet_id, False, True)
+                raw = message.raw
+                offset = len(raw) - len(message.payload) - id_offset
+                if type(raw) is memoryview:  # large: the head rewritten, the rest as it came
+                    conn.write(b"".join(chunks) + raw[:offset] + packet_id.to_bytes(2, "big"))
+                    conn.write(raw[offset + 2:])
+                    chunks = []
+                else:
+                    chunks.append(raw[:offset] + packet_id.to_bytes(2, "big") + raw[offset + 2:])
+            if chunks:
+                conn.write(b"".join(chunks))
+        self.messages_sent += len(run) * len(targets)
+
+    def run_targets(self, run: list[Publish], match: Any, publisher_id: str,
+                    source_version: int) -> list[MQTTConnection] | None:
+        """The connections that take ``run`` as received (see ``route_run``); None if any cannot."""
+        topic = run[0].topic
+        qos = run[0].qos
+        hooks = self.hooks
+        acl = hooks.provides("on_acl_check")
+        connections = self.connections
+        v5 = source_version == MQTT_5
+        longest = 0
+        targets = []
+        for key, granted, _, identifiers, entry, has_no_local in self.folds_of(topic, match):
+            if entry.callback is not None:
+                return None
+            conn = connections.get(key)
+            if conn is None:
+                if qos:
+                    return None   # queued for a client away: the general path
+                continue          # QoS 0 is not queued for it
+            if (identifiers or conn.topic_alias_out_maximum or granted < qos
+                    or (has_no_local and key == publisher_id) or (conn.protocol_version == MQTT_5) != v5):
+                return None
+            if qos:
+                session = conn.session
+                if session.queue or len(session.inflight) + len(run) > session.send_quota_limit:
+                    return None
+            limit = conn.maximum_packet_size
+            if limit:
+                if not longest:
+                    longest = max(len(message.raw) for message in run)
+                if longest > limit:
+                    return None
+            if acl and not hooks.on_acl_check(conn, topic, False):
+                continue
+            targets.append(conn)
+        return targets
+
     def route(self, message: Publish, publisher_id: str | None, now: float,
               source_version: int | None = None) -> None:
         """Deliver ``message`` to every local subscription matching its topic."""
         topic = message.topic
         match = self.matcher.match(topic)
-        cached = self._folds.get(topic)
-        if cached is not None and cached[0] is match:
-            folds = cached[1]
-        else:  # the subscriptions changed since, or a new topic
-            folds = fold_subscriptions(match.subscribers, None)
-            if len(self._folds) >= FOLD_CACHE_SIZE:
-                self._folds.clear()
-            self._folds[topic] = (match, folds)
+        folds = self.folds_of(topic, match)
         if not folds and not match.shared:
             return
         hooks = self.hooks
@@ -360,11 +460,11 @@ class Delivery:
 
 
 ACK_FIRST_BYTE = {Puback: 0x40, Pubrec: 0x50, Pubrel: 0x62, Pubcomp: 0x70}
+ACK_HEAD = {kind: bytes((first_byte, 2)) for kind, first_byte in ACK_FIRST_BYTE.items()}
 
 
 def ack_bytes(kind: type, packet_id: int, reason_code: int) -> bytes:
     """PUBACK/PUBREC/PUBREL/PUBCOMP without properties, encoded directly (the hot path)."""
-    first_byte = ACK_FIRST_BYTE[kind]
-    if reason_code:
-        return bytes((first_byte, 3, packet_id >> 8, packet_id & 0xFF, reason_code))
-    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+    if not reason_code:
+        return ACK_HEAD[kind] + packet_id.to_bytes(2, "big")
+    return bytes((ACK_FIRST_BYTE[kind], 3, packet_id >> 8, packet_id & 0xFF, reason_code))
