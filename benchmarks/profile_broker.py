@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Profile the kushi broker under one mqbench scenario with py-spy.
 
-Starts ``kushi serve`` on a free port, attaches ``py-spy record`` to it, runs
+Starts ``kushi serve`` on a free port, attaches ``py-spy record`` to it (and to
+its worker processes, when a supervisor forks them), runs
 mqbench (the scenario arguments are those of ``benchmarks/run.py``), then
 prints py-spy's top functions by own time and by total time, and the broker CPU
 per delivered message measured by ``brokercpu`` alongside (py-spy sampling adds
@@ -67,7 +68,8 @@ def main() -> int:
     with run.Broker("kushi", 1, workdir) as broker:
         assert broker.proc is not None
         spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", str(args.rate),
-                                "--nonblocking", "-o", str(folded), "--pid", str(broker.proc.pid)],
+                                "--nonblocking", "--subprocesses", "-o", str(folded),
+                                "--pid", str(broker.proc.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         bench = subprocess.run(
             [sys.executable, str(run.BROKERCPU), "run", "--pid", str(broker.proc.pid), "--",
