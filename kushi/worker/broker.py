@@ -459,10 +459,12 @@ class Broker(Connecting, Subscriptions, Delivery):
     def deliver_remote(self, message: Publish, source_version: int | None = None) -> None:
         """A message from another worker: deliver to local subscribers only, never forward.
 
+        Shared groups are left out: the worker that received the message chose their
+        members (``deliver_shared`` brings it here if a local member was chosen).
         ``source_version``: the protocol version ``message.raw`` is encoded in, if it has raw
         bytes; subscribers of that version then get those bytes without re-encoding.
         """
-        self.route(message, None, monotonic(), source_version)
+        self.route(message, None, monotonic(), source_version, shared_groups=False)
 
     def apply_retained(self, message: Publish) -> None:
         """A retained change made on another worker: store it, do not announce it again."""

@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..protocol.codec import PublishBuilder, encode
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from ..protocol.properties import NO_PROPERTIES
+from ..protocol.topics import topic_matches
+from .fabric import LocalFabric
 from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
 
 if TYPE_CHECKING:
@@ -172,6 +175,7 @@ class Delivery:
     """Outbound message handling, mixed into ``Broker``."""
 
     # provided by Broker
+    fabric: Any
     sessions: dict[str, Session]
     connections: dict[str, MQTTConnection]
     _folds: dict[str, tuple[Any, list[Fold]]]   # topic -> (MatchResult, its folds)
@@ -194,8 +198,8 @@ class Delivery:
         QoS, no subscription identifier, outbound alias or size limit in the way,
         and at QoS 1 room in its send window) gets the received bytes: at QoS 0 the
         whole run joined once and shared, at QoS 1 each message with its packet id
-        put in, all in one write. If any subscriber needs more, every message goes
-        through ``route`` instead.
+        put in, all in one write. If any subscriber needs more, or a shared group
+        matches (here or on another worker), every message goes through ``route``.
         """
         first = run[0]
         topic = first.topic
@@ -203,6 +207,7 @@ class Delivery:
         hooks = self.hooks
         qos = first.qos
         if (match.shared or first.raw is None or hooks.provides("on_select_subscribers")
+                or (self.fabric.__class__ is not LocalFabric and self.remote_shared_groups(topic, ()))
                 or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
                 or qos and hooks.provides("on_qos_publish")):
             targets = None
@@ -282,12 +287,20 @@ class Delivery:
         return targets
 
     def route(self, message: Publish, publisher_id: str | None, now: float,
-              source_version: int | None = None) -> None:
-        """Deliver ``message`` to every local subscription matching its topic."""
+              source_version: int | None = None, shared_groups: bool = True) -> None:
+        """Deliver ``message`` to every local subscription matching its topic.
+
+        Each matching shared group gets it once, across all workers [MQTT-4.8.2]:
+        the fabric picks the worker, that worker the member (``deliver_to_member``).
+        ``shared_groups`` is False for a message another worker received: that
+        worker chose the groups' members already.
+        """
         topic = message.topic
         match = self.matcher.match(topic)
+        if shared_groups and self.fabric.__class__ is not LocalFabric:
+            self.share_with_other_workers(message, match.shared)
         folds = self.folds_of(topic, match)
-        if not folds and not match.shared:
+        if not folds and not (shared_groups and match.shared):
             return
         hooks = self.hooks
         if hooks.provides("on_select_subscribers"):
@@ -312,20 +325,76 @@ class Delivery:
             if session is not None and (may_read is None or may_read(session, message)):
                 self.deliver(session, message, granted if granted < qos else qos,
                              retain and as_published, identifiers, now, forms)
+        if not shared_groups:
+            return
+        pick_shared = getattr(self.fabric, "pick_shared", None)
         for group, filter, members in match.shared:
-            member = (self.matcher.pick(group, filter, members, self.is_available)
-                      or self.matcher.pick(group, filter, members))
-            if member is None:
-                continue
-            key, entry = member
-            if entry.callback is not None:
-                self.call_inline(entry, message)
-                continue
-            session = sessions.get(key)
-            if session is not None and (may_read is None or may_read(session, message)):
-                self.deliver(session, message, min(qos, entry.qos),
-                             retain and entry.retain_as_published,
-                             (entry.identifier,) if entry.identifier else (), now, forms)
+            node = pick_shared(group, filter, True) if pick_shared is not None else None
+            if node is None:
+                self.deliver_to_member(group, filter, members, message, now, forms)
+            else:
+                self.fabric.forward_shared(node, group, filter, message)
+
+    def share_with_other_workers(self, message: Publish, local_groups: Iterable[tuple]) -> None:
+        """Send ``message`` on for the shared groups whose members are all on other workers.
+
+        The fabric knows which workers have members of which group; it picks the
+        worker whose turn it is, and that worker picks one of its members.
+        """
+        pick_shared = getattr(self.fabric, "pick_shared", None)
+        if pick_shared is None:
+            return
+        for group, filter in self.remote_shared_groups(message.topic, local_groups):
+            node = pick_shared(group, filter, False)
+            if node is not None:
+                self.fabric.forward_shared(node, group, filter, message)
+
+    def remote_shared_groups(self, topic: str, local_groups: Iterable[tuple]) -> list[tuple[str, str]]:
+        """(group, filter) of the shared groups matching ``topic`` with no member on this worker.
+
+        Read from the fabric's table of the other workers' interest, where
+        "$share/g/f" of node n is the filter f under the key "n\\0g".
+        """
+        interest = getattr(self.fabric, "interest", None)
+        if interest is None:
+            return []
+        local = {(group, filter) for group, filter, *_ in local_groups}
+        remote = set()
+        for key, _ in interest.match(topic):
+            _, separator, group = key.partition("\x00")
+            if separator:
+                remote.update((group, filter) for filter in interest.filters_of(key)
+                              if topic_matches(filter, topic) and (group, filter) not in local)
+        return sorted(remote)
+
+    def deliver_to_member(self, group: str, filter: str, members: Any, message: Publish,
+                          now: float, forms: WireForms | None) -> bool:
+        """Give ``message`` to one member of a shared group, connected ones first; True if one took it."""
+        member = (self.matcher.pick(group, filter, members, self.is_available)
+                  or self.matcher.pick(group, filter, members))
+        if member is None:
+            return False
+        key, entry = member
+        if entry.callback is not None:
+            self.call_inline(entry, message)
+            return True
+        session = self.sessions.get(key)
+        if session is None or (self.hooks.provides("on_acl_check") and not self.may_read(session, message)):
+            return False
+        self.deliver(session, message, min(message.qos, entry.qos),
+                     message.retain and entry.retain_as_published,
+                     (entry.identifier,) if entry.identifier else (), now, forms)
+        return True
+
+    def deliver_shared(self, group: str, filter: str, message: Publish) -> bool:
+        """A message another worker chose this one for: one local member of the group gets it.
+
+        False if the group has no member here (any more).
+        """
+        for local_group, local_filter, members in self.matcher.match(message.topic).shared:
+            if local_group == group and local_filter == filter:
+                return self.deliver_to_member(group, filter, members, message, monotonic(), None)
+        return False
 
     def may_read(self, session: Session, message: Publish) -> bool:
         """The ACL hooks' verdict on this client receiving this topic (checked per delivery)."""

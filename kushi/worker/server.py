@@ -48,6 +48,7 @@ class Server:
         self.hooks = HookManager()
         self.worker_id = 0
         self.fabric: Fabric = LocalFabric(self.worker_id)
+        self.fabric_sink: Any = None   # what a cluster fabric calls back (``attach``); None: the broker
         self.listeners: dict[str, ListenerHandle] = {}
         self.broker: Broker | None = None
         self._listener_configs: list[Any] = []
@@ -76,6 +77,11 @@ class Server:
         self._stopped = asyncio.Event()
         self.hooks.init_all()
         self.broker = Broker(self.options, self.hooks, self.fabric, loop)
+        attach = getattr(self.fabric, "attach", None)
+        if attach is not None:
+            # before any listener opens: what the fabric synced (retained messages of the
+            # other workers) is in the broker before the first client can subscribe
+            attach(self.fabric_sink if self.fabric_sink is not None else self.broker)
         self._restore_retained()
         try:
             for config in self._listener_configs:

@@ -5,12 +5,15 @@ not (invalid filter, not authorized, shared / wildcard / identifiers not
 available). A subscription replaces one with the same filter [MQTT-3.8.4-3];
 retained messages follow the SUBACK as retain handling says. The count of
 local subscriptions per filter tells the cluster fabric when a filter gains
-its first subscriber here or loses its last. The inline client subscribes
-through the same path, with a callback instead of a connection.
+its first subscriber here or loses its last; a SUBACK that announced new
+interest waits for the fabric's ``barrier()`` (a cluster fabric has one), so
+a publish on any worker after the SUBACK reaches the subscriber. The inline
+client subscribes through the same path, with a callback instead of a connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import KushiError, ProtocolError
@@ -36,8 +39,26 @@ class Subscriptions:
         identifier = identifiers[0] if identifiers else None
         reason_codes = []
         retained: list[tuple[SubscriptionEntry, list[Publish]]] = []
+        filters_before = len(self.interest)   # grows only when the fabric heard interest_added
         for subscription in packet.subscriptions:
             reason_codes.append(self._subscribe_one(conn, subscription, identifier, retained, now))
+        barrier = getattr(self.fabric, "barrier", None) if len(self.interest) > filters_before else None
+        if barrier is None:
+            self._acknowledge_subscribe(conn, packet, reason_codes, retained, now)
+        else:
+            # other workers route to this one only once they know of the new interest: the
+            # SUBACK waits until every worker has it, so a publish made anywhere after the
+            # client has its SUBACK reaches the client (as with one process)
+            def acknowledge(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and self.connections.get(conn.client_id) is conn:
+                    self._acknowledge_subscribe(conn, packet, reason_codes, retained, now)
+            barrier().add_done_callback(acknowledge)
+
+    def _acknowledge_subscribe(self, conn: MQTTConnection, packet: Subscribe, reason_codes: list[int],
+                               retained: list[tuple[SubscriptionEntry, list[Publish]]],
+                               now: float) -> None:
+        """The SUBACK, then the retained messages the subscriptions asked for [MQTT-3.3.1-9]."""
+        hooks = self.hooks
         conn.send(Suback(packet.packet_id, tuple(reason_codes)))
         session = conn.session
         for entry, messages in retained:
