@@ -352,20 +352,21 @@ class Delivery:
     def remote_shared_groups(self, topic: str, local_groups: Iterable[tuple]) -> list[tuple[str, str]]:
         """(group, filter) of the shared groups matching ``topic`` with no member on this worker.
 
-        Read from the fabric's table of the other workers' interest, where
+        The fabric's ``shared_groups_matching(topic)`` answers if it has one; else
+        they are read from its table of the other workers' interest, where
         "$share/g/f" of node n is the filter f under the key "n\\0g".
         """
-        interest = getattr(self.fabric, "interest", None)
-        if interest is None:
+        fabric = self.fabric
+        groups_matching = getattr(fabric, "shared_groups_matching", None)
+        if groups_matching is not None:
+            groups = groups_matching(topic)
+        else:
+            interest = getattr(fabric, "interest", None)
+            groups = shared_groups_in(interest, topic) if interest is not None else ()
+        if not groups:
             return []
         local = {(group, filter) for group, filter, *_ in local_groups}
-        remote = set()
-        for key, _ in interest.match(topic):
-            _, separator, group = key.partition("\x00")
-            if separator:
-                remote.update((group, filter) for filter in interest.filters_of(key)
-                              if topic_matches(filter, topic) and (group, filter) not in local)
-        return sorted(remote)
+        return sorted(group for group in groups if group not in local)
 
     def deliver_to_member(self, group: str, filter: str, members: Any, message: Publish,
                           now: float, forms: WireForms | None) -> bool:
@@ -526,6 +527,17 @@ class Delivery:
                 self.spawn(result)
         except Exception:
             log.exception("inline subscription callback for %r failed", entry.filter)
+
+
+def shared_groups_in(interest: Any, topic: str) -> set[tuple[str, str]]:
+    """(group, filter) of the "node\\0group" keys of a cluster interest trie matching ``topic``."""
+    groups = set()
+    for key, _ in interest.match(topic):
+        _, separator, group = key.partition("\x00")
+        if separator:
+            groups.update((group, filter) for filter in interest.filters_of(key)
+                          if topic_matches(filter, topic))
+    return groups
 
 
 ACK_FIRST_BYTE = {Puback: 0x40, Pubrec: 0x50, Pubrel: 0x62, Pubcomp: 0x70}
