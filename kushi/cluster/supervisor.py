@@ -13,7 +13,8 @@ What it does, in order:
 3. Forks the workers. Each creates its own event loop, ZeroMQ context and
    listeners after the fork (``kushi.cluster.worker``). At first boot no
    worker opens its listeners until every worker has synced with the bus.
-4. Logs ``listening KIND HOST:PORT`` once per listener, with the real port.
+4. Awaits the ``on_ready`` callbacks (metrics, $SYS), then logs
+   ``listening KIND HOST:PORT`` once per listener, with the real port.
 5. Watches: a worker that dies is restarted with back-off (0.1 s doubling to
    10 s; reset once a worker has run 30 s); the others drop its interest
    entries. A worker that fails at boot (a configuration error, a port in
@@ -185,12 +186,14 @@ class Supervisor:
         ready.cancel()
         if self._done.done():
             return
+        for callback in self.on_ready:
+            await callback(self)
+        if self._stopping:   # a callback could not start its service (e.g. the HTTP port is taken)
+            return
         for listener_id, (kind, host, port) in self.listeners.items():
             where = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             log.info("listening %s %s", kind, where)
         log.info("%d workers serving", len(self._workers))
-        for callback in self.on_ready:
-            await callback(self)
 
     async def wait(self) -> int:
         """Wait until the supervisor has stopped; returns the exit code."""

@@ -232,20 +232,34 @@ class WorkerProcess:
 
     def reload(self) -> None:
         """SIGHUP: reload every hook that can (auth files) without touching a connection."""
-        for hook in self.spec.hooks:
-            reload = getattr(hook, "reload", None)
-            if reload is None:
-                continue
-            try:
-                reload()
-                log.info("SIGHUP: reloaded %s", getattr(hook, "id", type(hook).__name__))
-            except Exception:
-                log.exception("SIGHUP: reloading %s failed; its previous rules stay in force",
-                              getattr(hook, "id", type(hook).__name__))
+        reload_hooks(self.spec.hooks)
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:
             self.stop(USE_ANOTHER_SERVER)
+
+
+def reload_hooks(hooks: Sequence[Hook]) -> None:
+    """Call ``reload()`` on each hook that has it, and log what came of it.
+
+    A hook that cannot read its file keeps its old rules (it never opens
+    access) and says so by raising or returning False; the error is logged,
+    so a bad edit does not take the broker down.
+    """
+    for hook in hooks:
+        reload = getattr(hook, "reload", None)
+        if reload is None:
+            continue
+        name = getattr(hook, "id", type(hook).__name__)
+        try:
+            reloaded = reload() is not False
+        except Exception:
+            log.exception("SIGHUP: reloading %s failed", name)
+            reloaded = False
+        if reloaded:
+            log.info("SIGHUP: reloaded %s", name)
+        else:
+            log.error("SIGHUP: %s kept its previous rules (see the error above)", name)
 
 
 def worker_main(spec: WorkerSpec) -> int:

@@ -10,18 +10,25 @@ the listeners of that kind from the file or the defaults, ``--ws none`` or
 ``--no-ws`` removes them. Each open listener is logged with its real bound
 address, ``kushi: listening tcp 127.0.0.1:PORT``, so a ``:0`` port can be found.
 
-Signals: SIGINT and SIGTERM stop gracefully (listeners close first, v5
-clients get DISCONNECT 0x8B "server shutting down"); SIGHUP reloads the
-password, ACL and ledger files in place without dropping a connection.
+Every ``kushi serve`` runs the supervisor (``kushi.cluster.supervisor``),
+which forks ``--workers N`` worker processes (default: one per CPU; one
+worker takes the same path) and serves /metrics, /healthz and $SYS itself.
+
+Signals: SIGTERM stops gracefully (listeners close first, v5 clients get
+DISCONNECT 0x8B "server shutting down"); SIGINT and SIGQUIT stop at once;
+SIGHUP reloads the password, ACL and ledger files in place in every worker
+without dropping a connection; SIGTTIN/SIGTTOU add or retire a worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
+import time
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -42,6 +49,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1        # the broker could not start or stopped on an error
 EXIT_USAGE = 2         # bad flags or configuration (argparse uses 2 as well)
 NONE = "none"          # "--ws none" turns a listener kind off
+BARRIER_TIMEOUT = 10.0 # seconds for every worker to have the first $SYS messages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --password-file, also let in clients that give no username")
 
     serve.add_argument("--workers", type=_positive_int, metavar="N",
-                       help="worker processes (default 1; N > 1 needs the multi-process supervisor)")
+                       help="worker processes (default: the number of CPUs)")
     serve.add_argument("--log-level", choices=LEVELS, type=str.lower, help="default info")
 
     bench_parser = commands.add_parser(
@@ -104,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"kushi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(config.log_level, worker_id="sup" if config.options.workers > 1 else 0)
+    configure_logging(config.log_level, worker_id="sup")
     try:
-        return run_workers(config) if config.options.workers > 1 else run(config)
+        return run_workers(config)
     except ConfigurationError as exc:   # e.g. an auth file that cannot be read
         log.error("%s", exc)
         return EXIT_USAGE
@@ -171,25 +179,24 @@ def _listener_from_flag(kind: str, cls: type, listener_id: str, address: str,
 
 
 def run_workers(config: ServeConfig) -> int:
-    """Run the broker as ``config.options.workers`` processes under the supervisor.
+    """Run the broker as ``config.options.workers`` processes under the supervisor; the exit code.
 
-    The HTTP listener (/metrics, /healthz) and $SYS run in the supervisor
-    (``SupervisorServices``) with the whole broker's figures. Running one
-    worker when N were asked for would hide a wrong deployment, so without
-    ``kushi.cluster.supervisor.serve`` this is an error.
+    One worker takes the same path as several (issue 3): the supervisor forks
+    it, restarts it if it dies, and serves the HTTP listener (/metrics,
+    /healthz) and $SYS (``SupervisorServices``) with the whole broker's
+    figures. Without the supervisor (``kushi.cluster`` cannot be imported,
+    e.g. pyzmq is missing) this is an error rather than a different broker.
     """
-    try:
-        from ..cluster import supervisor
-    except ImportError:
-        supervisor = None
-    serve = getattr(supervisor, "serve", None)
-    if serve is None:
-        log.error("--workers %d needs the multi-process supervisor (kushi.cluster), which is "
-                  "not built yet; run with --workers 1", config.options.workers)
+    try:   # import_module honours a failed import recorded in sys.modules (the tests use that)
+        supervisor = importlib.import_module("kushi.cluster.supervisor")
+    except ImportError as exc:
+        log.error("kushi serve needs the supervisor (kushi.cluster), which cannot be loaded: %s", exc)
         return EXIT_USAGE
     services = SupervisorServices(config)
-    return int(serve(config, build_auth_hooks(config.auth), on_ready=[services.start],
-                     on_stop=[services.stop]))
+    code = int(supervisor.serve(config, build_auth_hooks(config.auth), on_ready=[services.start],
+                                on_stop=[services.stop]))
+    log.info("stopped")
+    return code
 
 
 class SupervisorServices:
@@ -206,22 +213,29 @@ class SupervisorServices:
         self.sys_topics: SysTopics | None = None
 
     async def start(self, supervisor: Any) -> None:
-        """``on_ready`` of the supervisor: every worker listens."""
+        """``on_ready`` of the supervisor: every worker listens; the supervisor logs the
+        ``listening`` lines once this returns.
+
+        The first $SYS tick is published and handed to every worker before,
+        so a client that connects once the log says "listening" finds it.
+        """
         options = self.config.options
+        if options.inline_client and options.sys_interval > 0:
+            self.sys_topics = SysTopics(supervisor, options.sys_interval)
+            await self.sys_topics.tick(time.monotonic())
+            await asyncio.wait_for(supervisor.fabric.barrier(), BARRIER_TIMEOUT)
+            self.sys_topics.start()
         if self.config.http:
             metrics = MetricsServer(self.config.http, supervisor.stats, supervisor.worker_stats)
             try:
                 await metrics.start()
             except OSError as exc:
-                log.error("cannot open the HTTP listener %s: %s", self.config.http, exc)
+                log.error("cannot open a listener: http %s: %s", self.config.http, exc)
                 supervisor.exit_code = EXIT_FAILED
                 supervisor.stop(signal.SIGTERM)
                 return
             self.metrics = metrics
             log_http_listener(metrics)
-        if options.inline_client:
-            self.sys_topics = SysTopics(supervisor, options.sys_interval)
-            self.sys_topics.start()
 
     async def stop(self) -> None:
         """``on_stop`` of the supervisor."""
@@ -233,22 +247,6 @@ class SupervisorServices:
 
 def log_http_listener(metrics: MetricsServer) -> None:
     log.info("listening http %s", _host_port(metrics.host, metrics.port))
-
-
-def run(config: ServeConfig) -> int:
-    """Run one broker process until SIGINT/SIGTERM; returns the exit code."""
-    try:
-        import uvloop
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # uvloop is not built for every platform; asyncio's loop works too
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config))
-
-
-async def _serve(config: ServeConfig) -> int:
-    # built inside the loop: the server and its hooks may bind to the running loop
-    return await Service(config).run()
 
 
 def build_auth_hooks(auth: AuthFiles) -> list[Hook]:
@@ -266,100 +264,6 @@ def build_auth_hooks(auth: AuthFiles) -> list[Hook]:
         from ..hooks.ledger import LedgerHook
         hooks.append(LedgerHook(auth.ledger))
     return hooks
-
-
-class Service:
-    """One broker process as ``kushi serve`` runs it: server, auth, metrics, $SYS and signals."""
-
-    def __init__(self, config: ServeConfig) -> None:
-        from ..worker.server import Server
-
-        self.config = config
-        self.server = Server(config.options)
-        self.auth_hooks = build_auth_hooks(config.auth)
-        for hook in self.auth_hooks:
-            self.server.add_hook(hook)
-        for listener in config.listeners:
-            self.server.add_listener(listener)
-        self.metrics = MetricsServer(config.http, self.server.stats) if config.http else None
-        self.sys_topics = SysTopics(self.server, config.options.sys_interval)
-        self.stop_requested = asyncio.Event()
-
-    async def run(self) -> int:
-        """Start, serve until a stop signal, stop gracefully."""
-        # Signals first: a stop requested while the listeners open is honoured once they are
-        # open, and a signal right after the "listening" lines never meets Python's default.
-        self.install_signal_handlers()
-        try:
-            await self.server.start()
-            if self.metrics is not None:
-                await self.metrics.start()
-        except OSError as exc:
-            log.error("cannot open a listener: %s", exc)
-            await self.server.close()
-            return EXIT_FAILED
-        self.log_listeners()
-        if self.config.options.inline_client:
-            self.sys_topics.start()
-        serving = asyncio.ensure_future(self.server.serve_forever())
-        stopping = asyncio.ensure_future(self.stop_requested.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        failed = serving.done() and not serving.cancelled() and serving.exception() is not None
-        if failed:
-            log.error("the broker stopped on an error", exc_info=serving.exception())
-        await self.stop()
-        for task in (serving, stopping):
-            task.cancel()
-        await asyncio.gather(serving, stopping, return_exceptions=True)
-        return EXIT_FAILED if failed else EXIT_OK
-
-    async def stop(self) -> None:
-        log.info("stopping")
-        await self.sys_topics.stop()
-        if self.metrics is not None:
-            await self.metrics.close()
-        await self.server.close()
-        log.info("stopped")
-
-    def log_listeners(self) -> None:
-        """``kushi: listening KIND HOST:PORT`` per listener, with the real bound address."""
-        for handle in self.server.listeners.values():
-            kind = listener_kind(handle.config)
-            where = handle.config.path if kind == "unix" else _host_port(handle.host, handle.port)
-            log.info("listening %s %s", kind, where)
-        if self.metrics is not None:
-            log_http_listener(self.metrics)
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self.request_stop, signum)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-
-    def request_stop(self, signum: int) -> None:
-        log.info("%s: shutting down gracefully", signal.Signals(signum).name)
-        self.stop_requested.set()
-
-    def reload(self) -> None:
-        """SIGHUP: re-read the auth files in place; connected clients stay connected.
-
-        A hook that cannot read its file keeps its old rules and logs why
-        (it never opens access), so a bad edit does not take the broker down.
-        """
-        for hook in self.auth_hooks:
-            reload = getattr(hook, "reload", None)
-            if reload is None:
-                continue
-            name = getattr(hook, "id", type(hook).__name__)
-            try:
-                reloaded = reload() is not False
-            except Exception:
-                log.exception("SIGHUP: reloading %s failed", name)
-                reloaded = False
-            if reloaded:
-                log.info("SIGHUP: reloaded %s", name)
-            else:
-                log.error("SIGHUP: %s kept its previous rules (see the error above)", name)
 
 
 def _host_port(host: str, port: int) -> str:

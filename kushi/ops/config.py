@@ -25,6 +25,7 @@ allowed, so a typo fails loudly at start instead of being ignored.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -72,11 +73,23 @@ class AuthFiles:
         return any((self.password_file, self.acl_file, self.ledger))
 
 
+def default_workers() -> int:
+    """``kushi serve``'s number of worker processes when neither flag nor file sets it: one per CPU."""
+    return os.cpu_count() or 1
+
+
+def serve_options(**values: Any) -> Options:
+    """Options for ``kushi serve``: ``workers`` defaults to the number of CPUs (``Options`` says 1,
+    which is right for an embedded ``kushi.Server``: one process unless asked)."""
+    values.setdefault("workers", default_workers())
+    return Options(**values)
+
+
 @dataclass
 class ServeConfig:
     """Everything ``kushi serve`` needs to start one broker."""
 
-    options: Options = field(default_factory=Options)
+    options: Options = field(default_factory=serve_options)
     listeners: list[ListenerConfig] = field(default_factory=default_listeners)
     http: str | None = DEFAULT_HTTP
     auth: AuthFiles = field(default_factory=AuthFiles)
@@ -139,12 +152,12 @@ def parse_config(data: Any, source: str = "config", base_dir: Path | None = None
 
 
 def options_from_mapping(data: Any, source: str = "options") -> Options:
-    """A mapping of some Options fields -> Options; the other fields keep their defaults."""
+    """A mapping of some Options fields -> Options; the others keep ``serve_options``' defaults."""
     data = _mapping(data, source)
     hints = typing.get_type_hints(Options)
     _reject_unknown(data, set(hints), source)
     values = {name: _typed(value, hints[name], f"{source}.{name}") for name, value in data.items()}
-    return Options(**values)
+    return serve_options(**values)
 
 
 def listener_from_mapping(entry: Any, index: int, source: str, base_dir: Path | None = None) -> ListenerConfig:

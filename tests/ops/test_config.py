@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,14 @@ def flags(*argv: str) -> object:
 
 def test_partial_options_block_keeps_every_other_default() -> None:
     config = parse_config({"options": {"max_clients": 10, "sys_interval": 2}})
-    expected = dataclasses.replace(Options(), max_clients=10, sys_interval=2.0)
+    expected = dataclasses.replace(Options(), max_clients=10, sys_interval=2.0, workers=os.cpu_count() or 1)
     assert config.options == expected
     assert config.options.receive_maximum == Options().receive_maximum != 0
 
 
 def test_empty_file_gives_the_defaults() -> None:
     config = parse_config({})
-    assert config.options == Options()
+    assert config.options == Options(workers=os.cpu_count() or 1)
     assert [(listener_kind(l), l.address) for l in config.listeners] == [("tcp", ":1883"), ("ws", ":1882")]
     assert config.http == ":8080"
     assert not config.auth.configured
@@ -85,6 +86,14 @@ def test_flags_override_the_file_kind_by_kind(tmp_path: Path) -> None:
     assert config.options.max_clients == 5 and config.options.workers == 1
     assert config.http == ":9999"
     assert config.log_level == "debug"
+
+
+def test_workers_default_to_the_number_of_cpus_unless_the_file_or_a_flag_says() -> None:
+    """[issue 3] ``--workers`` defaults to os.cpu_count(); the file and the flag override it."""
+    assert apply_flags(ServeConfig(), flags()).options.workers == (os.cpu_count() or 1)
+    assert parse_config({"options": {"max_clients": 5}}).options.workers == (os.cpu_count() or 1)
+    assert parse_config({"options": {"workers": 3}}).options.workers == 3
+    assert apply_flags(parse_config({"options": {"workers": 3}}), flags("--workers", "1")).options.workers == 1
 
 
 @pytest.mark.parametrize("argv", [["--ws", "none"], ["--no-ws"]])

@@ -22,7 +22,7 @@ from support.waiting import wait_until
 
 from kushi_process import run_kushi
 
-LOCAL = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+LOCAL = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers", "1"]
 EXIT_TIMEOUT = 5.0
 
 
@@ -68,18 +68,19 @@ def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
     assert "unknown key max_client" in result.stderr and "max_clients" in result.stderr
 
 
-def test_several_workers_without_a_supervisor_refuse_to_start(
+def test_without_the_supervisor_serve_refuses_to_start(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """--workers 3 must not silently run one worker when there is no supervisor."""
+    """No silent fallback to another kind of broker when kushi.cluster cannot be loaded."""
     monkeypatch.setitem(sys.modules, "kushi.cluster.supervisor", None)   # import fails
     config = ServeConfig(options=Options(workers=3))
     assert run_workers(config) == 2
-    assert "--workers 3 needs the multi-process supervisor" in caplog.text
+    assert "kushi serve needs the supervisor (kushi.cluster)" in caplog.text
 
 
 def test_serves_tcp_and_websocket_and_logs_bound_ports(serve: Any, paho: Any) -> None:
     kushi = serve(*LOCAL)
     assert kushi.port != 0 and kushi.ws_port != 0 and kushi.http_port != 0
+    kushi.wait_for(r"sup kushi: worker 0 started \(pid \d+\)")   # --workers 1: the supervisor's path too
     kushi.wait_for(r"WARNING .*no authentication configured: every client is allowed")
     subscriber = paho(kushi, "ws-sub", transport="websockets")
     subscriber.connect()
@@ -92,14 +93,15 @@ def test_serves_tcp_and_websocket_and_logs_bound_ports(serve: Any, paho: Any) ->
 def test_metrics_counters_move_after_a_publish(serve: Any, paho: Any) -> None:
     kushi = serve(*LOCAL)
     client = paho.connected(kushi, "metrics")
-    before = scrape(kushi.http_port)
-    assert before["kushi_clients_connected"] == 1
+    # the supervisor serves /metrics from the snapshots its workers send every second
+    before = wait_until(lambda: (m := scrape(kushi.http_port))["kushi_clients_connected"] == 1 and m,
+                        timeout=5, interval=0.1, message="kushi_clients_connected to be 1")
     client.subscribe("ops/count")
     client.publish("ops/count", b"x" * 100, qos=1)
     client.expect_message("ops/count", b"x" * 100)
     after = wait_until(
         lambda: (m := scrape(kushi.http_port))["kushi_messages_sent_total"] > before["kushi_messages_sent_total"] and m,
-        message="kushi_messages_sent_total to grow")
+        timeout=5, interval=0.1, message="kushi_messages_sent_total to grow")
     assert after["kushi_messages_received_total"] > before["kushi_messages_received_total"]
     assert after["kushi_bytes_received_total"] >= before["kushi_bytes_received_total"] + 100
     assert after["kushi_subscriptions"] >= 1
@@ -119,8 +121,8 @@ def test_sys_version_arrives_on_subscribe(serve: Any, paho: Any) -> None:
     message = client.wait_for_message(timeout=5)
     assert (message.topic, message.payload) == ("$SYS/broker/version", f"kushi {version('kushi')}".encode())
     assert message.retain
-    client.subscribe("$SYS/broker/worker")
-    client.expect_message("$SYS/broker/worker", b"0")
+    client.subscribe("$SYS/broker/workers")   # the supervisor publishes $SYS for the whole broker
+    client.expect_message("$SYS/broker/workers", b"1")
 
 
 def test_sigterm_sends_v5_clients_disconnect_0x8b_and_exits_0(serve: Any, paho: Any) -> None:
@@ -232,7 +234,7 @@ def test_acl_file_and_ledger_flags_install_their_hooks(serve: Any, paho: Any, tm
 def test_config_file_sets_listeners_and_options(serve: Any, paho: Any, tmp_path: Path) -> None:
     """Listeners and a partial options block from --config reach the running broker."""
     path = tmp_path / "kushi.yaml"
-    path.write_text("options:\n  max_clients: 1\n"
+    path.write_text("options:\n  max_clients: 1\n  workers: 1\n"   # max_clients holds per worker
                     "listeners:\n  - {type: tcp, address: '127.0.0.1:0'}\n"
                     "http: '127.0.0.1:0'\n")
     kushi = serve("--config", str(path), listening=["tcp", "http"])
