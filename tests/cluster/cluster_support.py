@@ -51,6 +51,7 @@ class KushiCluster:
         metrics = ["--http", "127.0.0.1:0"] if http else ["--no-http"]
         args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", *ws, *metrics,
                 "--workers", str(workers), *extra]
+        self.workers = workers
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env={**os.environ, **(env or {})})
         self.lines: list[str] = []
