@@ -172,6 +172,12 @@ def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
         cluster.wait_for_line(rf"worker {victim_worker} ready", start=mark)
         again, _ = raw_client_on(cluster, lambda w: True)
         again.connect_ok("victim-sub")
+        again.send(Subscribe(1, (Subscription("k-again/t", qos=1),)))   # and it works
+        assert isinstance(again.recv_packet(), Suback)
+        publisher.send(Publish("k-again/t", b"welcome back", qos=1, packet_id=60001))
+        assert isinstance(publisher.recv_packet(), Puback)
+        packet = again.recv_packet(timeout=5)
+        assert isinstance(packet, Publish) and bytes(packet.payload) == b"welcome back"
 
 
 def test_a_restarted_worker_serves_the_retained_messages_set_before_it_started() -> None:
