@@ -46,8 +46,14 @@ class Server(OneProcessServer):
     """One broker, in this process (workers=1) or as a supervisor of N workers."""
 
     def __init__(self, options: Any = None) -> None:
+        self._hook_entries: list[tuple[Any, object | None]] = []   # for the workers: (hook, config)
         super().__init__(options)
         self.supervisor: Supervisor | None = None
+
+    def add_hook(self, hook: Any, config: object | None = None) -> None:
+        """Add a hook; with workers each one adds it with ``config`` (its ``init(config)`` runs there)."""
+        super().add_hook(hook, config)
+        self._hook_entries.append((hook, config))
 
     @property
     def multi_worker(self) -> bool:
@@ -59,7 +65,7 @@ class Server(OneProcessServer):
             return await super().start()
         if self.supervisor is not None:
             raise ConfigurationError("server already started")
-        self.supervisor = Supervisor(self.options, self._listener_configs, self.hooks.hooks,
+        self.supervisor = Supervisor(self.options, self._listener_configs, self._hook_entries,
                                      workers=self.options.workers)
         await self.supervisor.start()
         configs = {config.id: config for config in self.supervisor.listener_configs}
@@ -84,7 +90,7 @@ class Server(OneProcessServer):
     def run(self) -> None:
         if not self.multi_worker:
             return super().run()
-        self.supervisor = Supervisor(self.options, self._listener_configs, self.hooks.hooks,
+        self.supervisor = Supervisor(self.options, self._listener_configs, self._hook_entries,
                                      workers=self.options.workers)
         self.supervisor.run()
 

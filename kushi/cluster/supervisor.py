@@ -113,13 +113,15 @@ class Supervisor:
     """Forks, watches and restarts the workers of one broker (see the module docstring)."""
 
     def __init__(self, options: Options | None = None, listeners: Sequence[Any] = (),
-                 hooks: Sequence[Hook] = (), workers: int | None = None, *,
+                 hooks: Sequence[Hook | tuple[Hook, object | None]] = (), workers: int | None = None, *,
                  grace: float = DEFAULT_GRACE,
                  on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
                  on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self.options = options if options is not None else Options()
         self.workers_wanted = workers or self.options.workers or os.cpu_count() or 1
-        self.hooks = list(hooks)
+        # (hook, config) pairs: each worker calls add_hook(hook, config), so init(config) runs there
+        self.hook_entries = [entry if isinstance(entry, tuple) else (entry, None) for entry in hooks]
+        self.hooks = [hook for hook, _ in self.hook_entries]
         self.grace = grace
         self.on_ready = list(on_ready)   # awaited once every worker listens (metrics, $SYS...)
         self.on_stop = list(on_stop)     # awaited when the supervisor stops, before the bus closes
@@ -257,7 +259,7 @@ class Supervisor:
         worker.restart = None
         worker.ready = False
         spec = WorkerSpec(worker.worker_id, self.runtime_dir, self.options,
-                          self._listeners_of(worker.worker_id), self.hooks)
+                          self._listeners_of(worker.worker_id), self.hook_entries)
         supervisor_pid = os.getpid()
         pid = os.fork()
         if pid == 0:

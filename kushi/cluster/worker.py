@@ -77,7 +77,7 @@ class WorkerSpec:
     runtime_dir: str
     options: Options
     listeners: Sequence[Any]
-    hooks: Sequence[Hook]
+    hooks: Sequence[tuple[Hook, object | None]]   # (hook, config), added in this order
 
 
 class _ServerSink:
@@ -185,18 +185,18 @@ class WorkerProcess:
                         len(broker.sessions))
 
     async def _boot(self) -> None:
-        for hook in self.spec.hooks:
-            self.server.add_hook(hook)
+        for hook, config in self.spec.hooks:
+            self.server.add_hook(hook, config)
         self.server.add_hook(ClusterSessionHook(self.fabric, self.server))  # last: after every auth hook
         for listener in self.spec.listeners:
             self.server.add_listener(listener)
         await self.bus.start()
         await self.fabric.sync()
         await self.bus.request(SUPERVISOR, "synced", timeout=BOOT_TIMEOUT)
-        sink = _ServerSink(self.server, HandOver(self.fabric, self.server))
-        self.fabric.attach(sink)
+        # Server.start() attaches the sink before any listener opens, so the synced
+        # retained messages are in the broker before the first client can subscribe
+        self.server.fabric_sink = _ServerSink(self.server, HandOver(self.fabric, self.server))
         await self.server.start()
-        self.fabric.attach(sink)   # again: applies the synced retained messages to the new broker
         addresses = [(handle.config.id, getattr(handle.config, "kind", "?"), handle.host, handle.port)
                      for handle in self.server.listeners.values()]
         await self.bus.request(SUPERVISOR, "ready", msgpack.packb(addresses))
@@ -232,7 +232,7 @@ class WorkerProcess:
 
     def reload(self) -> None:
         """SIGHUP: reload every hook that can (auth files) without touching a connection."""
-        reload_hooks(self.spec.hooks)
+        reload_hooks([hook for hook, _ in self.spec.hooks])
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:

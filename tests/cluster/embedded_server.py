@@ -2,8 +2,8 @@
 
     python embedded_server.py
 
-It adds a hook that refuses the user name "intruder" (so the test can see the
-hook run in the workers), starts the server, subscribes the inline client to
+It adds a hook that refuses the user name its config names, "intruder" (so the
+test can see the hook and its config in the workers), starts the server, subscribes the inline client to
 "to-server/#" (printing "INLINE topic payload"), publishes a retained
 "from-server/hello", tries the one-worker-only introspection (printing
 "INTROSPECTION <error class>"), and prints "PORT <port>". SIGTERM stops it.
@@ -24,15 +24,21 @@ def say(*words: object) -> None:
 
 
 class RefuseIntruder(kushi.Hook):
+    """Refuses the user name its config names: the config must reach each worker's init()."""
+
     id = "refuse-intruder"
+    refused: str | None = None
+
+    def init(self, config: dict[str, str]) -> None:
+        self.refused = config["refuse"]
 
     def on_connect_authenticate(self, client, packet) -> bool:
-        return packet.username != "intruder"
+        return packet.username != self.refused
 
 
 async def main() -> None:
     server = kushi.Server(kushi.Options(workers=2, sys_interval=0))
-    server.add_hook(RefuseIntruder())
+    server.add_hook(RefuseIntruder(), {"refuse": "intruder"})
     server.add_listener(kushi.TCP("t", "127.0.0.1:0"))
     await server.start()
     await server.subscribe("to-server/#", 1, lambda topic, payload, packet: say("INLINE", topic, payload.decode()))
