@@ -7,7 +7,8 @@ Features with the same shape already in test_cross_worker.py (QoS 0/1 order,
 retained set/clear on every worker, every publish property, subscription
 identifier, retain as published, topic alias) and test_sessions_e2e.py
 (session resume with queued QoS 1, takeover 0x8E, wills of a crashed worker)
-are not repeated here.
+are not repeated here; the remaining expiry of a queued message moved with its
+session is.
 
 One cluster per worker count (module scope); each test uses its own client
 ids and topics, so tests do not see each other's messages.
@@ -23,10 +24,11 @@ import pytest
 from cluster_support import KushiCluster, raw_client_on, running_cluster
 
 from kushi.protocol.packets import (
-    Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription, Will,
+    Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription, Will,
 )
 from kushi.protocol.properties import Properties
 from tests.support.rawclient import NoPacket, RawClient
+from tests.support.waiting import let_time_pass
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -250,3 +252,22 @@ def test_a_shared_subscription_gives_each_message_to_exactly_one_member(
         with pytest.raises(NoPacket):   # and nothing more: no message went to both
             member.recv_packet(timeout=0.3)
     assert sorted(got["sh-a"] + got["sh-b"]) == list(range(count)), got
+
+
+def test_a_queued_message_resumed_on_another_worker_carries_its_remaining_expiry(clients: Clients) -> None:
+    """[MQTT-3.3.2-6] A message queued for an offline session, which then resumes on another
+    worker, is sent with the expiry interval minus the time it waited."""
+    persistent = Properties(session_expiry_interval=60)
+    first, first_worker = clients.on("expiry-sub", clean_start=False, properties=persistent)
+    subscribe(first, Subscription("expiry/t", 1))
+    first.send(Disconnect())
+    first.expect_closed()
+    publisher, _ = clients.on("expiry-pub")
+    publish(publisher, "expiry/t", b"waits", qos=1, properties=Properties(message_expiry_interval=60))
+    let_time_pass(1.2)
+    second, _ = clients.on("expiry-sub", clients.apart_from(first_worker), clean_start=False,
+                           properties=persistent)
+    packet = receive(second)
+    assert bytes(packet.payload) == b"waits"
+    assert packet.properties.message_expiry_interval is not None
+    assert 0 < packet.properties.message_expiry_interval <= 59, packet.properties
