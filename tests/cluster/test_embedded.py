@@ -40,6 +40,27 @@ class Program:
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
 
+    def exchange_on_every_worker(self, port: int, pids: dict[int, int], clients: list[PahoClient],
+                                 retained_topic: str, inbound_prefix: str) -> int:
+        """Connect clients until some have landed on every worker; each one must get the program's
+        retained ``retained_topic`` ("hi") and reach its inline subscription on ``inbound_prefix``/#.
+        Returns how many clients it took."""
+        workers_seen: set[int | None] = set()
+        index = 0
+        while workers_seen != set(pids):
+            assert index < 40, f"40 connections all landed on workers {workers_seen}"
+            client = PahoClient("127.0.0.1", port, f"{inbound_prefix}-{index}")
+            clients.append(client)
+            client.connect()
+            workers_seen.add(worker_holding(pids, port, client.client.socket().getsockname()[1]))
+            client.subscribe(retained_topic, qos=1)
+            message = client.wait_for_message(timeout=5)
+            assert (message.topic, message.payload, message.retain) == (retained_topic, b"hi", True)
+            client.publish(f"{inbound_prefix}/{index}", str(index).encode(), qos=1)
+            assert self.next_line("INLINE") == f"{inbound_prefix}/{index} {index}"
+            index += 1
+        return index
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -57,20 +78,8 @@ def test_inline_client_of_the_supervisor_reaches_every_worker_and_stats_add_up()
     try:
         port_text, pids_text = program.next_line("PORT").split(" ", 1)
         port, pids = int(port_text), {int(k): v for k, v in json.loads(pids_text).items()}
-        workers_seen = set()
-        index = 0
-        while workers_seen != {0, 1}:   # until clients on both workers have done it
-            assert index < 40, f"40 connections all landed on workers {workers_seen}"
-            client = PahoClient("127.0.0.1", port, f"emb-{index}")
-            clients.append(client)
-            client.connect()
-            workers_seen.add(worker_holding(pids, port, client.client.socket().getsockname()[1]))
-            client.subscribe("from-sup/#", qos=1)
-            message = client.wait_for_message(timeout=5)
-            assert (message.topic, message.payload, message.retain) == ("from-sup/hello", b"hi", True)
-            client.publish(f"to-sup/{index}", str(index).encode(), qos=1)
-            assert program.next_line("INLINE") == f"to-sup/{index} {index}"
-            index += 1
+        assert set(pids) == {0, 1}
+        index = program.exchange_on_every_worker(port, pids, clients, "from-sup/hello", "to-sup")
         deadline = time.monotonic() + 10
         while True:   # the workers report every STATS_INTERVAL: wait for a snapshot after the above
             clients[0].publish("to-sup/stats", b"", qos=1)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from cluster_support import worker_holding
 from test_embedded import Program
 from tests.support.paho import PahoClient
 
@@ -35,20 +34,7 @@ def test_server_with_workers_forks_runs_hooks_in_workers_and_inline_client_reach
         _, reason_code, _ = refused.connect(expect_success=False)
         assert reason_code.is_failure, "the hook added before start() must run in the workers"
 
-        workers_seen: set[int] = set()
-        index = 0
-        while len(workers_seen) < 2:
-            assert index < 40, f"40 connections all landed on workers {workers_seen}"
-            client = PahoClient("127.0.0.1", port, f"embedded-{index}")
-            clients.append(client)
-            client.connect()
-            workers_seen.add(worker_holding(pids, port, client.client.socket().getsockname()[1]))
-            client.subscribe("from-server/#", qos=1)
-            message = client.wait_for_message(timeout=5)
-            assert (message.topic, message.payload, message.retain) == ("from-server/hello", b"hi", True)
-            client.publish(f"to-server/{index}", str(index).encode(), qos=1)
-            assert program.next_line("INLINE") == f"to-server/{index} {index}"
-            index += 1
+        program.exchange_on_every_worker(port, pids, clients, "from-server/hello", "to-server")
     finally:
         for client in clients:
             client.stop()
