@@ -127,6 +127,10 @@ class MQTTConnection(asyncio.Protocol):
             self.fail(KushiError("internal error", reason_code=0x83))
 
     def eof_received(self) -> bool | None:
+        """The client closed without DISCONNECT (after one, the broker was told already):
+        ``on_disconnect`` must see an error, not the None of a clean DISCONNECT."""
+        if self.error is None:
+            self.error = ConnectionResetError("the client closed the connection without DISCONNECT")
         return None   # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
