@@ -322,3 +322,31 @@ def test_will_is_filtered_and_sent_on_an_abnormal_close_only(make_broker, paho) 
     (_, _, will), (_, _, sent) = events
     assert (will.topic, will.payload) == ("wills/dropped", b"original")
     assert (sent.topic, sent.payload) == ("wills/dropped", b"changed by the hook")
+
+
+def test_a_resent_message_is_on_qos_publish_again_with_one_resend_not_dropped(make_broker, raw, paho) -> None:
+    """[MQTT-4.4.0-1] A resumed session resends its unacknowledged message (DUP): the hook
+    hears it with ``resends`` 1 and the same packet id; a detached session drops nothing."""
+    hook = RecordingHook()
+    running = make_broker(hooks=[hook])
+    keeps_session = Properties(session_expiry_interval=60)
+    first = raw(running)
+    first.connect_ok("sub", properties=keeps_session)
+    first.send(Subscribe(1, (Subscription("q", 1),)))
+    first.recv_packet()                                # SUBACK
+    paho.connected(running, "pub").publish("q", b"again", qos=1)
+    original = first.recv_packet()
+    first.close()                                      # no PUBACK
+    wait_until(lambda: hook.events("on_disconnect"))
+    second = raw(running)
+    second.connect_ok("sub", clean_start=False, properties=keeps_session)
+    resent = second.recv_packet()
+    assert isinstance(resent, Publish) and resent.dup and resent.packet_id == original.packet_id
+    second.send(Puback(resent.packet_id, 0))
+    events = wait_until(lambda: hook.events("on_qos_complete") and hook.events(
+        "on_qos_publish", "on_qos_complete", "on_qos_dropped"))
+    assert [event for event, _, _ in events] == ["on_qos_publish", "on_qos_publish", "on_qos_complete"]
+    (_, _, (sent, resends)), (_, _, (again, resends_again)), (_, _, ack) = events
+    assert (sent.packet_id, resends) == (original.packet_id, 0)
+    assert (again.packet_id, again.payload, resends_again) == (original.packet_id, b"again", 1)
+    assert ack.packet_id == original.packet_id
