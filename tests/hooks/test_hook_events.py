@@ -350,3 +350,19 @@ def test_a_resent_message_is_on_qos_publish_again_with_one_resend_not_dropped(ma
     assert (sent.packet_id, resends) == (original.packet_id, 0)
     assert (again.packet_id, again.payload, resends_again) == (original.packet_id, b"again", 1)
     assert ack.packet_id == original.packet_id
+
+
+def test_will_on_a_disconnect_with_reason_0x04(make_broker, paho) -> None:
+    """[MQTT-3.14.4-3] DISCONNECT 0x04 (with will) publishes the will: on_will, then on_will_sent."""
+    hook = RecordingHook({"on_will": _change_will_payload})
+    running = make_broker(hooks=[hook])
+    watcher = paho.connected(running, "watcher")
+    watcher.subscribe("wills/#", qos=0)
+    leaving = paho(running, "leaving")
+    leaving.will_set("wills/leaving", b"original")
+    leaving.connect()
+    leaving.disconnect(reasoncode=0x04)
+    watcher.expect_message("wills/leaving", b"changed by the hook")
+    events = wait_until(lambda: hook.events("on_will_sent") and hook.events("on_will", "on_will_sent"))
+    assert [(event, client_id) for event, client_id, _ in events] == [
+        ("on_will", "leaving"), ("on_will_sent", "leaving")]
