@@ -120,7 +120,8 @@ class Hook:
 
     # ---- packets ---------------------------------------------------------
     def on_packet_read(self, client: ClientInfo, packet: Packet) -> Packet:
-        """A packet was decoded; return it (possibly changed) to process it."""
+        """A packet of a connected client was decoded (after CONNACK; CONNECT and the
+        connect-time AUTH exchange go to the connect events); return it, possibly changed."""
         return packet
 
     def on_packet_encode(self, client: ClientInfo, packet: Packet) -> Packet:
@@ -131,7 +132,8 @@ class Hook:
         """A packet was written to the client's transport."""
 
     def on_packet_processed(self, client: ClientInfo, packet: Packet, error: BaseException | None) -> None:
-        """The broker has finished with an inbound packet."""
+        """The broker has finished with an inbound packet of a connected client; ``error`` is
+        the exception that ended its handling (the connection then closes), or None."""
 
     # ---- subscriptions ---------------------------------------------------
     def on_subscribe(self, client: ClientInfo, packet: Subscribe) -> Subscribe:

@@ -289,10 +289,27 @@ class Broker(Connecting, Subscriptions, Delivery):
                                      for message in run]))
 
     def handle_packet(self, conn: MQTTConnection, packet: Any, now: float) -> None:
-        """Dispatch one packet of a connected client."""
+        """Handle one packet of a connected client, between on_packet_read and on_packet_processed.
+
+        on_packet_processed gets the error that ended the packet's handling, if any; the error
+        then goes on to the connection, which reports it and closes.
+        """
         hooks = self.hooks
         if hooks.provides("on_packet_read"):
             packet = hooks.on_packet_read(conn, packet)
+        if not hooks.provides("on_packet_processed"):
+            self.dispatch_packet(conn, packet, now)
+            return
+        try:
+            self.dispatch_packet(conn, packet, now)
+        except Exception as error:
+            hooks.on_packet_processed(conn, packet, error)
+            raise
+        hooks.on_packet_processed(conn, packet, None)
+
+    def dispatch_packet(self, conn: MQTTConnection, packet: Any, now: float) -> None:
+        """Send one packet of a connected client to the handler of its type."""
+        hooks = self.hooks
         kind = packet.type
         if kind is PacketType.PUBLISH:
             self.handle_publish(conn, packet, now)
@@ -319,8 +336,6 @@ class Broker(Connecting, Subscriptions, Delivery):
             raise ProtocolError("second CONNECT")  # [MQTT-3.1.0-2]
         else:
             raise ProtocolError(f"{kind.name} is not sent by clients")
-        if hooks.provides("on_packet_processed"):
-            hooks.on_packet_processed(conn, packet, None)
 
     def handle_publish(self, conn: MQTTConnection, packet: Publish, now: float) -> None:
         """An inbound PUBLISH: acknowledge per QoS, check, route [MQTT-3.3.4-1]."""

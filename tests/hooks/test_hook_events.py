@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import kushi
-from kushi.protocol.packets import Publish, Puback, Pubcomp, Subscribe, Subscription, Unsubscribe
+from kushi.errors import ProtocolError
+from kushi.protocol.packets import (
+    Connect, Publish, Puback, Pubcomp, Subscribe, Subscription, Unsubscribe,
+)
 from kushi.protocol.properties import Properties
 from support.paho import connect_properties, publish_properties
 from support.waiting import wait_until
@@ -176,6 +179,33 @@ def test_on_packet_read_may_replace_a_packet_and_on_packet_processed_follows(mak
                       hook.events("on_packet_read", "on_packet_processed")
                       if client_id == "pub" and isinstance(value, Publish)]
     assert publish_events == [("on_packet_read", b"before"), ("on_packet_processed", b"after")]
+
+
+class ProcessedErrors(kushi.Hook):
+    """Records (packet type, error) of each on_packet_processed."""
+
+    def __init__(self) -> None:
+        self.processed: list[tuple[str, BaseException | None]] = []
+
+    def on_packet_processed(self, client: Any, packet: Any, error: BaseException | None) -> None:
+        self.processed.append((packet.type.name, error))
+
+
+def test_on_packet_processed_gets_the_error_that_ended_a_packet(make_broker, raw) -> None:
+    """A packet whose handling fails (a second CONNECT, [MQTT-3.1.0-2]) still reaches
+    on_packet_processed, with the error; one handled without error gets None."""
+    hook = ProcessedErrors()
+    running = make_broker(hooks=[hook])
+    client = raw(running)
+    client.connect_ok("twice")
+    client.send(Subscribe(1, (Subscription("t", 0),)))
+    client.recv_packet()                               # SUBACK: the SUBSCRIBE was processed
+    client.send(Connect(client_id="twice"))
+    client.expect_disconnect(0x82)
+    wait_until(lambda: len(hook.processed) == 2)
+    (first, first_error), (second, second_error) = hook.processed
+    assert (first, first_error) == ("SUBSCRIBE", None)
+    assert second == "CONNECT" and isinstance(second_error, ProtocolError)
 
 
 # ---- subscriptions ----------------------------------------------------------------------------
