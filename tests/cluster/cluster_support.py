@@ -16,12 +16,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from ops.kushi_process import KushiProcess
 
 KUSHI = str(Path(sys.executable).with_name("kushi"))
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
@@ -49,15 +50,10 @@ class KushiCluster:
                  websocket: bool = False, http: bool = False) -> None:
         ws = ["--ws", "127.0.0.1:0"] if websocket else ["--no-ws"]
         metrics = ["--http", "127.0.0.1:0"] if http else ["--no-http"]
-        args = [KUSHI, "serve", "--tcp", "127.0.0.1:0", *ws, *metrics,
-                "--workers", str(workers), *extra]
+        args = ["serve", "--tcp", "127.0.0.1:0", *ws, *metrics, "--workers", str(workers), *extra]
         self.workers = workers
-        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                        text=True, env={**os.environ, **(env or {})})
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.serve = KushiProcess(args, command=[KUSHI], env=env)   # reads the log lines
+        self.process = self.serve.process
         self.host = ""
         self.port = 0
         self.websocket = websocket
@@ -65,32 +61,14 @@ class KushiCluster:
         self.http = http
         self.http_port = 0
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
+    @property
+    def lines(self) -> list[str]:
+        return self.serve.lines
 
     def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 20.0,
                       start: int = 0) -> re.Match[str]:
         """The first log line from index ``start`` matching ``pattern``; AssertionError after ``timeout``."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            index = start
-            while True:
-                while index < len(self.lines):
-                    match = regex.search(self.lines[index])
-                    if match:
-                        return match
-                    index += 1
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line matching {regex.pattern!r}; log:\n" + self.log())
-                self._changed.wait(min(remaining, 0.5))
+        return self.serve.wait_for(pattern, timeout, since=start)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         match = self.wait_for_line(LISTENING, timeout)
@@ -101,17 +79,15 @@ class KushiCluster:
             self.http_port = int(self.wait_for_line(LISTENING_HTTP, timeout).group(2))
 
     def log(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
+        return self.serve.log
 
     def worker_pids(self) -> dict[int, int]:
         """Worker id -> pid of its latest start, from the supervisor's log."""
         pids: dict[int, int] = {}
-        with self._changed:
-            for line in self.lines:
-                match = STARTED.search(line)
-                if match:
-                    pids[int(match.group(1))] = int(match.group(2))
+        for line in list(self.lines):
+            match = STARTED.search(line)
+            if match:
+                pids[int(match.group(1))] = int(match.group(2))
         return pids
 
     def _our_orphan(self, pid: int) -> bool:
@@ -144,7 +120,7 @@ class KushiCluster:
                 self.process.kill()
                 self.process.wait()
                 raise AssertionError("the supervisor did not stop in time; log:\n" + self.log())
-        self._reader.join(5)
+        self.serve._reader.join(5)
         for pid in self.worker_pids().values():   # never leave an orphaned worker behind
             if self._our_orphan(pid):
                 _kill_quietly(pid)

@@ -37,11 +37,12 @@ class KushiProcess:
     command=[sys.executable, "examples/x.py"])``.
     """
 
-    def __init__(self, args: list[str], command: list[str] | None = None) -> None:
+    def __init__(self, args: list[str], command: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.args = args
         self.process = subprocess.Popen(
             (command or kushi_command()) + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
