@@ -198,6 +198,7 @@ class Bench:
         self.sent: list[int] = []
         self.result = BenchResult()
         self.progress = asyncio.Event()
+        self.reported = 0   # messages received at the last progress line
         self.publishing = False
         self.failure: BaseException | None = None
         self.last_arrival = 0.0
@@ -315,19 +316,18 @@ class Bench:
 
     async def report_progress(self, started: float) -> None:
         """One line per second: updated in place on a terminal, appended otherwise."""
-        tty = self.out.isatty()
-        previous = 0
         while True:
             await asyncio.sleep(1.0)
-            received = self.result.received
-            line = (f"{time.monotonic() - started:5.1f} s  sent {sum(self.sent):>10,}  "
-                    f"received {received:>10,}  {received - previous:>9,} msg/s")
-            previous = received
-            if tty:
-                self.out.write("\r" + line)
-            else:
-                self.out.write(line + "\n")
-            self.out.flush()
+            self.write_progress(started)
+
+    def write_progress(self, started: float) -> None:
+        """Write one progress line: totals, and what arrived since the previous line."""
+        received = self.result.received
+        line = (f"{time.monotonic() - started:5.1f} s  sent {sum(self.sent):>10,}  "
+                f"received {received:>10,}  {received - self.reported:>9,} since last line")
+        self.reported = received
+        self.out.write("\r" + line if self.out.isatty() else line + "\n")
+        self.out.flush()
 
     async def run(self) -> BenchResult:
         config = self.config
@@ -357,6 +357,7 @@ class Bench:
         finally:
             self.publishing = False
             progress.cancel()
+            self.write_progress(started)   # the final state, even for a run shorter than a second
             if self.out.isatty():
                 self.out.write("\n")
             for client in self.publishers + self.subscribers:
