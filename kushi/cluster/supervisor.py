@@ -58,6 +58,7 @@ from ..protocol.topics import topic_matches
 from ..router.bus import Bus, make_runtime_dir
 from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
+from ..worker.sys_info import SYS_INFO, SysInfoTicker
 from .directory_node import DirectoryNode
 from .fabric import BusFabric
 from .worker import (
@@ -142,6 +143,7 @@ class Supervisor:
         self._all_ready = asyncio.Event()
         self._done: asyncio.Future[int] | None = None
         self._stopping = False
+        self._sys_info_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -196,6 +198,18 @@ class Supervisor:
             where = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             log.info("listening %s %s", kind, where)
         log.info("%d workers serving", len(self._workers))
+        if self.options.sys_interval > 0 and any(type(hook).on_sys_info_tick is not Hook.on_sys_info_tick for hook in self.hooks):
+            self._sys_info_task = loop.create_task(self._send_sys_info(), name="kushi-sys-info")
+
+    async def _send_sys_info(self) -> None:
+        """Every ``sys_interval``: the whole broker's statistics to every worker, whose hooks
+        get them as ``on_sys_info_tick`` (``kushi.worker.sys_info``)."""
+        ticker = SysInfoTicker(self.options.sys_interval, time.monotonic())
+        while self.bus is not None:
+            await asyncio.sleep(self.options.sys_interval)
+            now = time.monotonic()
+            if ticker.due(now) and self.bus is not None:
+                self.bus.broadcast(SYS_INFO, msgpack.packb(ticker.info(self.stats(), now, None)))
 
     async def wait(self) -> int:
         """Wait until the supervisor has stopped; returns the exit code."""
@@ -211,6 +225,9 @@ class Supervisor:
 
     async def close(self) -> None:
         """Release the bus, the reserved ports and the runtime directory."""
+        if self._sys_info_task is not None:
+            self._sys_info_task.cancel()
+            self._sys_info_task = None
         if self.bus is not None:
             await self.bus.close()
             self.bus = None

@@ -46,6 +46,7 @@ from ..protocol.packets import MQTT_5
 from ..router.bus import Bus
 from ..worker.options import Options
 from ..worker.server import Server
+from ..worker.sys_info import SYS_INFO
 from .fabric import BusFabric
 from .handover import HandOver
 from .session_hook import ClusterSessionHook
@@ -145,6 +146,7 @@ class WorkerProcess:
         self.server.fabric = self.fabric
         self.stopping: asyncio.Future[int] | None = None
         self.bus.on(CONTROL, self._on_control)
+        self.bus.on(SYS_INFO, self._on_sys_info)
 
     async def run(self) -> int:
         """Boot, serve until told to stop, close; returns the process exit code."""
@@ -233,6 +235,12 @@ class WorkerProcess:
     def reload(self) -> None:
         """SIGHUP: reload every hook that can (auth files) without touching a connection."""
         reload_hooks([hook for hook, _ in self.spec.hooks])
+
+    def _on_sys_info(self, sender: str, payload: bytes) -> None:
+        """The supervisor's whole-broker statistics: this worker's hooks' ``on_sys_info_tick``."""
+        hooks = self.server.hooks
+        if hooks.provides("on_sys_info_tick"):
+            hooks.on_sys_info_tick({**msgpack.unpackb(payload), "worker_id": self.spec.worker_id})
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:

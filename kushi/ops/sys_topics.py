@@ -87,8 +87,7 @@ class SysTopics:
     """Publishes ``sys_messages`` every ``interval`` seconds through ``server.publish``.
 
     ``server`` is a ``kushi.Server`` or a ``kushi.cluster.supervisor.Supervisor``:
-    anything with ``stats()`` and ``publish()``; ``worker_id`` and a hook
-    manager (``hooks.provides``) are used when it has them.
+    anything with ``stats()`` and ``publish()``; ``worker_id`` is used when it has one.
     """
 
     def __init__(self, server: Any, interval: float) -> None:
@@ -116,15 +115,11 @@ class SysTopics:
     async def tick(self, now: float) -> int:
         """Publish the topics whose value changed; returns how many were published.
 
-        Hooks providing ``on_sys_info_tick`` get the statistics of the same tick,
-        with ``uptime`` (seconds), ``version`` and ``worker_id`` added.
+        (The hooks' ``on_sys_info_tick`` is fired by the server or the supervisor
+        itself, whether or not $SYS is published: ``kushi.worker.sys_info``.)
         """
         stats = self.server.stats()
         worker_id = getattr(self.server, "worker_id", None)
-        hooks = getattr(self.server, "hooks", None)
-        if hasattr(hooks, "provides") and hooks.provides("on_sys_info_tick"):
-            hooks.on_sys_info_tick({**stats, "uptime": int(now - self.started),
-                                    "version": self.version, "worker_id": worker_id})
         messages = sys_messages(stats, now=now, started=self.started, worker_id=worker_id,
                                 version=self.version)
         changed = {topic: payload for topic, payload in messages.items()

@@ -33,6 +33,7 @@ from .connection import MQTTConnection
 from .fabric import Fabric, LocalFabric
 from .listeners import ListenerHandle, start_listener
 from .options import Options
+from .sys_info import SysInfoTicker
 
 log = logging.getLogger("kushi.server")
 
@@ -111,12 +112,21 @@ class Server:
 
     async def _tick(self) -> None:
         broker = self.broker
+        sys_info = SysInfoTicker(self.options.sys_interval, monotonic())
         while True:
             await asyncio.sleep(TICK_SECONDS)
+            now = monotonic()
             try:
-                broker.tick(monotonic())
+                broker.tick(now)
+                if self.fabric_sink is None and sys_info.due(now):   # workers: the supervisor fires it
+                    self._sys_info_tick(sys_info, now)
             except Exception:
                 log.exception("broker tick failed")
+
+    def _sys_info_tick(self, sys_info: SysInfoTicker, now: float) -> None:
+        """``on_sys_info_tick`` of a one-process server, with its own statistics."""
+        if self.hooks.provides("on_sys_info_tick"):
+            self.hooks.on_sys_info_tick(sys_info.info(self.stats(), now, self.worker_id))
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed."""

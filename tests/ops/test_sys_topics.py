@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from kushi.hooks.base import Hook
-from kushi.hooks.manager import HookManager
 from kushi.ops.sys_topics import SysTopics, sys_messages
 
 
@@ -40,7 +37,6 @@ class RecordingServer:
 
     def __init__(self) -> None:
         self.counters = {"clients_connected": 1}
-        self.hooks = HookManager()
         self.published: list[tuple[str, str, bool]] = []
 
     def stats(self) -> dict[str, int]:
@@ -64,18 +60,3 @@ def test_a_tick_publishes_retained_and_only_what_changed() -> None:
     assert first == 4 and second == 1
     assert all(retain for _, _, retain in server.published)
     assert server.published[-1] == ("$SYS/broker/clients/connected", "2", True)
-
-
-def test_each_tick_fires_on_sys_info_tick_with_the_stats() -> None:
-    seen: list[dict[str, Any]] = []
-
-    class Recorder(Hook):
-        def on_sys_info_tick(self, info: dict[str, Any]) -> None:
-            seen.append(info)
-
-    server = RecordingServer()
-    server.hooks.add(Recorder())
-    sys_topics = SysTopics(server, interval=10)
-    sys_topics.started = 1000.0
-    asyncio.run(sys_topics.tick(1042.0))
-    assert seen == [{"clients_connected": 1, "uptime": 42, "version": sys_topics.version, "worker_id": 0}]
