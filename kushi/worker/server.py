@@ -20,11 +20,12 @@ import logging
 import signal
 from dataclasses import replace
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..errors import AdministrativeAction, ConfigurationError, ServerShuttingDown
 from ..hooks.base import Hook
 from ..hooks.manager import HookManager
+from ..hooks.records import SessionRecords
 from ..protocol.packets import Publish, Subscription
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
@@ -33,6 +34,9 @@ from .connection import MQTTConnection
 from .fabric import Fabric, LocalFabric
 from .listeners import ListenerHandle, start_listener
 from .options import Options
+from .restore import (
+    install_sessions, message_state_version, session_records, stored_clients_to_restore, wall_offset,
+)
 from .sys_info import SysInfoTicker
 
 log = logging.getLogger("kushi.server")
@@ -56,6 +60,11 @@ class Server:
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
+        # Several workers sharing one store (kushi.cluster.worker sets these): ``adopt`` answers
+        # which stored client ids this process may restore (none held by a live worker), and
+        # wills are left to the session directory, which publishes those of a dead worker.
+        self.adopt: Callable[[list[str]], Awaitable[set[str]]] | None = None
+        self.restore_wills = True
 
     # ---- set-up --------------------------------------------------------------------
     def add_hook(self, hook: Hook, config: object | None = None) -> None:
@@ -78,12 +87,14 @@ class Server:
         self._stopped = asyncio.Event()
         self.hooks.init_all()
         self.broker = Broker(self.options, self.hooks, self.fabric, loop)
+        self._restore_retained()
         attach = getattr(self.fabric, "attach", None)
         if attach is not None:
             # before any listener opens: what the fabric synced (retained messages of the
-            # other workers) is in the broker before the first client can subscribe
+            # other workers) is in the broker before the first client can subscribe; after
+            # the stored retained messages, so the live state of the other workers wins
             attach(self.fabric_sink if self.fabric_sink is not None else self.broker)
-        self._restore_retained()
+        await self.restore_stored_sessions()
         try:
             for config in self._listener_configs:
                 factory = functools.partial(MQTTConnection, self.broker, config.id)
@@ -101,14 +112,38 @@ class Server:
             self.hooks.on_started(self)
 
     def _restore_retained(self) -> None:
-        """Retained messages a storage hook kept (``stored_retained``: Publish records)."""
+        """Retained messages a storage hook kept (``stored_retained``: Publish records).
+
+        Put in the store directly: a restore is no change, so no hook hears of it
+        (a storage hook would write back what it just read) and no worker is told
+        (every worker loads the same rows from the shared store).
+        """
         if not self.hooks.provides("stored_retained"):
             return
+        now = monotonic()
         for message in self.hooks.stored_retained():
             if isinstance(message, Publish):
-                self.broker.apply_retained(replace(message, retain=True))
+                self.broker.retained_store.set(message.topic, replace(message, retain=True), now)
             else:
                 log.warning("stored_retained gave %r, not a Publish: ignored", type(message).__name__)
+
+    async def restore_stored_sessions(self) -> int:
+        """Restore the sessions the hooks stored (``stored_clients``, ``stored_subscriptions``,
+        ``stored_inflight``) that are not expired, not here and, with ``adopt``, adopted.
+
+        ``start()`` calls it before the listeners open; a cluster worker calls it again
+        when another worker dies, to take over the sessions that worker held.
+        Returns the number of sessions restored.
+        """
+        broker = self.broker
+        if broker is None or self._closing:
+            return 0
+        clients = stored_clients_to_restore(broker)
+        if clients and self.adopt is not None:
+            adopted = await self.adopt([record.client_id for record in clients])
+            clients = [record for record in clients
+                       if record.client_id in adopted and record.client_id not in broker.sessions]
+        return install_sessions(broker, clients, self.restore_wills)
 
     async def _tick(self) -> None:
         broker = self.broker
@@ -247,6 +282,26 @@ class Server:
                                  entry.retain_handling)
             for filter, entry in session.subscriptions.items()
         }
+
+    def session_records(self, client_id: str, messages: bool = True) -> SessionRecords | None:
+        """The session of ``client_id`` as storage records (wall-clock times), or None.
+
+        For storage hooks (``kushi.hooks.storage``): what to write for a session.
+        ``messages=False`` leaves out its queued and in-flight messages.
+        """
+        session = self.broker.sessions.get(client_id) if self.broker else None
+        if session is None:
+            return None
+        return session_records(session, wall_offset(), messages)
+
+    def message_state_versions(self) -> dict[str, Any]:
+        """For each session that outlives its connection (expiry > 0): a value that changes
+        when its queued or in-flight messages change. A storage hook compares them between
+        two saves and writes only the sessions whose value changed."""
+        if self.broker is None:
+            return {}
+        return {client_id: message_state_version(session)
+                for client_id, session in self.broker.sessions.items() if session.expiry_interval}
 
     def retained(self, filter: str = "#") -> list[Publish]:
         """The retained messages matching ``filter``."""

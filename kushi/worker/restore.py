@@ -1,0 +1,191 @@
+"""Sessions to records and back: what storage hooks keep, and the broker restores at start.
+
+``session_records`` turns a ``Session`` into ``kushi.hooks.records``
+(``StoredClient``, ``StoredSubscription``, ``StoredMessage``);
+``sessions_from_records`` builds ``Session`` objects from them. The same pair
+carries a session from one worker to another (``kushi.cluster.session_transfer``).
+
+Times: a ``Session`` keeps ``time.monotonic()`` values; records keep another
+clock, ``offset`` seconds ahead (record time = monotonic time + offset). A
+storage hook uses the wall clock (``offset = time.time() - time.monotonic()``,
+see ``wall_offset``), so the times still mean something after a restart;
+a session transfer uses ``offset = -now`` on both sides (times relative to
+"now"), because two processes' monotonic clocks have different origins.
+
+``restore_sessions`` is ``Server.start()``'s step: it reads the three
+session loaders of the hooks (``stored_clients``, ``stored_subscriptions``,
+``stored_inflight``), drops the sessions that expired meanwhile, optionally
+asks ``adopt`` which client ids this process may take (several workers share
+one store: each session lands on one worker), and installs the sessions
+detached, their subscriptions live, as if their clients had just gone
+offline. A client that then connects with clean_start = 0 gets
+session present, its in-flight messages again (DUP) and its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..hooks.records import (
+    INFLIGHT, QUEUED, RELEASED, SessionRecords, StoredClient, StoredMessage, StoredSubscription,
+)
+from .session import NEVER, Outbound, Session, SubscriptionEntry
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger("kushi.restore")
+
+
+class RestoredClient:
+    """The ClientInfo of a restored session until its client connects (hooks read it)."""
+
+    remote_address = None
+    listener = ""
+    clean_start = False
+    connected = False
+
+    def __init__(self, client_id: str, username: str | None, protocol_version: int) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.protocol_version = protocol_version
+
+
+def wall_offset() -> float:
+    """The ``offset`` from this process's monotonic clock to the wall clock, now."""
+    return time.time() - time.monotonic()
+
+
+def session_records(session: Session, offset: float, messages: bool = True) -> SessionRecords:
+    """``session`` as records, its times in the clock ``offset`` seconds ahead of monotonic.
+
+    The inline client's subscriptions (callbacks of this process) are left out.
+    ``messages=False`` leaves the queued and in-flight messages out (cheaper).
+    """
+    client_id = session.client_id
+    username = getattr(session.client, "username", None)
+    client = StoredClient(
+        client_id, session.protocol_version, username, session.expiry_interval, session.will,
+        session.will_delay,
+        None if session.will_due_at is None else session.will_due_at + offset,
+        None if session.disconnected_at is None else session.disconnected_at + offset,
+        tuple(sorted(session.inbound_qos2)), session._last_packet_id)
+    subscriptions = tuple(
+        StoredSubscription(client_id, e.filter, e.qos, e.no_local, e.retain_as_published,
+                           e.retain_handling, e.identifier)
+        for e in session.subscriptions.values() if e.callback is None)
+    stored: list[StoredMessage] = []
+    if messages:
+        for item in session.inflight.values():
+            stored.append(StoredMessage(client_id, item.message, item.received_at + offset,
+                                        RELEASED if item.released else INFLIGHT, item.packet_id,
+                                        item.sent))
+        for item in session.queue:
+            stored.append(StoredMessage(client_id, item.message, item.received_at + offset))
+    return SessionRecords(client, subscriptions, tuple(stored))
+
+
+def sessions_from_records(clients: Iterable[StoredClient],
+                          subscriptions: Iterable[StoredSubscription],
+                          messages: Iterable[StoredMessage], offset: float, now: float,
+                          max_queued_messages: int, wills: bool = True) -> list[Session]:
+    """Build the sessions the records describe, their times in this process's monotonic clock.
+
+    ``now`` is the current monotonic time: a session whose client was connected
+    when it was saved (``disconnected_at`` None) counts as disconnected now.
+    With ``wills`` a will is kept; one whose connection had not ended yet is due
+    after its delay from now (the connection ended with the process that held it).
+    Records of a client id without a ``StoredClient`` are ignored.
+    """
+    sessions: dict[str, Session] = {}
+    for record in clients:
+        session = Session(record.client_id, record.protocol_version, max_queued_messages)
+        session.expiry_interval = record.expiry_interval
+        session.client = RestoredClient(record.client_id, record.username, record.protocol_version)
+        session.disconnected_at = now if record.disconnected_at is None else record.disconnected_at - offset
+        session.inbound_qos2 = set(record.inbound_qos2)
+        session._last_packet_id = record.last_packet_id
+        session.will_delay = record.will_delay
+        if wills and record.will is not None:
+            session.will = record.will
+            session.will_due_at = (record.will_due_at - offset if record.will_due_at is not None
+                                   else now + min(record.will_delay, record.expiry_interval))
+        sessions[record.client_id] = session
+    for sub in subscriptions:
+        session = sessions.get(sub.client_id)
+        if session is not None:
+            session.subscriptions[sub.filter] = SubscriptionEntry(
+                sub.client_id, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
+                sub.retain_handling, sub.identifier)
+    for stored in messages:
+        session = sessions.get(stored.client_id)
+        if session is None:
+            continue
+        item = Outbound(stored.message, stored.stored_at - offset)
+        if stored.state == QUEUED or not stored.packet_id:
+            session.queue.append(item)
+        else:
+            item.packet_id = stored.packet_id
+            item.released = stored.state == RELEASED
+            item.sent = stored.sent
+            session.inflight[stored.packet_id] = item
+    return list(sessions.values())
+
+
+def message_state_version(session: Session) -> tuple[Any, ...]:
+    """A value that changes whenever the session's messages change (cheap: no copy).
+
+    A storage hook saves a session's messages again only when this differs from
+    the value it saved with, so an idle session costs one tuple per autosave.
+    """
+    queue = session.queue
+    return (session._last_packet_id, len(session.inflight),
+            sum(1 for item in session.inflight.values() if item.released),
+            len(queue), id(queue[0]) if queue else 0, id(queue[-1]) if queue else 0,
+            session.dropped, len(session.inbound_qos2), session.expiry_interval,
+            session.disconnected_at)
+
+
+def is_expired(record: StoredClient, wall_now: float) -> bool:
+    """Has this stored session expired by ``wall_now`` (it is then not restored)?"""
+    if record.disconnected_at is None or record.expiry_interval >= NEVER:
+        return False
+    return wall_now >= record.disconnected_at + record.expiry_interval
+
+
+def stored_clients_to_restore(broker: Broker) -> list[StoredClient]:
+    """The hooks' stored clients whose sessions have not expired and are not here already."""
+    hooks = broker.hooks
+    if not hooks.provides("stored_clients"):
+        return []
+    wall_now = time.time()
+    kept: list[StoredClient] = []
+    for record in hooks.stored_clients():
+        if not isinstance(record, StoredClient):
+            log.warning("stored_clients gave %r, not a StoredClient: ignored", type(record).__name__)
+        elif not is_expired(record, wall_now) and record.client_id not in broker.sessions:
+            kept.append(record)
+    return kept
+
+
+def install_sessions(broker: Broker, clients: list[StoredClient], wills: bool = True) -> int:
+    """Restore the sessions of ``clients`` into ``broker`` (detached); the number installed."""
+    if not clients:
+        return 0
+    hooks = broker.hooks
+    wanted = {record.client_id for record in clients}
+    subscriptions = [s for s in (hooks.stored_subscriptions() if hooks.provides("stored_subscriptions")
+                                 else ()) if isinstance(s, StoredSubscription) and s.client_id in wanted]
+    messages = [m for m in (hooks.stored_inflight() if hooks.provides("stored_inflight") else ())
+                if isinstance(m, StoredMessage) and m.client_id in wanted]
+    now = time.monotonic()
+    sessions = sessions_from_records(clients, subscriptions, messages, wall_offset(), now,
+                                     broker.options.max_queued_messages, wills)
+    for session in sessions:
+        broker.import_session(session)
+    if sessions:
+        log.info("restored %d stored sessions", len(sessions))
+    return len(sessions)
