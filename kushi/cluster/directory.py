@@ -10,6 +10,10 @@ later claim wins, as the later CONNECT would with one process.
   claimer asks that node to hand the session over (takeover, 0x8E).
 - ``release(client_id, node, generation)``: the session ended on ``node``
   (clean start, expiry); ignored if a newer claim has been made since.
+- ``adopt(client_ids, node, live)``: with storage, a worker restores stored
+  sessions (at boot, or when another worker died): it gets the client ids
+  that no live node holds, claimed for it, so each stored session lands on
+  one worker and never beside a live one.
 - Wills: each claim carries the connecting client's will (``set_will``), so
   it is kept here before the client gets its CONNACK; the worker clears it
   when the will must not be sent (normal DISCONNECT, published already). When a worker dies,
@@ -71,6 +75,22 @@ class SessionDirectory:
         if previous is None or previous.node == node:
             return self._generation, None
         return self._generation, previous.node
+
+    def adopt(self, client_ids: list[str], node: str, live: set[str]) -> list[tuple[str, int]]:
+        """Claim for ``node`` each of ``client_ids`` held by no node of ``live`` (nor by ``node``
+        itself under an older claim); returns the (client id, generation) pairs granted."""
+        granted: list[tuple[str, int]] = []
+        for client_id in client_ids:
+            claim = self._claims.get(client_id)
+            if claim is not None and claim.node != node and claim.node in live:
+                continue
+            if claim is not None and claim.node == node:
+                granted.append((client_id, claim.generation))
+                continue
+            self._generation += 1
+            self._claims[client_id] = Claim(node, self._generation)
+            granted.append((client_id, self._generation))
+        return granted
 
     def release(self, client_id: str, node: str, generation: int | None = None) -> bool:
         """The session ended on ``node``; False if the entry belongs to a newer claim."""

@@ -1,6 +1,6 @@
 """The session directory on the bus: the supervisor's side of claims, releases and wills.
 
-``DirectoryNode`` answers the ``claim`` requests of the workers' fabrics,
+``DirectoryNode`` answers the ``claim`` and ``adopt`` requests of the workers' fabrics,
 keeping the will each claim carries, takes their ``release``/``will-`` notes, and when a worker leaves
 the bus (its process died) publishes the wills of the clients it held, each
 after its will delay, unless the client came back first. The bookkeeping
@@ -19,7 +19,7 @@ import msgpack
 from ..protocol.packets import Publish
 from ..router.bus import Bus
 from .directory import SessionDirectory
-from .session_link import CLAIM, RELEASE, WILL_CLEARED
+from .session_link import ADOPT, CLAIM, RELEASE, WILL_CLEARED
 from .wire import decode_message
 
 log = logging.getLogger("kushi.cluster")
@@ -34,6 +34,7 @@ class DirectoryNode:
         self.directory = SessionDirectory()
         self._pending_wills: dict[str, tuple[asyncio.TimerHandle, bytes]] = {}
         bus.serve(CLAIM, self._serve_claim)
+        bus.serve(ADOPT, self._serve_adopt)
         bus.on(RELEASE, self._on_release)
         bus.on(WILL_CLEARED, self._on_will_cleared)
         bus.on_peer_left.append(self._on_node_left)
@@ -53,6 +54,11 @@ class DirectoryNode:
             body, delay, session_expiry = will
             self.directory.set_will(client_id, sender, body, delay, session_expiry)
         return msgpack.packb((generation, previous))
+
+    def _serve_adopt(self, sender: str, payload: bytes) -> bytes:
+        """Stored sessions ``sender`` may restore: those no live worker holds (storage)."""
+        live = set(self.bus.peers) | {sender}
+        return msgpack.packb(self.directory.adopt(msgpack.unpackb(payload), sender, live))
 
     def _on_release(self, sender: str, payload: bytes) -> None:
         client_id, generation = msgpack.unpackb(payload)

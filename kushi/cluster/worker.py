@@ -25,6 +25,15 @@ until its clients' sessions have been taken over by the other workers.
 
 Every second the worker sends the supervisor a snapshot of its counters
 (``stats``), which the supervisor adds up for metrics and $SYS.
+
+Storage (a hook with the ``stored_*`` loaders, e.g. ``kushi serve --storage``):
+every worker opens the same store. ``Server.start()`` restores the stored
+sessions the session directory lets this worker *adopt* (those no live
+worker holds), so at first boot each lands on one worker, and after a crash
+the dead worker's sessions come back. The surviving workers adopt them as
+soon as the dead one has left the bus (its clients reconnect at once, to
+them), and whatever is left when it restarts goes to it. Wills are not
+restored: the session directory keeps and publishes those of a dead worker.
 """
 
 from __future__ import annotations
@@ -144,8 +153,11 @@ class WorkerProcess:
         self.server = Server(spec.options)
         self.server.worker_id = spec.worker_id
         self.server.fabric = self.fabric
+        self.server.adopt = self.fabric.sessions.adopt
+        self.server.restore_wills = False
         self.stopping: asyncio.Future[int] | None = None
         self.bus.on(CONTROL, self._on_control)
+        self.bus.on_peer_left.append(self._on_peer_left)
         self.bus.on(SYS_INFO, self._on_sys_info)
 
     async def run(self) -> int:
@@ -241,6 +253,12 @@ class WorkerProcess:
         hooks = self.server.hooks
         if hooks.provides("on_sys_info_tick"):
             hooks.on_sys_info_tick({**msgpack.unpackb(payload), "worker_id": self.spec.worker_id})
+
+    def _on_peer_left(self, node: str) -> None:
+        """Another worker died or retired: restore the stored sessions it held (storage only)."""
+        broker = self.server.broker
+        if node != SUPERVISOR and broker is not None and self.server.hooks.provides("stored_clients"):
+            broker.spawn(self.server.restore_stored_sessions())
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:

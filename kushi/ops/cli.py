@@ -4,6 +4,7 @@
     kushi serve --tcp 127.0.0.1:0 --ws none --http 127.0.0.1:0
     kushi serve --config kushi.yaml --log-level debug
     kushi serve --password-file /etc/mosquitto/passwd --acl-file /etc/mosquitto/acl
+    kushi serve --storage /var/lib/kushi/kushi.db     # sessions and retained survive restarts
 
 Flags override the file: a listener flag (``--tcp``, ``--ws``, ...) replaces
 the listeners of that kind from the file or the defaults, ``--ws none`` or
@@ -15,7 +16,8 @@ which forks ``--workers N`` worker processes (default: one per CPU; one
 worker takes the same path) and serves /metrics, /healthz and $SYS itself.
 
 Signals: SIGTERM stops gracefully (listeners close first, v5 clients get
-DISCONNECT 0x8B "server shutting down"); SIGINT and SIGQUIT stop at once;
+DISCONNECT 0x8B "server shutting down", with ``--storage`` every session is
+saved); SIGINT and SIGQUIT stop at once;
 SIGHUP reloads the password, ACL and ledger files in place in every worker
 without dropping a connection; SIGTTIN/SIGTTOU add or retire a worker.
 """
@@ -89,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--allow-anonymous", action="store_true", default=None,
                       help="with --password-file, also let in clients that give no username")
 
+    storage = serve.add_argument_group("storage (off by default)")
+    storage.add_argument("--storage", metavar="FILE",
+                         help="SQLite file keeping persistent sessions and retained messages across "
+                              "restarts and worker crashes ('none' to turn off the file's storage)")
+    storage.add_argument("--autosave-interval", type=_positive_float, metavar="SECONDS",
+                         help="seconds between two saves of the sessions' queued and in-flight "
+                              "messages (default 1)")
+
     serve.add_argument("--workers", type=_positive_int, metavar="N",
                        help="worker processes (default: the number of CPUs)")
     serve.add_argument("--log-level", choices=LEVELS, type=str.lower, help="default info")
@@ -142,7 +152,19 @@ def apply_flags(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
     if args.workers is not None:
         options = replace(options, workers=args.workers)
     return ServeConfig(options=options, listeners=listeners, http=http, auth=auth,
+                       storage=_storage_from_flags(config.storage, args),
                        log_level=args.log_level or config.log_level)
+
+
+def _storage_from_flags(storage: StorageConfig, args: argparse.Namespace) -> StorageConfig:
+    """``--storage FILE`` (or ``none``) and ``--autosave-interval`` over the file's ``storage``."""
+    if args.storage is not None:
+        storage = replace(storage, path=None if args.storage.lower() == NONE else args.storage)
+    if args.autosave_interval is not None:
+        if not storage.configured:
+            raise ConfigurationError("--autosave-interval needs --storage FILE (or storage.path)")
+        storage = replace(storage, autosave_interval=args.autosave_interval)
+    return storage
 
 
 def _listeners_from_flags(current: list[ListenerConfig], args: argparse.Namespace) -> list[ListenerConfig]:
@@ -193,8 +215,8 @@ def run_workers(config: ServeConfig) -> int:
         log.error("kushi serve needs the supervisor (kushi.cluster), which cannot be loaded: %s", exc)
         return EXIT_USAGE
     services = SupervisorServices(config)
-    code = int(supervisor.serve(config, build_auth_hooks(config.auth), on_ready=[services.start],
-                                on_stop=[services.stop]))
+    hooks = build_auth_hooks(config.auth) + build_storage_hooks(config.storage)
+    code = int(supervisor.serve(config, hooks, on_ready=[services.start], on_stop=[services.stop]))
     log.info("stopped")
     return code
 
@@ -266,8 +288,24 @@ def build_auth_hooks(auth: AuthFiles) -> list[Hook]:
     return hooks
 
 
+def build_storage_hooks(storage: StorageConfig) -> list[Hook]:
+    """The storage hook when a storage file is configured (every worker opens the same file)."""
+    if not storage.configured:
+        return []
+    from ..hooks.storage import SqliteStorage
+    log.info("storage: %s (autosave every %g s)", storage.path, storage.autosave_interval)
+    return [SqliteStorage(storage.path, storage.autosave_interval)]
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

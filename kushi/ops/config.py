@@ -1,6 +1,6 @@
 """The configuration of ``kushi serve``: a YAML file turned into Options, listeners and auth files.
 
-A file has up to five top-level keys, every one optional (see
+A file has up to six top-level keys, every one optional (see
 ``docs/kushi.example.yaml``)::
 
     options:          # any fields of kushi.Options; the ones left out keep their defaults
@@ -14,6 +14,9 @@ A file has up to five top-level keys, every one optional (see
       password_file: /etc/mosquitto/passwd
       acl_file: /etc/mosquitto/acl
       ledger: ledger.yaml
+    storage:          # persistent sessions and retained messages (off when left out)
+      path: /var/lib/kushi/kushi.db
+      autosave_interval: 1.0
     log_level: info
 
 A partial ``options`` block never zeroes the rest: each field left out keeps
@@ -73,6 +76,18 @@ class AuthFiles:
         return any((self.password_file, self.acl_file, self.ledger))
 
 
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where ``SqliteStorage`` keeps sessions and retained messages; no path: no storage."""
+
+    path: str | None = None
+    autosave_interval: float = 1.0    # seconds between two saves of the sessions' messages
+
+    @property
+    def configured(self) -> bool:
+        return self.path is not None
+
+
 def default_workers() -> int:
     """``kushi serve``'s number of worker processes when neither flag nor file sets it: one per CPU."""
     return os.cpu_count() or 1
@@ -93,6 +108,7 @@ class ServeConfig:
     listeners: list[ListenerConfig] = field(default_factory=default_listeners)
     http: str | None = DEFAULT_HTTP
     auth: AuthFiles = field(default_factory=AuthFiles)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     log_level: str = "info"
 
 
@@ -143,6 +159,8 @@ def parse_config(data: Any, source: str = "config", base_dir: Path | None = None
             ledger=_file_path(auth.get("ledger"), base_dir),
             allow_anonymous=_typed(auth.get("allow_anonymous", False), bool, f"{source}: auth.allow_anonymous"),
         )
+    if "storage" in data:
+        config.storage = storage_from_mapping(data["storage"] or {}, f"{source}: storage", base_dir)
     if "log_level" in data:
         config.log_level = str(data["log_level"]).lower()
         if config.log_level not in LEVELS:
@@ -158,6 +176,17 @@ def options_from_mapping(data: Any, source: str = "options") -> Options:
     _reject_unknown(data, set(hints), source)
     values = {name: _typed(value, hints[name], f"{source}.{name}") for name, value in data.items()}
     return serve_options(**values)
+
+
+def storage_from_mapping(data: Any, source: str = "storage", base_dir: Path | None = None) -> StorageConfig:
+    """``{path: kushi.db, autosave_interval: 1}`` -> StorageConfig (a relative path from ``base_dir``)."""
+    data = _mapping(data, source)
+    _reject_unknown(data, {f.name for f in dataclasses.fields(StorageConfig)}, source)
+    interval = _typed(data.get("autosave_interval", StorageConfig.autosave_interval), float,
+                      f"{source}.autosave_interval")
+    if interval <= 0:
+        raise ConfigurationError(f"{source}.autosave_interval must be > 0, got {interval!r}")
+    return StorageConfig(_file_path(data.get("path"), base_dir), interval)
 
 
 def listener_from_mapping(entry: Any, index: int, source: str, base_dir: Path | None = None) -> ListenerConfig:

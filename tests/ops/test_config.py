@@ -153,3 +153,30 @@ def test_relative_file_paths_are_taken_from_the_config_files_directory(tmp_path:
     assert config.auth.acl_file == "/etc/abs/acl"
     tls = config.listeners[0]
     assert (tls.certfile, tls.keyfile, tls.cafile) == (str(tmp_path / "tls/c.pem"), str(tmp_path / "tls/k.pem"), None)
+
+
+def test_storage_section_and_flags(tmp_path: Path) -> None:
+    """``storage: {path, autosave_interval}`` (a relative path from the file's directory) and the
+    flags over it: ``--storage FILE`` replaces the path, ``--storage none`` turns it off."""
+    path = tmp_path / "kushi.yaml"
+    path.write_text("storage: {path: data/kushi.db, autosave_interval: 5}\n")
+    config = load_config_file(path)
+    assert (config.storage.path, config.storage.autosave_interval) == (str(tmp_path / "data/kushi.db"), 5.0)
+    assert not ServeConfig().storage.configured
+    flagged = apply_flags(config, flags("--storage", "/tmp/other.db", "--autosave-interval", "0.5"))
+    assert (flagged.storage.path, flagged.storage.autosave_interval) == ("/tmp/other.db", 0.5)
+    assert not apply_flags(config, flags("--storage", "none")).storage.configured
+    with pytest.raises(ConfigurationError, match="autosave-interval needs --storage"):
+        apply_flags(ServeConfig(), flags("--autosave-interval", "2"))
+
+
+@pytest.mark.parametrize("storage, words", [
+    ({"file": "x.db"}, ["unknown key", "file"]),
+    ({"path": "x.db", "autosave_interval": 0}, ["autosave_interval", "> 0"]),
+    ({"path": "x.db", "autosave_interval": "often"}, ["autosave_interval", "float"]),
+])
+def test_storage_section_errors_name_the_key(storage: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        parse_config({"storage": storage})
+    for word in words:
+        assert word in str(error.value)
