@@ -90,14 +90,11 @@ def session_records(session: Session, offset: float, messages: bool = True) -> S
 
 def sessions_from_records(clients: Iterable[StoredClient],
                           subscriptions: Iterable[StoredSubscription],
-                          messages: Iterable[StoredMessage], offset: float, now: float,
-                          max_queued_messages: int, wills: bool = True) -> list[Session]:
-    """Build the sessions the records describe, their times in this process's monotonic clock.
+                          messages: Iterable[StoredMessage], offset: float,
+                          max_queued_messages: int) -> list[Session]:
+    """The sessions the records describe, their times turned into this process's monotonic
+    clock (``offset`` as in ``session_records``); the exact inverse of ``session_records``.
 
-    ``now`` is the current monotonic time: a session whose client was connected
-    when it was saved (``disconnected_at`` None) counts as disconnected now.
-    With ``wills`` a will is kept; one whose connection had not ended yet is due
-    after its delay from now (the connection ended with the process that held it).
     Records of a client id without a ``StoredClient`` are ignored.
     """
     sessions: dict[str, Session] = {}
@@ -105,14 +102,14 @@ def sessions_from_records(clients: Iterable[StoredClient],
         session = Session(record.client_id, record.protocol_version, max_queued_messages)
         session.expiry_interval = record.expiry_interval
         session.client = RestoredClient(record.client_id, record.username, record.protocol_version)
-        session.disconnected_at = now if record.disconnected_at is None else record.disconnected_at - offset
+        if record.disconnected_at is not None:
+            session.disconnected_at = record.disconnected_at - offset
         session.inbound_qos2 = set(record.inbound_qos2)
         session._last_packet_id = record.last_packet_id
+        session.will = record.will
         session.will_delay = record.will_delay
-        if wills and record.will is not None:
-            session.will = record.will
-            session.will_due_at = (record.will_due_at - offset if record.will_due_at is not None
-                                   else now + min(record.will_delay, record.expiry_interval))
+        if record.will_due_at is not None:
+            session.will_due_at = record.will_due_at - offset
         sessions[record.client_id] = session
     for sub in subscriptions:
         session = sessions.get(sub.client_id)
@@ -133,6 +130,20 @@ def sessions_from_records(clients: Iterable[StoredClient],
             item.sent = stored.sent
             session.inflight[stored.packet_id] = item
     return list(sessions.values())
+
+
+def detached_after_restart(session: Session, now: float, wills: bool) -> None:
+    """A stored session coming back after its process stopped: its connection, if it had one
+    when saved, ended with that process (``now`` stands in for when). With ``wills`` a will
+    still waiting is due after its delay [MQTT-3.1.3-9]; without, it is dropped (the session
+    directory of a cluster publishes the wills of a dead worker)."""
+    if session.disconnected_at is None:
+        session.disconnected_at = now
+    if not wills:
+        session.will = None
+        session.will_due_at = None
+    elif session.will is not None and session.will_due_at is None:
+        session.will_due_at = now + min(session.will_delay, session.expiry_interval)
 
 
 def message_state_version(session: Session) -> tuple[Any, ...]:
@@ -182,9 +193,10 @@ def install_sessions(broker: Broker, clients: list[StoredClient], wills: bool = 
     messages = [m for m in (hooks.stored_inflight() if hooks.provides("stored_inflight") else ())
                 if isinstance(m, StoredMessage) and m.client_id in wanted]
     now = time.monotonic()
-    sessions = sessions_from_records(clients, subscriptions, messages, wall_offset(), now,
-                                     broker.options.max_queued_messages, wills)
+    sessions = sessions_from_records(clients, subscriptions, messages, wall_offset(),
+                                     broker.options.max_queued_messages)
     for session in sessions:
+        detached_after_restart(session, now, wills)
         broker.import_session(session)
     if sessions:
         log.info("restored %d stored sessions", len(sessions))
