@@ -12,6 +12,10 @@ called back with two (the *sink*: ``deliver_remote``, ``apply_retained``):
   property survives; no pickling) and queues it for each interested node; the
   bus flushes once per loop iteration. The receiver decodes it and calls
   ``sink.deliver_remote``, which delivers to local subscribers only.
+  Every message sent on carries an id: (origin node, the origin's sequence
+  number), the same in every copy. A session moving between workers can be
+  sent one message on two paths (``kushi.cluster.handover``); the id lets the
+  new holder deliver it once (``message_id``, ``SessionLink.arrived``).
 - **Retained messages.** Every change is broadcast with an order (hybrid
   logical clock + node name). Each node keeps, per topic, the greatest order
   it has seen, including for clears (tombstones): a write ordered before the
@@ -48,7 +52,7 @@ from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
 from .session_link import DIRECTORY, SessionLink
 from .shared_groups import SharedGroups
-from .wire import decode_message, encode_message
+from .wire import MessageId, decode_message, encode_message, split_sequence, with_sequence
 
 log = logging.getLogger("kushi.cluster")
 
@@ -110,6 +114,10 @@ class BusFabric:
         self._snapshots: dict[str, asyncio.Future[None]] = {}
         self._barriers: dict[int, tuple[asyncio.Future[None], set[str]]] = {}
         self._next_barrier = 1
+        self._sequence = 0                                # of the messages this node sent on
+        self._numbered: dict[int, tuple[Publish, int]] = {}   # id(message) -> (message, sequence)
+        self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
+        self.sessions.barrier = self.barrier
         bus.on(PUBLISH, self._on_publish)
         bus.on(INTEREST_ADDED, self._on_interest_added)
         bus.on(INTEREST_REMOVED, self._on_interest_removed)
@@ -156,6 +164,12 @@ class BusFabric:
     def forward(self, message: Publish) -> None:
         """Send ``message`` once to each other node with a matching interest."""
         topic = message.topic
+        sequence = self._numbered.pop(id(message), (None, 0))[1] if self._numbered else 0
+        if not sequence:
+            self._sequence += 1
+            sequence = self._sequence
+        if self.sessions.windows:   # a session arriving here: it got this message directly
+            self.sessions.arrived((self.node, sequence), topic)
         targets = self._targets.get(topic)
         if targets is None:
             targets = frozenset(key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(topic))
@@ -164,10 +178,30 @@ class BusFabric:
             self._targets[topic] = targets
         if not targets:
             return
-        body = encode_message(message)
+        body = with_sequence(sequence, encode_message(message))
         for node in targets:
             self.bus.send(node, PUBLISH, body)
         self.stats.forwarded += len(targets)
+
+    def message_id(self, message: Publish) -> MessageId:
+        """The bus id of ``message``, being routed here now (from a client or another node).
+
+        A message received here is numbered when ``forward`` sends it on, which is
+        after the local routing that may ask for its id first (a hand-over's
+        forwarder): the number is then chosen here, kept by the message's identity
+        until this loop iteration ends, and ``forward`` uses the same one.
+        """
+        routing = self._routing
+        if routing is not None and routing[0] is message:
+            return routing[1]
+        numbered = self._numbered
+        entry = numbered.get(id(message))
+        if entry is None or entry[0] is not message:
+            if not numbered:
+                asyncio.get_running_loop().call_soon(numbered.clear)
+            self._sequence += 1
+            entry = numbered[id(message)] = (message, self._sequence)
+        return (self.node, entry[1])
 
     def retained_changed(self, message: Publish) -> None:
         """A retained set/clear made here: order it after everything seen, tell every node."""
@@ -214,10 +248,27 @@ class BusFabric:
 
     # --------------------------------------------------------- the other side
 
-    def _on_publish(self, sender: str, body: bytes) -> None:
+    def _on_publish(self, sender: str, payload: bytes) -> None:
         self.stats.delivered_remote += 1
-        if self._sink is not None:
-            self._sink.deliver_remote(decode_message(body))
+        sink = self._sink
+        if sink is None:
+            return
+        sequence, body = split_sequence(payload)
+        message = decode_message(body)
+        message_id = (sender, sequence)
+        self._routing = (message, message_id)
+        try:
+            if not self.sessions.windows:
+                sink.deliver_remote(message)
+                return
+            # a session arriving here may have had this message forwarded already
+            had_it = self.sessions.arrived(message_id, message.topic)
+            if had_it:
+                self.sessions.deliver_skipping(had_it, sink.deliver_remote, message)
+            else:
+                sink.deliver_remote(message)
+        finally:
+            self._routing = None
 
     def _on_interest_added(self, sender: str, payload: bytes) -> None:
         self._add_interest(sender, payload.decode())

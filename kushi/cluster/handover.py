@@ -2,8 +2,8 @@
 
 When worker B takes client c over from worker A, the other workers still
 route c's messages to A until they learn B's interest. So A, as it gives the
-session up, leaves *forwarders* in its matcher: one subscription per filter
-of c, whose callback sends each matching message to B addressed to c
+session up, leaves *forwarders* in its matcher: one subscriber (for all of
+c's filters) whose callback sends each matching message to B addressed to c
 ("pub-for"). B delivers those to c's session, buffering the ones that beat
 the session itself (they travel on another channel than the takeover reply).
 
@@ -15,11 +15,25 @@ having gone to B directly:
 2. A runs its own barrier: each worker answers over the same FIFO channel
    its earlier messages to A used, so once all have answered, every message
    routed to A before its sender knew B's interest has arrived (and was
-   forwarded). Then A removes the forwarders.
+   forwarded). Then A removes the forwarders and tells B "forwarding ended".
 
-A message routed in between to both A and B reaches c twice: QoS 1 allows it
-(at least once); for QoS 2 it is a known gap (the cluster notes say so).
-A fallback timer removes forwarders whose hand-over never completed.
+Exactly once (QoS 2): a message routed in between to both A and B reaches B
+twice, forwarded by A and directly, in either order (a message published on
+A goes to its forwarder first, then on the bus). Every copy carries the
+message's bus id, so B delivers the first and drops the others: B keeps, per
+arriving session, a *window* of the ids it got (``SessionLink.windows``),
+from the takeover until B has heard "forwarding ended" and then passed a
+barrier of its own (the direct copy of anything A forwarded was sent before
+its sender answered A's barrier, so before it answers B's). A direct copy to
+drop is kept from c alone: the message is routed here with c's session out
+of sight for that one call (``deliver_skipping``); every other subscriber
+gets it. Fallback timers remove forwarders (``FORWARD_AT_MOST``) and windows
+(``WINDOW_AT_MOST``) whose hand-over never completed.
+
+Not covered: a message a worker sent to both A and B because of *another*
+subscriber on B, that reached A before the takeover (so it moved inside the
+session) and B after it. It needs a publisher whose copies arrive a whole
+takeover apart; the window does not hold the ids of the moved messages.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from functools import partial
 from typing import Any
 
 from ..protocol.packets import Publish
+from ..protocol.topics import parse_shared, topic_matches
 from ..worker.session import SubscriptionEntry
 from .fabric import BusFabric
 
@@ -45,44 +60,61 @@ class HandOver:
     def __init__(self, fabric: BusFabric, server: Any) -> None:
         self.fabric = fabric
         self.server = server
-        self._forwarders: dict[str, tuple[list[tuple[str, str]], asyncio.TimerHandle]] = {}
+        # client id -> (new node, (filter, key) of each forwarder, fallback timer)
+        self._forwarders: dict[str, tuple[str, list[tuple[str, str]], asyncio.TimerHandle]] = {}
         fabric.sessions.on_handover_done = self.handover_done
+        fabric.sessions.on_arriving = self._remove   # it comes back: forward nothing away
+        fabric.sessions.deliver_skipping = self.deliver_skipping
 
     # ---- the worker that gave the session up -------------------------------------------
 
     def forward_moved(self, session: Any, new_node: str) -> None:
-        """Forward to ``new_node`` every message matching the subscriptions ``session`` had here."""
+        """Forward to ``new_node`` every message matching the subscriptions ``session`` had here.
+
+        The plain subscriptions share one forwarder key, so a message matching several is
+        sent once, folded as the broker folds a client's subscriptions [MQTT-3.3.4-2/4];
+        each shared one has its own (its group picks it or not).
+        """
         broker = self.server.broker
         client_id = session.client_id
         self._remove(client_id)
+        plain = [entry for entry in session.subscriptions.values()
+                 if parse_shared(entry.filter)[0] is None]
         added = []
         for entry in session.subscriptions.values():
-            key = f"\x00moved:{client_id}\x00{entry.filter}"
+            shared = parse_shared(entry.filter)[0] is not None
+            key = f"\x00moved:{client_id}" + (f"\x00{entry.filter}" if shared else "")
             forwarder = SubscriptionEntry(
                 key, entry.filter, entry.qos, False, entry.retain_as_published, 0, entry.identifier,
-                callback=partial(self._forward, new_node, client_id, entry))
+                callback=partial(self._forward, new_node, client_id, [entry] if shared else plain))
             broker.add_subscription(None, forwarder)
             added.append((entry.filter, key))
         timer = asyncio.get_running_loop().call_later(FORWARD_AT_MOST, self._remove, client_id)
-        self._forwarders[client_id] = (added, timer)
+        self._forwarders[client_id] = (new_node, added, timer)
 
-    def _forward(self, new_node: str, client_id: str, entry: SubscriptionEntry,
+    def _forward(self, new_node: str, client_id: str, entries: list[SubscriptionEntry],
                  topic: str, payload: bytes, message: Publish) -> None:
-        qos = min(entry.qos, message.qos)
-        retain = message.retain and entry.retain_as_published
-        identifiers = (entry.identifier,) if entry.identifier else ()
-        self.fabric.sessions.forward_to_client(new_node, client_id, qos, retain, identifiers, message)
+        matching = [entry for entry in entries
+                    if topic_matches(parse_shared(entry.filter)[1], topic)] or entries
+        qos = min(max(entry.qos for entry in matching), message.qos)
+        retain = message.retain and any(entry.retain_as_published for entry in matching)
+        identifiers = tuple(entry.identifier for entry in matching if entry.identifier)
+        self.fabric.sessions.forward_to_client(new_node, client_id, qos, retain, identifiers,
+                                               self.fabric.message_id(message), message)
 
     async def handover_done(self, client_id: str) -> None:
         """The new holder is known everywhere: drain what is on its way to us, then stop forwarding."""
+        entry = self._forwarders.get(client_id)
         await self.fabric.barrier()
-        self._remove(client_id)
+        if entry is not None and self._forwarders.get(client_id) is entry:   # not a newer move's
+            self._remove(client_id)
+            self.fabric.sessions.forwarding_ended(entry[0], client_id)
 
     def _remove(self, client_id: str) -> None:
         entry = self._forwarders.pop(client_id, None)
         if entry is None:
             return
-        forwarders, timer = entry
+        _, forwarders, timer = entry
         timer.cancel()
         broker = self.server.broker
         for filter, key in forwarders:
@@ -99,3 +131,13 @@ class HandOver:
             return False
         broker.deliver(session, message, qos, retain, identifiers, time.monotonic(), None)
         return True
+
+    def deliver_skipping(self, client_ids: list[str], deliver: Any, message: Publish) -> None:
+        """``deliver(message)`` with the sessions of ``client_ids`` out of the broker's sight:
+        they had this message already (forwarded), every other subscriber gets it."""
+        sessions = self.server.broker.sessions
+        hidden = {client_id: sessions.pop(client_id) for client_id in client_ids if client_id in sessions}
+        try:
+            deliver(message)
+        finally:
+            sessions.update(hidden)

@@ -10,7 +10,16 @@ Used by ``kushi.cluster.session_hook`` (on the CONNECT path) and
 - ``forward_to_client`` / ``deliver_early``: messages the previous holder
   forwards for the moved client ("pub-for"), kept until the session is here.
 - ``handover_done``: tell the previous holder the client's new place is known
-  everywhere, so it may stop forwarding.
+  everywhere, so it may stop forwarding; ``forwarding_ended``: the previous
+  holder's answer once it has.
+- *Windows* (exactly once at QoS 2 across a hand-over): from the takeover
+  until the previous holder has stopped forwarding and every node has
+  answered a barrier after that, a message can reach the arrived session
+  twice, forwarded and directly. A window remembers the ids
+  (``kushi.cluster.wire.MessageId``) of the messages the session got in that
+  time, from either path, and each later copy is dropped: ``arrived`` for
+  the direct path (the fabric), the forwarded path here. The window and its
+  ids are forgotten when it closes (at the latest ``WINDOW_AT_MOST`` after).
 - ``session_ended`` / ``will_cleared``: keep the directory up to date.
 
 The *sink* (set by ``BusFabric.attach``) may have ``export_session(client_id,
@@ -25,15 +34,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from ..protocol.packets import Publish
+from ..protocol.topics import parse_shared, topic_matches
 from ..router.bus import Bus, BusError
 from .session_transfer import session_from_wire, session_to_wire, will_to_wire
-from .wire import decode_message, encode_message
+from .wire import MessageId, decode_message, encode_message
 
 log = logging.getLogger("kushi.cluster")
 
@@ -43,7 +53,9 @@ RELEASE = "release"          # to the directory: the session ended here
 WILL_CLEARED = "will-"       # to the directory: that will must not be sent any more
 PUBLISH_FOR = "pub-for"      # a message for one moved client, forwarded by its previous holder
 HANDOVER_DONE = "moved"      # to the previous holder: the client's new place is known everywhere
+FORWARDING_ENDED = "fwd-end" # to the new holder: no more "pub-for" for that client from here
 EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
+WINDOW_AT_MOST = 45.0        # seconds a window lives if forwarding_ended never comes (> FORWARD_AT_MOST)
 TAKEOVER_TIMEOUT = 5.0       # seconds a CONNECT waits for the previous holder to give the session up
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 ADOPT = "adopt"              # request to the directory: may this node restore these stored sessions?
@@ -57,6 +69,32 @@ class TakenOver:
     node: str
 
 
+Forwarded = tuple   # (message id, QoS, retain, subscription identifiers, message)
+
+
+@dataclass
+class _Window:
+    """A session arriving here: the messages it got while copies may come on two paths."""
+
+    session: Any = None          # set once the session is installed here
+    delivered: set[MessageId] = field(default_factory=set)
+    early: list[Forwarded] = field(default_factory=list)   # forwarded before the session was here
+    timer: asyncio.TimerHandle | None = None
+
+    def gets(self, topic: str) -> bool:
+        """Does a plain subscription of the session match ``topic`` (so routing gives it the message)?"""
+        for filter in self.session.subscriptions:
+            if topic_matches(filter, topic) and parse_shared(filter)[0] is None:
+                return True
+        return False
+
+
+@dataclass
+class HandOverStats:
+    duplicates_dropped: int = 0  # copies of a message the arrived session had already
+    stale_dropped: int = 0       # forwarded messages for a client with no hand-over here
+
+
 class SessionLink:
     """Claims, takeovers and hand-over forwarding for the node of ``bus``."""
 
@@ -65,11 +103,19 @@ class SessionLink:
         self.directory = directory
         self.sink: Any = None
         self.on_handover_done: Callable[[str], Awaitable[None]] | None = None
+        # set by the worker's HandOver: deliver_skipping(client ids, deliver, message) routes
+        # a message here without giving it to those clients
+        self.deliver_skipping: Callable[[list[str], Callable[[Publish], None], Publish], None] = \
+            _deliver_to_all
+        self.on_arriving: Callable[[str], None] | None = None   # a session is being brought here
+        self.barrier: Callable[[], Awaitable[None]] | None = None   # the fabric's
+        self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
+        self.stats = HandOverStats()
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
-        self._early: dict[str, list[tuple[int, bool, tuple[int, ...], Publish]]] = {}
         bus.serve(TAKEOVER, self._serve_takeover)
         bus.on(PUBLISH_FOR, self._on_publish_for)
         bus.on(HANDOVER_DONE, self._on_handover_done)
+        bus.on(FORWARDING_ENDED, self._on_forwarding_ended)
 
     async def claim(self, client_id: str, clean_start: bool, will: Any = None,
                             session_expiry: int = 0) -> TakenOver | None:
@@ -95,15 +141,25 @@ class SessionLink:
         self._claims[client_id] = generation
         if previous is None or previous == self.bus.name or previous not in self.bus.peers:
             return None   # nobody else held it, or its holder has left the bus with it
+        if self.on_arriving is not None:
+            self.on_arriving(client_id)
+        self._close_window(client_id)
+        window = self.windows[client_id] = _Window()   # forwarded messages may come from now on
         try:
             body = await self.bus.request(previous, TAKEOVER, client_id.encode(),
                                           timeout=TAKEOVER_TIMEOUT)
         except BusError as exc:
             log.warning("no takeover of %r from %s: %s", client_id, previous, exc)
-            return None
-        if not body:
-            return None
-        return TakenOver(session_from_wire(body, time.monotonic()), previous)
+            body = b""
+        session = session_from_wire(body, time.monotonic()) if body else None
+        if session is None or clean_start or self.windows.get(client_id) is not window:
+            # no session arrives: a clean start's new one never gets what the old one was sent
+            self._close_window(client_id, window)
+            return None if session is None else TakenOver(session, previous)
+        window.session = session   # the caller installs it before anything else can run
+        window.timer = asyncio.get_running_loop().call_later(WINDOW_AT_MOST, self._close_window,
+                                                             client_id, window)
+        return TakenOver(session, previous)
 
     async def adopt(self, client_ids: list[str]) -> set[str]:
         """Storage: which of these stored sessions this node may restore (no live node holds
@@ -118,6 +174,7 @@ class SessionLink:
         """Another worker took ``client_id`` over: give the session up (empty answer: none here)."""
         client_id = payload.decode()
         self._claims.pop(client_id, None)
+        self._close_window(client_id)   # it moves on: what comes for it here is forwarded
         export = getattr(self.sink, "export_session", None)
         session = export(client_id, sender) if export is not None else None
         if session is None:
@@ -125,27 +182,57 @@ class SessionLink:
         return session_to_wire(session, time.monotonic())
 
     def forward_to_client(self, node: str, client_id: str, qos: int, retain: bool,
-                          identifiers: tuple[int, ...], message: Publish) -> None:
-        """Send ``message`` to ``client_id``'s session, which moved to ``node``."""
+                          identifiers: tuple[int, ...], message_id: MessageId, message: Publish) -> None:
+        """Send ``message`` (bus id ``message_id``) to ``client_id``'s session, which moved to ``node``."""
+        origin, sequence = message_id
         self.bus.send(node, PUBLISH_FOR, msgpack.packb(
-            (client_id, qos, retain, identifiers, encode_message(message))))
+            (client_id, qos, retain, identifiers, origin, sequence, encode_message(message))))
 
     def _on_publish_for(self, sender: str, payload: bytes) -> None:
-        client_id, qos, retain, identifiers, body = msgpack.unpackb(payload)
-        item = (qos, retain, tuple(identifiers), decode_message(body))
-        deliver = getattr(self.sink, "deliver_to_session", None)
-        if deliver is not None and deliver(client_id, *item):
+        client_id, qos, retain, identifiers, origin, sequence, body = msgpack.unpackb(payload)
+        window = self.windows.get(client_id)
+        if window is None:   # the client moved on, or started clean: not for any session here
+            self.stats.stale_dropped += 1
             return
-        early = self._early.setdefault(client_id, [])
-        if len(early) < EARLY_LIMIT:
-            early.append(item)   # it beat the takeover reply: delivered once the session is here
+        item = ((origin, sequence), qos, retain, tuple(identifiers), decode_message(body))
+        if window.session is not None:
+            self._deliver_forwarded(client_id, window, item)
+        elif len(window.early) < EARLY_LIMIT:
+            window.early.append(item)   # it beat the takeover reply: delivered once the session is here
+
+    def _deliver_forwarded(self, client_id: str, window: _Window, item: Forwarded) -> None:
+        message_id, qos, retain, identifiers, message = item
+        if message_id in window.delivered:
+            self.stats.duplicates_dropped += 1
+            return
+        window.delivered.add(message_id)
+        deliver = getattr(self.sink, "deliver_to_session", None)
+        if deliver is not None:
+            deliver(client_id, qos, retain, identifiers, message)
 
     def deliver_early(self, client_id: str) -> None:
         """Deliver what was forwarded for ``client_id`` before its session was installed here."""
-        deliver = getattr(self.sink, "deliver_to_session", None)
-        for item in self._early.pop(client_id, ()):
-            if deliver is not None:
-                deliver(client_id, *item)
+        window = self.windows.get(client_id)
+        if window is None or window.session is None:
+            return
+        early, window.early = window.early, []
+        for item in early:
+            self._deliver_forwarded(client_id, window, item)
+
+    def arrived(self, message_id: MessageId, topic: str) -> list[str]:
+        """A message routed here now (received here, or sent by another node): which sessions
+        in a window get it here and had it already (they must be skipped); the others are
+        noted as having it."""
+        had_it = []
+        for client_id, window in self.windows.items():
+            if window.session is None or not window.gets(topic):
+                continue
+            if message_id in window.delivered:
+                self.stats.duplicates_dropped += 1
+                had_it.append(client_id)
+            else:
+                window.delivered.add(message_id)
+        return had_it
 
     def handover_done(self, previous: str, client_id: str) -> None:
         """Tell ``previous`` that ``client_id``'s interest here is known everywhere."""
@@ -155,6 +242,34 @@ class SessionLink:
         if self.on_handover_done is not None:
             asyncio.get_running_loop().create_task(self.on_handover_done(payload.decode()))
 
+    def forwarding_ended(self, node: str, client_id: str) -> None:
+        """Tell ``node`` (the new holder) that no more messages for ``client_id`` come from here."""
+        self.bus.send(node, FORWARDING_ENDED, client_id.encode())
+
+    def _on_forwarding_ended(self, sender: str, payload: bytes) -> None:
+        """The last forwarded copy is here; a direct copy of a message forwarded earlier was sent
+        before its sender answered the forwarder's barrier, so it is here once every node has
+        answered one of ours: then the window closes."""
+        client_id = payload.decode()
+        window = self.windows.get(client_id)
+        if window is None or self.barrier is None:
+            return
+        asyncio.get_running_loop().create_task(self._close_after_barrier(client_id, window))
+
+    async def _close_after_barrier(self, client_id: str, window: _Window) -> None:
+        assert self.barrier is not None
+        await self.barrier()
+        self._close_window(client_id, window)
+
+    def _close_window(self, client_id: str, window: _Window | None = None) -> None:
+        """Forget ``client_id``'s window (only ``window``, if given: a newer one stays)."""
+        current = self.windows.get(client_id)
+        if current is None or (window is not None and current is not window):
+            return
+        del self.windows[client_id]
+        if current.timer is not None:
+            current.timer.cancel()
+
     def session_ended(self, client_id: str) -> None:
         """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""
         generation = self._claims.pop(client_id, None)
@@ -163,3 +278,8 @@ class SessionLink:
     def will_cleared(self, client_id: str) -> None:
         """The will of ``client_id`` was sent, or must not be: the directory forgets its copy."""
         self.bus.send(self.directory, WILL_CLEARED, client_id.encode())
+
+
+def _deliver_to_all(skip: list[str], deliver: Callable[[Publish], None], message: Publish) -> None:
+    """Without a broker that can skip clients (a node with no sessions), deliver as usual."""
+    deliver(message)

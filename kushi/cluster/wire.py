@@ -13,6 +13,9 @@ from ..protocol.codec import decode_publish, encode, read_varint
 from ..protocol.packets import MQTT_5, Publish
 
 QOS_BITS = 0x06   # of a PUBLISH's first byte
+SEQUENCE_SIZE = 8
+
+MessageId = tuple  # (origin node, the origin's sequence number): the same in every copy
 
 
 def encode_message(message: Publish) -> bytes:
@@ -34,3 +37,13 @@ def decode_message(body: bytes) -> Publish:
     _, start = read_varint(body, 1, len(body))
     qos0 = not body[0] & QOS_BITS
     return decode_publish(body[0], body, start, len(body), MQTT_5, body if qos0 else None)
+
+
+def with_sequence(sequence: int, body: bytes) -> bytes:
+    """A message's bus body prefixed with its origin's sequence number (the sender is the origin)."""
+    return sequence.to_bytes(SEQUENCE_SIZE, "big") + body
+
+
+def split_sequence(payload: bytes) -> tuple[int, bytes]:
+    """(sequence number, bus body) of what ``with_sequence`` made."""
+    return int.from_bytes(payload[:SEQUENCE_SIZE], "big"), payload[SEQUENCE_SIZE:]

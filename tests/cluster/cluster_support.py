@@ -16,11 +16,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops.kushi_process import KushiProcess
 
@@ -244,3 +246,59 @@ def raw_subscriber(cluster: KushiCluster, accept, filter: str, qos: int, client_
     packet = client.recv_packet()
     assert isinstance(packet, Suback), packet
     return client, worker
+
+
+def hop_while_streaming(config_dir: Path, topic: str, qos: int, client_id: str, count: int,
+                        read: Callable[[Any, bool], None], hops: int = 20) -> int:
+    """A persistent subscriber of ``topic`` reconnects ``hops`` times or more, each time onto
+    another worker of a ``kushi serve --workers 3``, while a paho publisher streams ``count``
+    messages (payloads "0", "1", ...) at ``qos``; returns the number of hops made.
+
+    ``read(client, last)`` handles what the broker sends: on each hop for a moment
+    (``last`` False), and at the end on a final connection until everything arrived.
+    """
+    from kushi.protocol.packets import Connack, Disconnect
+    from kushi.protocol.properties import Properties
+    from tests.support.paho import PahoClient
+
+    persistent = Properties(session_expiry_interval=300)
+    config = config_dir / "kushi.yaml"
+    config.write_text("options:\n  max_queued_messages: 100000\n")
+    cluster = KushiCluster(3, "--config", str(config))
+    publisher = None
+    try:
+        cluster.wait_ready()
+        first, worker = raw_subscriber(cluster, lambda w: True, topic, qos, client_id,
+                                       clean_start=False, properties=persistent)
+        first.send(Disconnect())
+        first.expect_closed()
+        publisher = PahoClient(cluster.host, cluster.port, f"{client_id}-publisher")
+        publisher.connect()
+        published = threading.Event()
+
+        def stream() -> None:
+            infos = [publisher.client.publish(topic, str(index).encode(), qos=qos)
+                     for index in range(count)]   # paho keeps 20 in flight, queues the rest
+            for info in infos:
+                info.wait_for_publish(timeout=60)
+            published.set()
+
+        threading.Thread(target=stream, daemon=True).start()
+        made = 0
+        while made < hops or not published.is_set():
+            client, worker = raw_client_on(cluster, lambda w, last=worker: w != last)
+            connack = client.connect(client_id, clean_start=False, properties=persistent)
+            assert isinstance(connack, Connack) and connack.session_present, (made, connack)
+            read(client, False)
+            client.send(Disconnect())
+            client.close()
+            made += 1
+            assert made < 10 * hops, "the publisher never finished"
+        client, _ = raw_client_on(cluster, lambda w, last=worker: w != last)
+        client.connect_ok(client_id, clean_start=False, properties=persistent)
+        read(client, True)
+        return made
+    finally:
+        if publisher is not None:
+            publisher.stop()
+        cluster.stop()

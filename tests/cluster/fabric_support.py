@@ -21,6 +21,7 @@ class RecordingSink:
         self.retained: dict[str, Publish] = {}
         self.sessions: dict[str, object] = {}
         self.exported: list[str] = []
+        self.to_sessions: list[tuple[str, Publish]] = []   # hand-over deliveries (client id, message)
         self.changed = asyncio.Event()
 
     def deliver_remote(self, message: Publish) -> None:
@@ -31,6 +32,12 @@ class RecordingSink:
         """A takeover: give up the session held here (as a broker would, closing with 0x8E)."""
         self.exported.append(client_id)
         return self.sessions.pop(client_id, None)
+
+    def deliver_to_session(self, client_id: str, qos: int, retain: bool,
+                           identifiers: tuple[int, ...], message: Publish) -> bool:
+        """A message forwarded by the session's previous holder."""
+        self.to_sessions.append((client_id, message))
+        return True
 
     def apply_retained(self, message: Publish) -> None:
         if message.payload:

@@ -108,3 +108,34 @@ def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> N
         await until(lambda: len(published) == 2)             # "later" is due after its 1 s delay
         assert [m.topic for m in published] == ["will/now", "will/later"]
     run(scenario)
+
+
+def test_an_arriving_session_gets_each_message_once_and_its_window_is_forgotten() -> None:
+    """[invariant 1] During a hand-over w2 gets a message forwarded by w1 and directly, in either
+    order: the session gets it once. Once w1 has stopped forwarding, the window (and its ids) goes."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, sup, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, lambda message: None)
+        _, w1, sink1 = await cluster.add("w1", 1)
+        _, w2, sink2 = await cluster.add("w2", 2)
+        await w1.sessions.claim("c1", clean_start=False)
+        sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
+        await w2.sessions.claim("c1", clean_start=False)
+        assert set(w2.sessions.windows) == {"c1"}
+        first, second = Publish("a/1", b"first", qos=2), Publish("a/2", b"second", qos=2)
+        w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 1), first)
+        w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 1), first)   # a second forwarder
+        await until(lambda: len(sink2.to_sessions) == 1)
+        assert w2.sessions.arrived(("w0", 1), "a/1") == ["c1"]   # its direct copy: skip c1
+        assert w2.sessions.arrived(("w0", 2), "a/2") == []       # direct first this time ...
+        w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 2), second)  # ... then forwarded
+        assert w2.sessions.arrived(("w0", 3), "other/topic") == []   # not c1's: not remembered
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        assert [bytes(m.payload) for _, m in sink2.to_sessions] == [b"first"]
+        assert w2.sessions.stats.duplicates_dropped == 3
+        w1.sessions.forwarding_ended("w2", "c1")
+        await until(lambda: not w2.sessions.windows)
+        w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 4), second)   # too late
+        await until(lambda: w2.sessions.stats.stale_dropped == 1)
+        assert len(sink2.to_sessions) == 1
+    run(scenario)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import pytest
 
-from cluster_support import KushiCluster, raw_client_on, raw_subscriber, running_cluster
+from cluster_support import hop_while_streaming, raw_client_on, raw_subscriber, running_cluster
 
 from kushi.protocol.packets import (
-    Connack, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will,
+    Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will,
 )
 from kushi.protocol.properties import Properties
-from tests.support.paho import PahoClient
-from tests.support.rawclient import ConnectionClosed
+from tests.support.rawclient import NoPacket
 
 pytestmark = pytest.mark.timeout(120)
 PERSISTENT = Properties(session_expiry_interval=300)
@@ -86,62 +84,21 @@ def test_takeover_under_load_loses_no_qos1_message(tmp_path) -> None:
     """[issue 3] A persistent QoS 1 subscriber hops 20 times between workers while a publisher
     streams: afterwards every message was delivered (duplicates allowed, gaps not)."""
     count = 2000
-    config = tmp_path / "kushi.yaml"
-    config.write_text("options:\n  max_queued_messages: 100000\n")
-    cluster = KushiCluster(3, "--config", str(config))
-    publisher = None
-    try:
-        cluster.wait_ready()
-        first, worker = raw_subscriber(cluster, lambda w: True, "load/t", 1, "hopper",
-                                       clean_start=False, properties=PERSISTENT)
-        first.send(Disconnect())
-        first.expect_closed()
+    received: list[int] = []
 
-        publisher = PahoClient(cluster.host, cluster.port, "load-publisher")
-        publisher.connect()
-        published = threading.Event()
+    def read(client, last: bool) -> None:
+        while not (last and set(received) >= set(range(count))):
+            try:
+                packet = client.recv_packet(timeout=5 if last else 0.1)
+            except NoPacket:   # nothing more for now
+                return
+            if isinstance(packet, Publish):
+                received.append(int(packet.payload))
+                client.send(Puback(packet.packet_id))
 
-        def stream() -> None:
-            for index in range(count):
-                publisher.publish("load/t", str(index).encode(), qos=1)
-            published.set()
-
-        threading.Thread(target=stream, daemon=True).start()
-        received: list[int] = []
-
-        def read_some(client, until_all: bool) -> None:
-            while True:
-                try:
-                    packet = client.recv_packet(timeout=5 if until_all else 0.1)
-                except ConnectionClosed:
-                    raise
-                except AssertionError:   # nothing more for now
-                    return
-                if isinstance(packet, Publish):
-                    received.append(int(packet.payload))
-                    client.send(Puback(packet.packet_id))
-                    if until_all and set(received) >= set(range(count)):
-                        return
-
-        hops = 0
-        while hops < 20 or not published.is_set():
-            client, worker = raw_client_on(cluster, lambda w, last=worker: w != last)
-            connack = client.connect("hopper", clean_start=False, properties=PERSISTENT)
-            assert isinstance(connack, Connack) and connack.session_present, (hops, connack)
-            read_some(client, until_all=False)
-            client.send(Disconnect())
-            client.close()
-            hops += 1
-            assert hops < 200, "the publisher never finished"
-        client, _ = raw_client_on(cluster, lambda w, last=worker: w != last)
-        client.connect_ok("hopper", clean_start=False, properties=PERSISTENT)
-        read_some(client, until_all=True)
-        missing = sorted(set(range(count)) - set(received))
-        assert not missing, f"{len(missing)} messages lost, e.g. {missing[:10]} (after {hops} hops)"
-    finally:
-        if publisher is not None:
-            publisher.stop()
-        cluster.stop()
+    hops = hop_while_streaming(tmp_path, "load/t", 1, "hopper", count, read)
+    missing = sorted(set(range(count)) - set(received))
+    assert not missing, f"{len(missing)} messages lost, e.g. {missing[:10]} (after {hops} hops)"
 
 
 def test_kill_9_of_a_worker_under_load_leaves_the_others_serving() -> None:
