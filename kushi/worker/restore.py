@@ -150,14 +150,17 @@ def message_state_version(session: Session) -> tuple[Any, ...]:
     """A value that changes whenever the session's messages change (cheap: no copy).
 
     A storage hook saves a session's messages again only when this differs from
-    the value it saved with, so an idle session costs one tuple per autosave.
+    the value it saved with, so an idle session costs one small tuple per autosave.
     """
     queue = session.queue
-    return (session._last_packet_id, len(session.inflight),
-            sum(1 for item in session.inflight.values() if item.released),
+    inflight = session.inflight
+    inbound = session.inbound_qos2
+    if not queue and not inflight and not inbound:   # the common case, kept short
+        return (session._last_packet_id, session.dropped, session.disconnected_at)
+    return (session._last_packet_id, session.dropped, session.disconnected_at,
+            len(inflight), sum(1 for item in inflight.values() if item.released),
             len(queue), id(queue[0]) if queue else 0, id(queue[-1]) if queue else 0,
-            session.dropped, len(session.inbound_qos2), session.expiry_interval,
-            session.disconnected_at)
+            frozenset(inbound))
 
 
 def is_expired(record: StoredClient, wall_now: float) -> bool:

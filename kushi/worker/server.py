@@ -10,6 +10,13 @@
 
 ``run()`` does all of it blocking, on uvloop, until SIGINT or SIGTERM.
 With no hook providing authentication every client is let in.
+
+Storage: ``start()`` restores what the hooks' loaders return (``stored_retained``,
+then ``stored_clients`` / ``stored_subscriptions`` / ``stored_inflight``, see
+``kushi.worker.restore``) before any listener opens; ``close()`` calls the hooks'
+``stop()`` after the clients are disconnected, which is when a storage hook saves.
+``session_records`` and ``message_state_versions`` are what a storage hook reads
+(``kushi.hooks.storage.SqliteStorage``).
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ class Server:
         self._listener_configs.append(listener)
 
     async def start(self) -> None:
-        """Start the broker and open every listener; their bound ports are then known."""
+        """Start the broker, restore stored state, open every listener; their bound ports are then known."""
         if self.broker is not None:
             raise ConfigurationError("server already started")
         loop = asyncio.get_running_loop()

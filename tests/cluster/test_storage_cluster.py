@@ -121,3 +121,19 @@ def test_kill_9_of_the_worker_holding_a_session_keeps_its_queued_messages(tmp_pa
         cluster.wait_for_line(r"worker 1 ready", start=mark)
         # the restarted worker found no session left to adopt: it is restored once only
         assert sum(restored_counts(cluster, mark)) == 1
+
+
+def test_directory_adopt_grants_only_what_no_live_node_holds() -> None:
+    """Adopting stored sessions: a client id held by a live node stays there; one held by a
+    dead node, or by nobody, is claimed for the adopter (once: a second adopter gets nothing)."""
+    from kushi.cluster.directory import SessionDirectory
+
+    directory = SessionDirectory()
+    directory.claim("live", "w0")
+    directory.claim("orphan", "w9")           # w9 died; its claims may still be listed
+    granted = dict(directory.adopt(["live", "orphan", "free"], "w1", live={"w0", "w1"}))
+    assert set(granted) == {"orphan", "free"}
+    assert directory.owner("orphan").node == "w1" and directory.owner("live").node == "w0"
+    assert directory.adopt(["orphan", "free"], "w2", live={"w0", "w1", "w2"}) == []
+    again = directory.adopt(["free"], "w1", live={"w0", "w1"})
+    assert again == [("free", granted["free"])]  # already its own: same claim

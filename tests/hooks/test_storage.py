@@ -17,7 +17,7 @@ import pytest
 from kushi.hooks.base import Hook
 from kushi.hooks.records import INFLIGHT, QUEUED, StoredClient, StoredMessage, StoredSubscription
 from kushi.hooks.storage import SqliteStorage
-from kushi.protocol.packets import MQTT_5, Connect, Puback, Publish, Subscribe, Subscription
+from kushi.protocol.packets import MQTT_5, Puback, Publish, Subscribe, Subscription, Will
 from kushi.protocol.properties import Properties
 
 from support.paho import connect_properties
@@ -142,6 +142,16 @@ def test_stored_retained_is_restored(make_broker, paho) -> None:
     client = paho.connected(broker, "late", 5)
     client.subscribe("r/#", 1)
     assert client.expect_message("r/t", b"kept").retain
+
+
+def test_a_stored_will_of_a_connection_that_ended_with_the_process_is_published(make_broker, paho) -> None:
+    """A client connected when its session was saved lost its connection with the broker
+    process: once restored, its will goes out after the will delay [MQTT-3.1.2-8]."""
+    broker = make_broker(hooks=[Stored([StoredClient(
+        "crashed", MQTT_5, None, HOUR, Will("will/crashed", b"gone", 1), will_delay=0)])])
+    watcher = paho.connected(broker, "watcher", 5)
+    watcher.subscribe("will/#", 1)
+    watcher.expect_message("will/crashed", b"gone", timeout=3)   # the next tick, within a second
 
 
 # ---- SqliteStorage -------------------------------------------------------------------------
