@@ -87,6 +87,8 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._to_flush: list[MQTTConnection] = []            # written to in this loop iteration
+        self.held: dict[MQTTConnection, list[Any]] = {}      # packets waiting behind a SUBACK
+        self.suback_wait_timeouts = 0                        # SUBACKs sent without the cluster's barrier
         # statistics, plain integers
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -213,6 +215,9 @@ class Broker(Connecting, Subscriptions, Delivery):
                 if conn.state is not State.CONNECTED:
                     return
                 self.handle_packet(conn, packet, now)
+                if self.held and conn in self.held:   # the rest waits behind a SUBACK
+                    self.hold_rest(conn, packets, packet)
+                    return
             return
         run: list[Publish] = []
         topic = None
@@ -247,6 +252,9 @@ class Broker(Connecting, Subscriptions, Delivery):
                 self.handle_publish(conn, packet, now)
             else:
                 self.handle_packet(conn, packet, now)
+                if self.held and conn in self.held:   # the rest waits behind a SUBACK
+                    self.hold_rest(conn, packets, packet)
+                    return
         if run and conn.state is State.CONNECTED:
             self.publish_run(conn, run, now)
 

@@ -9,11 +9,22 @@ its first subscriber here or loses its last; a SUBACK that announced new
 interest waits for the fabric's ``barrier()`` (a cluster fabric has one), so
 a publish on any worker after the SUBACK reaches the subscriber. The inline
 client subscribes through the same path, with a callback instead of a connection.
+
+While a SUBACK waits, the connection's later packets wait behind it
+(``broker.held``; its reading is paused), so every answer (UNSUBACK,
+PINGRESP, PUBACK...) keeps the order of the packets it answers, as
+[MQTT-4.6.0-2/3/4] asks of acknowledgements; other connections go on. A
+worker that hangs without leaving the bus would hold the SUBACK forever: after
+``SUBACK_WAIT_AT_MOST`` seconds it is sent anyway, logged and counted
+(``broker.suback_wait_timeouts``); a publish on the hung worker may then miss
+the new subscriber until it catches up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import KushiError, ProtocolError
@@ -25,6 +36,9 @@ if TYPE_CHECKING:
     from .connection import MQTTConnection
 
 NO_SUBSCRIPTION_EXISTED = 0x11
+SUBACK_WAIT_AT_MOST = 5.0   # seconds a SUBACK waits for every worker to know the new interest
+
+log = logging.getLogger("kushi.broker")
 
 
 class Subscriptions:
@@ -32,6 +46,10 @@ class Subscriptions:
 
     def handle_subscribe(self, conn: MQTTConnection, packet: Subscribe, now: float) -> None:
         """SUBSCRIBE: one reason code per filter [MQTT-3.8.4-6], then retained messages."""
+        held = self.held.get(conn)
+        if held is not None:   # a path that did not hold the rest (hold_rest): in turn, still
+            held.append(packet)
+            return
         hooks = self.hooks
         if hooks.provides("on_subscribe"):
             packet = hooks.on_subscribe(conn, packet)
@@ -49,10 +67,48 @@ class Subscriptions:
             # other workers route to this one only once they know of the new interest: the
             # SUBACK waits until every worker has it, so a publish made anywhere after the
             # client has its SUBACK reaches the client (as with one process)
-            def acknowledge(done: asyncio.Future[None]) -> None:
-                if not done.cancelled() and self.connections.get(conn.client_id) is conn:
-                    self._acknowledge_subscribe(conn, packet, reason_codes, retained, now)
-            barrier().add_done_callback(acknowledge)
+            self._hold_until(conn, barrier(), lambda: self._acknowledge_subscribe(
+                conn, packet, reason_codes, retained, now))
+
+    def _hold_until(self, conn: MQTTConnection, barrier: asyncio.Future[None],
+                    acknowledge: Callable[[], None]) -> None:
+        """Send the SUBACK (``acknowledge``) when ``barrier`` is done, or after SUBACK_WAIT_AT_MOST;
+        the connection's later packets wait until then (``hold_rest``)."""
+        self.held[conn] = []
+        conn.hold_input()
+
+        def release(timed_out: bool) -> None:
+            rest = self.held.pop(conn, None)
+            if rest is None:
+                return   # released already (the barrier, or the timer)
+            timer.cancel()
+            if self.connections.get(conn.client_id) is not conn:
+                return   # the connection ended meanwhile: nothing to answer
+            if timed_out:
+                self.suback_wait_timeouts += 1
+                log.warning("SUBACK to %r sent after %.0f s without every worker's answer",
+                            conn.client_id, SUBACK_WAIT_AT_MOST)
+            acknowledge()
+            try:   # as MQTTConnection.data_received does for a read
+                if rest:
+                    self.handle_packets(conn, rest, monotonic())
+                if conn not in self.held:   # not behind another SUBACK now
+                    conn.release_input()
+            except KushiError as error:
+                conn.fail(error)
+            except Exception:
+                log.exception("internal error on the connection of %r", conn.client_id)
+                conn.fail(KushiError("internal error", reason_code=0x83))
+
+        timer = self.loop.call_later(SUBACK_WAIT_AT_MOST, release, True)
+        barrier.add_done_callback(lambda done: release(False))
+
+    def hold_rest(self, conn: MQTTConnection, packets: list[Any], handled: Any) -> None:
+        """Keep the packets of ``packets`` after ``handled`` until ``conn``'s SUBACK is sent."""
+        for index, packet in enumerate(packets):
+            if packet is handled:
+                self.held[conn].extend(packets[index + 1:])
+                return
 
     def _acknowledge_subscribe(self, conn: MQTTConnection, packet: Subscribe, reason_codes: list[int],
                                retained: list[tuple[SubscriptionEntry, list[Publish]]],
