@@ -13,6 +13,9 @@ hook events the broker already has:
   has its CONNACK, so it is published even if this worker crashes.
 - ``on_disconnect`` / ``on_will_sent`` / ``on_client_expired``: the copy is
   dropped when the will went out or must not; an ended session is released.
+- With storage: a clean start 0 whose session no worker holds is looked up in
+  the store (``Server.restore_stored_session``): the session of a worker that
+  died, before another worker adopted it (``kushi.cluster.worker``).
 
 The session itself moves with ``Broker.export_session`` (on the worker that
 gives it up, see ``kushi.cluster.worker``) and ``Broker.import_session``.
@@ -44,6 +47,8 @@ class ClusterSessionHook(Hook):
         taken = await self.fabric.sessions.claim(client_id, packet.clean_start, packet.will,
                                                 self._session_expiry(packet))
         if taken is None:
+            if not packet.clean_start and self.server.restore_stored_session(client_id):
+                await self.fabric.barrier()   # storage: a dead worker's session, its interest known
             return True
         broker = self.server.broker
         session = taken.session

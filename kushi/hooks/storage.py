@@ -226,28 +226,51 @@ class SqliteStorage(Hook):
                 " AND disconnected_at + expiry_interval <= ?", (NEVER, now))]
             for client_id in expired:
                 self._delete_session(client_id)
+        return self._clients("")
+
+    def stored_subscriptions(self) -> list[StoredSubscription]:
+        return self._subscriptions("")
+
+    def stored_inflight(self) -> list[StoredMessage]:
+        """Every session's messages, in flight first, then queued, in their order."""
+        return self._messages("")
+
+    def stored_session(self, client_id: str) -> SessionRecords | None:
+        """One client's stored session, or None (not a loader event: ``Server`` asks the hooks
+        that have it when a client with clean start 0 finds no session on any worker)."""
+        where = ("WHERE client_id = ?", (client_id,))
+        clients = self._clients(*where)
+        if not clients:
+            return None
+        return SessionRecords(clients[0], tuple(self._subscriptions(*where)), tuple(self._messages(*where)))
+
+    def write_session(self, records: SessionRecords) -> None:
+        """Write one session whole (its client row, subscriptions and messages), replacing what was kept."""
+        with _transaction(self.db):
+            self._write_session(records)
+
+    def _clients(self, where: str, args: tuple[Any, ...] = ()) -> list[StoredClient]:
         return [
             StoredClient(client_id, version, username, expiry,
                          None if will is None else publish_as_will(message_from_bytes(will), will_delay),
                          will_delay, will_due_at, disconnected_at, tuple(json.loads(inbound)), last_id)
             for (client_id, version, username, expiry, will, will_delay, will_due_at, disconnected_at,
-                 inbound, last_id) in self.db.execute("SELECT * FROM clients")
+                 inbound, last_id) in self.db.execute(f"SELECT * FROM clients {where}", args)
         ]
 
-    def stored_subscriptions(self) -> list[StoredSubscription]:
+    def _subscriptions(self, where: str, args: tuple[Any, ...] = ()) -> list[StoredSubscription]:
         return [
             StoredSubscription(client_id, filter, qos, bool(no_local), bool(rap), handling, identifier)
             for client_id, filter, qos, no_local, rap, handling, identifier
-            in self.db.execute("SELECT * FROM subscriptions")
+            in self.db.execute(f"SELECT * FROM subscriptions {where}", args)
         ]
 
-    def stored_inflight(self) -> list[StoredMessage]:
-        """Every session's messages, in flight first, then queued, in their order."""
+    def _messages(self, where: str, args: tuple[Any, ...] = ()) -> list[StoredMessage]:
         return [
             StoredMessage(client_id, message_from_bytes(body), stored_at, state, packet_id, bool(sent))
             for client_id, state, packet_id, sent, stored_at, body in self.db.execute(
                 "SELECT client_id, state, packet_id, sent, stored_at, message FROM messages"
-                " ORDER BY client_id, position")
+                f" {where} ORDER BY client_id, position", args)
         ]
 
     def stored_retained(self) -> list[Publish]:

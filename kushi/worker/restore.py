@@ -195,12 +195,31 @@ def install_sessions(broker: Broker, clients: list[StoredClient], wills: bool = 
                                  else ()) if isinstance(s, StoredSubscription) and s.client_id in wanted]
     messages = [m for m in (hooks.stored_inflight() if hooks.provides("stored_inflight") else ())
                 if isinstance(m, StoredMessage) and m.client_id in wanted]
+    count = _install(broker, clients, subscriptions, messages, wills)
+    if count:
+        log.info("restored %d stored sessions", count)
+    return count
+
+
+def install_stored_session(broker: Broker, client_id: str, wills: bool = True) -> bool:
+    """Restore one client's session from the first hook whose ``stored_session(client_id)``
+    has it (``SqliteStorage`` does); False if none has it, or it has expired."""
+    for hook in broker.hooks.hooks:
+        lookup = getattr(hook, "stored_session", None)
+        records = lookup(client_id) if lookup is not None else None
+        if isinstance(records, SessionRecords) and not is_expired(records.client, time.time()):
+            _install(broker, [records.client], records.subscriptions, records.messages, wills)
+            log.info("restored the stored session of %r", client_id)
+            return True
+    return False
+
+
+def _install(broker: Broker, clients: Iterable[StoredClient], subscriptions: Iterable[StoredSubscription],
+             messages: Iterable[StoredMessage], wills: bool) -> int:
     now = time.monotonic()
     sessions = sessions_from_records(clients, subscriptions, messages, wall_offset(),
                                      broker.options.max_queued_messages)
     for session in sessions:
         detached_after_restart(session, now, wills)
         broker.import_session(session)
-    if sessions:
-        log.info("restored %d stored sessions", len(sessions))
     return len(sessions)

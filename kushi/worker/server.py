@@ -42,7 +42,7 @@ from .fabric import Fabric, LocalFabric
 from .listeners import ListenerHandle, start_listener
 from .options import Options
 from .restore import (
-    install_sessions, message_state_version, session_records, stored_clients_to_restore, wall_offset,
+    install_sessions, install_stored_session, message_state_version, session_records, stored_clients_to_restore, wall_offset,
 )
 from .sys_info import SysInfoTicker
 
@@ -151,6 +151,18 @@ class Server:
             clients = [record for record in clients
                        if record.client_id in adopted and record.client_id not in broker.sessions]
         return install_sessions(broker, clients, self.restore_wills)
+
+    def restore_stored_session(self, client_id: str) -> bool:
+        """Restore ``client_id``'s stored session now, if a hook with ``stored_session`` has it.
+
+        For a cluster worker: a client reconnecting with clean start 0 whose session no
+        live worker holds, e.g. right after its worker died and before anyone adopted it.
+        The caller must hold the client id's claim (no other worker may have it).
+        """
+        broker = self.broker
+        if broker is None or client_id in broker.sessions or not self.hooks.provides("stored_clients"):
+            return False
+        return install_stored_session(broker, client_id, self.restore_wills)
 
     async def _tick(self) -> None:
         broker = self.broker
