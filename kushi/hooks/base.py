@@ -11,12 +11,21 @@ Two kinds of events:
 * **Filters** return a value the broker uses: they may change a packet (return
   a new one, e.g. ``dataclasses.replace(packet, payload=...)``), refuse it, or
   drop it. The value returned by one hook is passed to the next, in the order
-  the hooks were added. Filters on the message path (``on_publish``,
-  ``on_acl_check``, ``on_packet_read``, ``on_packet_encode``,
-  ``on_select_subscribers``, ``on_subscribe``, ``on_unsubscribe``, ``on_will``)
-  must be plain functions. The connect-time filters (``on_connect``,
-  ``on_connect_authenticate``, ``on_auth_packet``) may also be coroutines: the
-  broker awaits them before it answers the CONNECT.
+  the hooks were added, plain functions and coroutines alike. Every filter may
+  be a coroutine except ``on_packet_encode``:
+
+  - the connect-time filters (``on_connect``, ``on_connect_authenticate``,
+    ``on_auth_packet``) are awaited before the broker answers the CONNECT;
+  - the message-path filters (``on_packet_read``, ``on_acl_check``,
+    ``on_publish``, ``on_subscribe``, ``on_unsubscribe``,
+    ``on_select_subscribers``, ``on_will``): once one of them is a coroutine,
+    the broker runs them all through ordered async pipelines
+    (``kushi.worker.async_filters``): a connection's packets wait, in order and
+    with reading paused, until their filters are done; a message waits, in order
+    per topic, until its subscribers' read ACL is known. With no coroutine among
+    them the broker calls them inline, as if the pipelines did not exist;
+  - ``on_packet_encode`` runs inside every write to a client and must be a
+    plain function (docs/hooks.md says why).
 * **Notifications** return nothing; a coroutine notification is scheduled as
   a task on the worker's loop.
 
@@ -106,7 +115,7 @@ class Hook:
 
     def on_acl_check(self, client: ClientInfo, topic: str, write: bool) -> bool:
         """May this client publish to (write=True) or receive from (write=False) ``topic``?
-        For a subscription, ``topic`` is the filter and write is False."""
+        For a subscription, ``topic`` is the filter and write is False. May be a coroutine."""
         return True
 
     def on_session_establish(self, client: ClientInfo, packet: Connect) -> None:
@@ -125,7 +134,8 @@ class Hook:
         return packet
 
     def on_packet_encode(self, client: ClientInfo, packet: Packet) -> Packet:
-        """A packet is about to be encoded for this client; return it, possibly changed."""
+        """A packet is about to be encoded for this client; return it, possibly changed.
+        Must be a plain function: it runs inside every write to the client."""
         return packet
 
     def on_packet_sent(self, client: ClientInfo, packet: Packet, data: bytes) -> None:
@@ -216,7 +226,14 @@ FILTER_EVENTS = frozenset({
     "on_packet_read", "on_packet_encode", "on_subscribe", "on_select_subscribers",
     "on_unsubscribe", "on_publish", "on_will",
 })
-ASYNC_FILTER_EVENTS = frozenset({"on_connect", "on_connect_authenticate", "on_auth_packet"})
+MESSAGE_PATH_FILTER_EVENTS = frozenset({
+    "on_acl_check", "on_packet_read", "on_subscribe", "on_select_subscribers",
+    "on_unsubscribe", "on_publish", "on_will",
+})
+"""Filters that may be coroutines; one coroutine among them switches on the async pipelines."""
+ASYNC_FILTER_EVENTS = frozenset({"on_connect", "on_connect_authenticate", "on_auth_packet"}
+                                | MESSAGE_PATH_FILTER_EVENTS)
+"""The filters that may be coroutines: all but ``on_packet_encode``."""
 EVENTS = frozenset(
     name for name in vars(Hook) if name.startswith("on_") or name.startswith("stored_")
 )

@@ -12,12 +12,23 @@ The three kinds of events and how they run:
   that returns ``None`` leaves the value unchanged (an easy mistake in a
   plain function; it should not crash the message path). An exception raised
   by a filter propagates to the broker, which decides (e.g. ``PublishRejected``).
-  Filters on the message path must be plain functions: the broker calls them
-  for every packet and cannot await. A coroutine function registered for one
-  of them is refused by ``add()``/``on()`` with ``ConfigurationError``.
 * **Connect-time filters** (``on_connect``, ``on_connect_authenticate``,
   ``on_auth_packet``) are ``async def`` here: they await hooks that are
   coroutines and call the others directly.
+* **Message-path filters** (``MESSAGE_PATH_FILTER_EVENTS``) are called by the
+  broker in the middle of its synchronous work. As long as they are all plain
+  functions, the manager's method of each runs the chain there and then. The
+  first coroutine registered for one of them switches the manager to
+  *awaiting* (``awaiting``; ``when_awaiting`` tells the broker, which then
+  routes packets and messages through ``kushi.worker.async_filters``). From
+  then on the pipelines compute every message-path filter ahead, with
+  ``resolve_chain``/``resolve_acl``/``resolve_select`` (plain hooks called,
+  coroutines awaited, in the order added), and hand the results to the
+  broker's unchanged synchronous code with ``answering(answers)``: inside it,
+  the manager's methods of those events (replaced on the instance, so a manager
+  that never awaits pays nothing) return the prepared answers. A read ACL that
+  was not prepared (a subscription made while the message waited) refuses.
+  ``on_packet_encode`` runs inside every write and stays a plain function.
 * **Notifications** return nothing. A plain hook is called directly; a
   coroutine hook is scheduled as a task on the running loop (the manager keeps
   a reference to each task until it ends, so none is garbage-collected midway).
@@ -31,18 +42,24 @@ import inspect
 import logging
 from typing import Any, Callable, Sequence
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, KushiError
 from ..protocol.packets import (
     Auth, Connect, Packet, Publish, Subscribe, Unsubscribe, Will,
 )
-from .base import ASYNC_FILTER_EVENTS, EVENTS, FILTER_EVENTS, ClientInfo, Hook
+from .base import (
+    ASYNC_FILTER_EVENTS, EVENTS, FILTER_EVENTS, MESSAGE_PATH_FILTER_EVENTS, ClientInfo, Hook,
+)
 
 log = logging.getLogger("kushi.hooks")
 
-#: Events whose hooks the broker calls without awaiting: a coroutine is refused for them.
+#: Events that must be plain functions: a coroutine is refused for them (``on_packet_encode``
+#: and the storage loaders).
 SYNC_ONLY_EVENTS = frozenset(
     (FILTER_EVENTS - ASYNC_FILTER_EVENTS) | {e for e in EVENTS if e.startswith("stored_")}
 )
+
+#: The filters the pipelines prepare as ``(value given, value returned or exception)``.
+CHAINED_EVENTS = ("on_packet_read", "on_publish", "on_subscribe", "on_unsubscribe", "on_will")
 
 #: What ``on_auth_packet`` answers when no hook knows the authentication method.
 BAD_AUTHENTICATION_METHOD = 0x8C
@@ -71,6 +88,10 @@ class HookManager:
         self._providers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._provided: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: True once a message-path filter is a coroutine (see the module docstring)
+        self.awaiting = False
+        self._awaiting_listeners: list[Callable[[], None]] = []
+        self._answers: dict[Any, Any] = {}
 
     # ---- registering --------------------------------------------------------
     @property
@@ -112,16 +133,106 @@ class HookManager:
     def _register(self, event: str, function: Callable[..., Any]) -> None:
         self._providers[event].append(function)
         self._provided.add(event)
+        if (not self.awaiting and event in MESSAGE_PATH_FILTER_EVENTS
+                and inspect.iscoroutinefunction(function)):
+            self._start_awaiting()
 
     @staticmethod
     def _refuse_coroutine(event: str, function: Callable[..., Any]) -> None:
         if event in SYNC_ONLY_EVENTS and inspect.iscoroutinefunction(function):
+            if event == "on_packet_encode":
+                why = ("it runs inside every write to a client (acknowledgements, deliveries, the "
+                       "DISCONNECT of a failing connection), where the broker cannot wait; "
+                       "see docs/hooks.md")
+            else:
+                why = "storage loaders are read once, synchronously, when the server starts"
             raise ConfigurationError(
-                f"{_name_of(function)} is a coroutine, but the broker calls {event} without "
-                "awaiting it (a message-path filter or a storage loader), so it must be a plain "
-                "function; only on_connect, on_connect_authenticate, on_auth_packet and the "
-                "notifications may be coroutines"
+                f"{_name_of(function)} is a coroutine, but {event} must be a plain function: {why}"
             )
+
+    # ---- awaiting: the message-path filters computed ahead by the pipelines -----------
+    def when_awaiting(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the manager is awaiting: now if it is, else once it becomes so.
+
+        The broker installs its async pipelines this way, also for a coroutine hook
+        registered after the server started.
+        """
+        if self.awaiting:
+            callback()
+        else:
+            self._awaiting_listeners.append(callback)
+
+    def _start_awaiting(self) -> None:
+        """Answer the message-path filters from prepared answers from now on (see ``answering``)."""
+        self.awaiting = True
+        self.on_acl_check = self._answered_acl_check  # type: ignore[method-assign]
+        self.on_select_subscribers = self._answered_selection  # type: ignore[method-assign]
+        for event in CHAINED_EVENTS:
+            setattr(self, event, self._answered_chain(event))
+        listeners, self._awaiting_listeners = self._awaiting_listeners, []
+        for callback in listeners:
+            callback()
+
+    def answering(self, answers: dict[Any, Any]) -> _Answering:
+        """``with hooks.answering(answers):`` the answered events return ``answers`` within.
+
+        Keys: ``acl_key(client, topic, write)`` -> bool; an event of ``CHAINED_EVENTS`` ->
+        ``(value given, value returned or the exception raised)``; ``"on_select_subscribers"``
+        -> the selected subscribers. Nested uses see the answers of the outer ones too.
+        """
+        return _Answering(self, answers)
+
+    @staticmethod
+    def acl_key(client: Any, topic: str, write: bool) -> tuple[str | None, str, bool]:
+        """The key of an ACL answer: by client id, so a client that reconnected while its
+        message waited keeps its answer."""
+        return getattr(client, "client_id", None), topic, write
+
+    def _answered_acl_check(self, client: ClientInfo, topic: str, write: bool) -> bool:
+        return self._answers.get(self.acl_key(client, topic, write)) is True
+
+    def _answered_selection(self, subscribers: dict[str, Any], packet: Publish) -> dict[str, Any]:
+        selected = self._answers.get("on_select_subscribers")
+        if selected is None:
+            log.error("on_select_subscribers for %r was not resolved ahead: nobody selected",
+                      packet.topic)
+            return {}
+        return selected
+
+    def _answered_chain(self, event: str) -> Callable[[ClientInfo, Any], Any]:
+        def answered(client: ClientInfo, value: Any) -> Any:
+            answer = self._answers.get(event)
+            if answer is None:
+                raise KushiError(f"{event} was not resolved ahead (a bug)", reason_code=0x83)
+            given, result = answer
+            if isinstance(result, BaseException):
+                raise result
+            return value if result is given else result  # unchanged: the broker's own object
+        answered.__name__ = event
+        return answered
+
+    async def resolve_chain(self, event: str, client: ClientInfo, value: Any) -> Any:
+        """Run a chained filter the way the pipelines do: plain hooks called, coroutines awaited."""
+        for provider in self._providers[event]:
+            result = await _result_of(provider(client, value))
+            if result is not None:
+                value = result
+        return value
+
+    async def resolve_acl(self, client: ClientInfo, topic: str, write: bool) -> bool:
+        """``on_acl_check`` with coroutines awaited: True only if every provider allows."""
+        for provider in self._providers["on_acl_check"]:
+            if await _result_of(provider(client, topic, write)) is not True:
+                return False
+        return True
+
+    async def resolve_select(self, subscribers: dict[str, Any], packet: Publish) -> dict[str, Any]:
+        """``on_select_subscribers`` with coroutines awaited."""
+        for provider in self._providers["on_select_subscribers"]:
+            result = await _result_of(provider(subscribers, packet))
+            if result is not None:
+                subscribers = result
+        return subscribers
 
     # ---- lifecycle ----------------------------------------------------------
     def init_all(self) -> None:
@@ -342,3 +453,21 @@ class HookManager:
 
     def stored_retained(self) -> list[Any]:
         return self._collect("stored_retained")
+
+
+class _Answering:
+    """The context of ``HookManager.answering``: prepared answers in force, then the previous ones."""
+
+    __slots__ = ("manager", "answers", "previous")
+
+    def __init__(self, manager: HookManager, answers: dict[Any, Any]) -> None:
+        self.manager = manager
+        self.answers = answers
+        self.previous: dict[Any, Any] = {}
+
+    def __enter__(self) -> None:
+        self.previous = self.manager._answers
+        self.manager._answers = {**self.previous, **self.answers} if self.previous else self.answers
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.manager._answers = self.previous

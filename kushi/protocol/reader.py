@@ -133,8 +133,9 @@ class PacketReader:
         call, so the owner handles the packets in the order they came.
         """
         error = self._error
-        if error is not None:
+        if error is not None:   # the stream is broken there: nothing behind the bad packet is read
             self._error = None
+            self._data, self._pos, self._pending, self._pending_size = b"", 0, [], 0
             raise error
         if self._pos == len(self._data) and not self._pending:
             return []   # the usual second call, after a read was handled whole

@@ -38,6 +38,7 @@ from ..protocol.properties import NO_PROPERTIES
 from ..protocol.topics import validate_topic_name
 from ..router.matcher import TopicMatcher
 from ..router.retained import RetainedStore
+from .async_filters import install as install_async_filters
 from .connect import Connecting
 from .connection import MQTTConnection, State
 from .delivery import Delivery
@@ -97,6 +98,9 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.messages_sent = 0
         self.messages_dropped = 0
         self.slow_consumers_disconnected = 0
+        # coroutine message-path filters: the async pipelines take over a few methods of this
+        # instance (kushi.worker.async_filters); without any, nothing here changes
+        install_async_filters(self)
 
     # ---- connection lifecycle --------------------------------------------------------
     def connection_opened(self, conn: MQTTConnection) -> None:

@@ -117,32 +117,34 @@ def test_acl_check_treats_a_missing_return_as_a_refusal(make_client) -> None:
 
 
 @pytest.mark.parametrize("event", sorted(SYNC_ONLY_EVENTS))
-def test_a_coroutine_for_a_message_path_filter_is_refused(event: str) -> None:
+def test_a_coroutine_for_on_packet_encode_or_a_storage_loader_is_refused(event: str) -> None:
     async def coroutine_hook(*args: Any) -> Any:
         return None
 
     manager = HookManager()
-    with pytest.raises(ConfigurationError, match=f"calls {event} without awaiting.*must be a plain"):
+    with pytest.raises(ConfigurationError, match=f"but {event} must be a plain function: .+"):
         manager.on(event, coroutine_hook)
     assert not manager.provides(event)
+    assert not manager.awaiting
 
 
-def test_a_hook_class_with_a_coroutine_filter_is_refused_whole() -> None:
-    class AsyncPublish(Hook):
+def test_a_hook_class_with_a_coroutine_encode_filter_is_refused_whole() -> None:
+    class AsyncEncode(Hook):
         def on_published(self, client: Any, packet: Publish) -> None:
             pass
 
-        async def on_publish(self, client: Any, packet: Publish) -> Publish:
+        async def on_packet_encode(self, client: Any, packet: Any) -> Any:
             return packet
 
     manager = HookManager()
-    with pytest.raises(ConfigurationError, match="on_publish without awaiting.*must be a plain function"):
-        manager.add(AsyncPublish())
+    with pytest.raises(ConfigurationError, match="on_packet_encode must be a plain function: it runs "
+                                                 "inside every write"):
+        manager.add(AsyncEncode())
     assert manager.hooks == []
     assert not manager.provides("on_published"), "a refused hook must not be half-added"
 
 
-def test_the_async_filters_and_notifications_accept_coroutines() -> None:
+def test_every_filter_but_packet_encode_and_every_notification_accepts_coroutines() -> None:
     async def coroutine_hook(*args: Any) -> Any:
         return True
 
@@ -150,8 +152,59 @@ def test_the_async_filters_and_notifications_accept_coroutines() -> None:
     for event in sorted(EVENTS - SYNC_ONLY_EVENTS):
         manager.on(event, coroutine_hook)
         assert manager.provides(event)
-    assert "on_connect" not in SYNC_ONLY_EVENTS and "on_publish" in SYNC_ONLY_EVENTS
-    assert FILTER_EVENTS - SYNC_ONLY_EVENTS == {"on_connect", "on_connect_authenticate", "on_auth_packet"}
+    assert FILTER_EVENTS - SYNC_ONLY_EVENTS == FILTER_EVENTS - {"on_packet_encode"}
+
+
+def test_a_coroutine_message_path_filter_makes_the_manager_awaiting_and_tells_the_broker() -> None:
+    async def acl(client: Any, topic: str, write: bool) -> bool:
+        return True
+
+    manager = HookManager()
+    told: list[str] = []
+    manager.when_awaiting(lambda: told.append("later"))
+    manager.on("on_publish", lambda client, packet: packet)
+    manager.on("on_disconnect", acl)        # a coroutine notification: not a filter
+    assert not manager.awaiting and told == []
+    manager.on("on_acl_check", acl)
+    assert manager.awaiting and told == ["later"]
+    manager.when_awaiting(lambda: told.append("now"))
+    assert told == ["later", "now"]
+
+
+def test_an_awaiting_manager_chains_plain_and_coroutine_hooks_in_the_order_added(make_client) -> None:
+    async def add_b(client: Any, packet: Publish) -> Publish:
+        await asyncio.sleep(0)
+        return dataclasses.replace(packet, payload=packet.payload + b"b")
+
+    manager = HookManager()
+    manager.on("on_publish", lambda client, packet: dataclasses.replace(packet, payload=packet.payload + b"a"))
+    manager.on("on_publish", add_b)
+    manager.on("on_publish", lambda client, packet: dataclasses.replace(packet, payload=packet.payload + b"c"))
+    client = make_client()
+    given = Publish("t", b"-")
+    result = asyncio.run(manager.resolve_chain("on_publish", client, given))
+    assert result.payload == b"-abc"
+    with manager.answering({"on_publish": (given, result)}):
+        assert manager.on_publish(client, given) is result
+    with manager.answering({"on_publish": (given, given)}):
+        other = Publish("t", b"-")
+        assert manager.on_publish(client, other) is other, "unchanged: the broker's own object back"
+
+
+def test_an_awaiting_manager_answers_acl_from_what_was_prepared_and_refuses_the_rest(make_client) -> None:
+    async def acl(client: Any, topic: str, write: bool) -> bool:
+        return topic == "yes"
+
+    manager = HookManager()
+    manager.on("on_acl_check", acl)
+    client = make_client()
+    assert asyncio.run(manager.resolve_acl(client, "yes", True)) is True
+    assert asyncio.run(manager.resolve_acl(client, "no", True)) is False
+    answers = {manager.acl_key(client, "yes", False): True}
+    with manager.answering(answers):
+        assert manager.on_acl_check(client, "yes", False) is True
+        assert manager.on_acl_check(client, "yes", True) is False, "not prepared: refused"
+    assert manager.on_acl_check(client, "yes", False) is False, "outside answering: refused"
 
 
 def test_unknown_event_is_refused() -> None:

@@ -1,0 +1,114 @@
+"""Coroutine message-path filters with kushi.Server(Options(workers=2)): the hook is created
+before the fork and awaited in each worker; a message published on one worker reaches the
+subscribers on both, each checked by the async read ACL, in order (ARCHITECTURE.md, invariant 1).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from kushi.protocol.codec import encode
+from kushi.protocol.packets import Pingresp, Puback, Publish, Suback, Subscribe, Subscription
+from support.rawclient import RawClient
+
+pytestmark = pytest.mark.timeout(90)
+PROGRAM = str(Path(__file__).with_name("async_hooks_program.py"))
+PINGREQ = b"\xc0\x00"
+
+
+class Program:
+    """async_hooks_program.py as a child process; the lines it prints, by their first word."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, PROGRAM], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        self.lines: queue.Queue[list[str]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.split(" ", 2))
+
+    def next(self, word: str, timeout: float = 20.0) -> list[str]:
+        """The rest of the next line starting with ``word`` (lines before it are skipped)."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line[0] == word:
+                return [part.strip() for part in line[1:]]
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def _subscribed(port: int, client_id: str, program: Program, filters: list[str]) -> tuple[RawClient, str]:
+    """A connected raw client subscribed to ``filters`` (QoS 1), and the pid of its worker."""
+    client = RawClient("127.0.0.1", port)
+    client.connect_ok(client_id)
+    session_id, pid = program.next("SESSION")
+    assert session_id == client_id
+    client.send(encode(Subscribe(1, tuple(Subscription(f, 1) for f in filters)), 5) + PINGREQ)
+    suback = client.recv_packet()
+    assert isinstance(suback, Suback), "the SUBACK first: it answers the first packet"
+    assert isinstance(client.recv_packet(), Pingresp)
+    return client, pid
+
+
+def test_async_filters_in_two_workers_keep_order_and_refuse_what_the_acl_refuses() -> None:
+    program = Program()
+    clients: list[RawClient] = []
+    try:
+        port_text, pids_text = program.next("PORT")
+        port, pids = int(port_text), set(map(str, json.loads(pids_text).values()))
+        assert len(pids) == 2
+        publisher = RawClient("127.0.0.1", port)
+        clients.append(publisher)
+        publisher.connect_ok("publisher")
+        _, publisher_pid = program.next("SESSION")
+        # subscribers until both workers hold some, outsiders among them
+        subscribers: dict[str, tuple[RawClient, str]] = {}
+        for index in range(40):
+            client_id = f"{'outsider' if index % 2 else 'insider'}-{index}"
+            client, pid = _subscribed(port, client_id, program, ["data/#", "private/#"])
+            clients.append(client)
+            subscribers[client_id] = (client, pid)
+            held = {(cid.split("-")[0], p) for cid, (_, p) in subscribers.items()}
+            if held == {(kind, p) for kind in ("insider", "outsider") for p in pids}:
+                break
+        else:
+            pytest.fail(f"40 connections did not land on both workers: {held}")
+        assert any(pid != publisher_pid for _, pid in subscribers.values())
+
+        count = 200
+        packets = [Publish("private/x", b"p", 1, packet_id=1), Publish("denied/x", b"d", 1, packet_id=2)]
+        packets += [Publish("data/x", str(n).encode(), 1, packet_id=n + 3) for n in range(count)]
+        publisher.send(b"".join(encode(packet, 5) for packet in packets))
+        acks = [publisher.recv_packet(timeout=10) for _ in packets]
+        assert acks == [Puback(1, 0), Puback(2, 0x87)] + [Puback(n + 3, 0) for n in range(count)]
+
+        for client_id, (client, _) in subscribers.items():
+            expected = [] if client_id.startswith("outsider") else [("private/x", b"p!")]
+            expected += [("data/x", f"{n}!".encode()) for n in range(count)]
+            received = []
+            for _ in expected:
+                message = client.recv_packet(timeout=10)
+                received.append((message.topic, bytes(message.payload)))
+                client.send(Puback(message.packet_id))
+            assert received == expected, f"{client_id} got them out of order or too many"
+    finally:
+        for client in clients:
+            client.close()
+        assert program.stop() == 0
