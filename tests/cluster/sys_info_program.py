@@ -1,7 +1,7 @@
 """A program embedding kushi.Server(Options(workers=2, sys_interval=1)) (run by
 test_sys_info_across_workers.py).
 
-Its hook prints "TICK <json>" for each ``on_sys_info_tick`` it gets, from the
+Its hook writes "TICK <json>" for each ``on_sys_info_tick`` it gets, from the
 worker that runs it (workers inherit stdout), and "PORT <port>" once serving.
 SIGTERM stops it.
 """
@@ -20,7 +20,9 @@ class PrintTicks(kushi.Hook):
     id = "print-ticks"
 
     def on_sys_info_tick(self, info: dict) -> None:
-        print("TICK", json.dumps({**info, "pid": os.getpid()}, sort_keys=True), flush=True)
+        # one write(2) per line: both workers share this stdout, and print() may write in pieces
+        line = "TICK " + json.dumps({**info, "pid": os.getpid()}, sort_keys=True) + "\n"
+        os.write(1, line.encode())
 
 
 async def main() -> None:
