@@ -16,6 +16,12 @@ called back with two (the *sink*: ``deliver_remote``, ``apply_retained``):
   number), the same in every copy. A session moving between workers can be
   sent one message on two paths (``kushi.cluster.handover``); the id lets the
   new holder deliver it once (``message_id``, ``SessionLink.arrived``).
+- **Runs.** ``forward_run`` sends the messages of one ``Broker.publish_run``
+  (one QoS, one topic, one client, no properties) as ONE item of the bytes
+  the client sent (``kushi.cluster.wire.run_to_wire``): no encoding, one
+  match, and the receiver hands the whole run to ``sink.deliver_remote_run``
+  (the broker's ``route_run``: one write per subscriber), as its own
+  worker would. The messages of a run get consecutive sequence numbers.
 - **Retained messages.** Every change is broadcast with an order (hybrid
   logical clock + node name). Each node keeps, per topic, the greatest order
   it has seen, including for clears (tombstones): a write ordered before the
@@ -40,23 +46,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import msgpack
 
-from ..protocol.packets import Publish
+from ..protocol.packets import MQTT_5, Publish
 from ..protocol.topics import parse_shared
 from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
 from .session_link import DIRECTORY, SessionLink
 from .shared_groups import SharedGroups
-from .wire import MessageId, decode_message, encode_message, split_sequence, with_sequence
+from .wire import (
+    MessageId, decode_message, encode_message, run_from_wire, run_to_wire, split_sequence,
+    with_sequence,
+)
 
 log = logging.getLogger("kushi.cluster")
 
 PUBLISH = "pub"
+PUBLISH_RUN = "pub-run"      # a run of messages as received (kushi.cluster.wire.run_to_wire)
 INTEREST_ADDED = "int+"
 INTEREST_REMOVED = "int-"
 RETAINED = "ret"
@@ -119,6 +130,7 @@ class BusFabric:
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
         self.sessions.barrier = self.barrier
         bus.on(PUBLISH, self._on_publish)
+        bus.on(PUBLISH_RUN, self._on_publish_run)
         bus.on(INTEREST_ADDED, self._on_interest_added)
         bus.on(INTEREST_REMOVED, self._on_interest_removed)
         bus.on(RETAINED, self._on_retained)
@@ -172,16 +184,46 @@ class BusFabric:
             self.sessions.arrived((self.node, sequence), topic)
         targets = self._targets.get(topic)
         if targets is None:
-            targets = frozenset(key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(topic))
-            if len(self._targets) >= TARGET_CACHE_SIZE:
-                self._targets.clear()
-            self._targets[topic] = targets
+            targets = self._targets_of(topic)
         if not targets:
             return
         body = with_sequence(sequence, encode_message(message))
         for node in targets:
             self.bus.send(node, PUBLISH, body)
         self.stats.forwarded += len(targets)
+
+    def forward_run(self, run: list[Publish], version: int) -> None:
+        """Send a run (see the module docstring) once to each other node with a matching interest.
+
+        ``version``: the protocol version of the messages' received bytes (``raw``).
+        """
+        if self._numbered or run[0].raw is None:   # some have their ids already: one by one
+            for message in run:
+                self.forward(message)
+            return
+        topic = run[0].topic
+        first = self._sequence + 1
+        self._sequence += len(run)
+        if self.sessions.windows:   # a session arriving here: it got these messages directly
+            for offset in range(len(run)):
+                self.sessions.arrived((self.node, first + offset), topic)
+        targets = self._targets.get(topic)
+        if targets is None:
+            targets = self._targets_of(topic)
+        if not targets:
+            return
+        payload = run_to_wire(first, version, run)
+        for node in targets:
+            self.bus.send(node, PUBLISH_RUN, payload)
+        self.stats.forwarded += len(targets) * len(run)
+
+    def _targets_of(self, topic: str) -> frozenset[str]:
+        """The other nodes interested in ``topic`` (kept in a cache cleared on any change)."""
+        targets = frozenset(key.partition(_GROUP_SEPARATOR)[0] for key, _ in self.interest.match(topic))
+        if len(self._targets) >= TARGET_CACHE_SIZE:
+            self._targets.clear()
+        self._targets[topic] = targets
+        return targets
 
     def message_id(self, message: Publish) -> MessageId:
         """The bus id of ``message``, being routed here now (from a client or another node).
@@ -254,19 +296,38 @@ class BusFabric:
         if sink is None:
             return
         sequence, body = split_sequence(payload)
-        message = decode_message(body)
-        message_id = (sender, sequence)
+        self._deliver(sink, sink.deliver_remote, decode_message(body), (sender, sequence))
+
+    def _on_publish_run(self, sender: str, payload: bytes) -> None:
+        first, version, run = run_from_wire(payload)
+        self.stats.delivered_remote += len(run)
+        sink = self._sink
+        if sink is None or not run:
+            return
+        deliver_run = getattr(sink, "deliver_remote_run", None)
+        if deliver_run is not None and not self.sessions.windows:
+            deliver_run(run, version)
+            return
+        deliver_remote = sink.deliver_remote   # takes MQTT 5 raw bytes, or none
+        for offset, message in enumerate(run):
+            if version != MQTT_5:
+                message = replace(message, raw=None)
+            self._deliver(sink, deliver_remote, message, (sender, first + offset))
+
+    def _deliver(self, sink: Sink, deliver: Callable[[Publish], None], message: Publish,
+                 message_id: MessageId) -> None:
+        """Hand one message from another node to ``deliver``, each session getting it once."""
         self._routing = (message, message_id)
         try:
             if not self.sessions.windows:
-                sink.deliver_remote(message)
+                deliver(message)
                 return
             # a session arriving here may have had this message forwarded already
             had_it = self.sessions.arrived(message_id, message.topic)
             if had_it:
-                self.sessions.deliver_skipping(had_it, sink.deliver_remote, message)
+                self.sessions.deliver_skipping(had_it, deliver, message)
             else:
-                sink.deliver_remote(message)
+                deliver(message)
         finally:
             self._routing = None
 

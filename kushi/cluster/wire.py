@@ -1,16 +1,24 @@
-"""The bus form of a message: its MQTT 5 PUBLISH bytes.
+"""The bus form of a message: its MQTT 5 PUBLISH bytes; of a run of messages: the bytes received.
 
 MQTT 5 is the one wire form with room for every property, so a message
 crosses the bus (and a session moves) without losing any, and without
 pickling. Encoded once per forward, whatever the number of recipients.
+
+A *run* (messages of one QoS on one topic from one client, with no
+properties, as ``Broker.publish_run`` takes them) crosses as the very bytes
+the client sent, in its protocol version, all in one bus item: nothing is
+encoded, and the receiver reads them with the connection's own fast reader
+and delivers them as a run again (``run_to_wire`` / ``run_from_wire``).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 
 from ..protocol.codec import decode_publish, encode, read_varint
 from ..protocol.packets import MQTT_5, Publish
+from ..protocol.reader import PacketReader
 
 QOS_BITS = 0x06   # of a PUBLISH's first byte
 SEQUENCE_SIZE = 8
@@ -47,3 +55,20 @@ def with_sequence(sequence: int, body: bytes) -> bytes:
 def split_sequence(payload: bytes) -> tuple[int, bytes]:
     """(sequence number, bus body) of what ``with_sequence`` made."""
     return int.from_bytes(payload[:SEQUENCE_SIZE], "big"), payload[SEQUENCE_SIZE:]
+
+
+RUN_HEADER = struct.Struct(">QB")   # the first message's sequence number, the protocol version
+
+
+def run_to_wire(first_sequence: int, version: int, run: list[Publish]) -> bytes:
+    """A run as one bus item: its first sequence number, the version, the received bytes."""
+    return RUN_HEADER.pack(first_sequence, version) + b"".join([message.raw for message in run])
+
+
+def run_from_wire(payload: bytes) -> tuple[int, int, list[Publish]]:
+    """(first sequence number, protocol version, messages) of what ``run_to_wire`` made."""
+    first_sequence, version = RUN_HEADER.unpack_from(payload)
+    reader = PacketReader()
+    reader.version = version
+    reader.feed(payload[RUN_HEADER.size:])
+    return first_sequence, version, reader.read_packets()

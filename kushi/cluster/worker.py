@@ -112,6 +112,12 @@ class _ServerSink:
         else:
             broker.deliver_remote(message)
 
+    def deliver_remote_run(self, run: list[Any], source_version: int) -> None:
+        """A run of messages another worker received, as the bytes its client sent."""
+        broker = self.server.broker
+        if broker is not None:
+            broker.deliver_remote_run(run, source_version)
+
     def _tells_source_version(self, broker: Any) -> bool:
         """Does this broker's deliver_remote take the wire version of the message (cached)?"""
         if self._source_version_known is None:

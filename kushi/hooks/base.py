@@ -36,11 +36,14 @@ With several workers, hooks are created in the supervisor before the fork and
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from ..protocol.packets import (
     Auth, Connect, Packet, Publish, Subscribe, Unsubscribe, Will,
 )
+
+if TYPE_CHECKING:
+    from .records import StoredClient, StoredMessage, StoredSubscription
 
 
 class ClientInfo(Protocol):
@@ -208,16 +211,20 @@ class Hook:
         """A retained message expired and was removed."""
 
     # ---- storage loaders (used at start to restore state) ------------------
-    def stored_clients(self) -> list[Any]:
+    def stored_clients(self) -> list[StoredClient]:
+        """Persistent sessions to restore at start: ``kushi.hooks.records.StoredClient``."""
         return []
 
-    def stored_subscriptions(self) -> list[Any]:
+    def stored_subscriptions(self) -> list[StoredSubscription]:
+        """Their subscriptions: ``StoredSubscription`` records."""
         return []
 
-    def stored_inflight(self) -> list[Any]:
+    def stored_inflight(self) -> list[StoredMessage]:
+        """Their queued and in-flight messages, in order: ``StoredMessage`` records."""
         return []
 
-    def stored_retained(self) -> list[Any]:
+    def stored_retained(self) -> list[Publish]:
+        """Retained messages: ``kushi.Publish`` records (retain set, remaining expiry)."""
         return []
 
 

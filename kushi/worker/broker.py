@@ -290,8 +290,12 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.route_run(run, conn.client_id, now, conn.protocol_version)
         fabric = self.fabric
         if type(fabric) is not LocalFabric:
-            for message in run:
-                fabric.forward(message)
+            forward_run = getattr(fabric, "forward_run", None)
+            if forward_run is not None:   # the cluster's: one bus item of the bytes received
+                forward_run(run, conn.protocol_version)
+            else:
+                for message in run:
+                    fabric.forward(message)
         if qos:
             if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
                 for message in run:
@@ -492,6 +496,17 @@ class Broker(Connecting, Subscriptions, Delivery):
         bytes; subscribers of that version then get those bytes without re-encoding.
         """
         self.route(message, None, monotonic(), source_version, shared_groups=False)
+
+    def deliver_remote_run(self, run: list[Publish], source_version: int) -> None:
+        """Messages another worker took as a run (``publish_run``) and sent as one: delivered
+        to local subscribers only, as ``route_run`` delivers a local run (``source_version``:
+        the protocol version of their ``raw`` bytes). Through ``route`` one by one while
+        coroutine filters are in front of it (kushi.worker.async_filters)."""
+        if getattr(self, "async_filters", None) is not None:
+            for message in run:
+                self.deliver_remote(message, source_version)
+            return
+        self.route_run(run, None, monotonic(), source_version, shared_groups=False)
 
     def apply_retained(self, message: Publish) -> None:
         """A retained change made on another worker: store it, do not announce it again."""

@@ -191,7 +191,8 @@ class Delivery:
         self._folds[topic] = (match, folds)
         return folds
 
-    def route_run(self, run: list[Publish], publisher_id: str, now: float, source_version: int) -> None:
+    def route_run(self, run: list[Publish], publisher_id: str | None, now: float, source_version: int,
+                  shared_groups: bool = True) -> None:
         """Route messages of one QoS on one topic from one publisher (no DUP, not retained, no properties).
 
         Each subscriber that takes them as they came (the publisher's wire form and
@@ -200,14 +201,16 @@ class Delivery:
         whole run joined once and shared, at QoS 1 each message with its packet id
         put in, all in one write. If any subscriber needs more, or a shared group
         matches (here or on another worker), every message goes through ``route``.
+        ``shared_groups`` is False for a run another worker received (``route``).
         """
         first = run[0]
         topic = first.topic
         match = self.matcher.match(topic)
         hooks = self.hooks
         qos = first.qos
-        if (match.shared or first.raw is None or hooks.provides("on_select_subscribers")
-                or (self.fabric.__class__ is not LocalFabric and self.remote_shared_groups(topic, ()))
+        if ((match.shared and shared_groups) or first.raw is None or hooks.provides("on_select_subscribers")
+                or (shared_groups and self.fabric.__class__ is not LocalFabric
+                    and self.remote_shared_groups(topic, ()))
                 or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
                 or qos and hooks.provides("on_qos_publish")):
             targets = None
@@ -215,7 +218,7 @@ class Delivery:
             targets = self.run_targets(run, match, publisher_id, source_version)
         if targets is None:
             for message in run:
-                self.route(message, publisher_id, now, source_version)
+                self.route(message, publisher_id, now, source_version, shared_groups)
             return
         if not targets:
             return

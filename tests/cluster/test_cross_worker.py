@@ -247,3 +247,35 @@ def test_a_topic_alias_of_the_publisher_does_not_cross_the_bus(cluster, clients)
     publisher.publish("", b"2", qos=1, properties=publish_properties(TopicAlias=3))
     topics = [subscriber.wait_for_message(timeout=5).topic for _ in range(2)]
     assert topics == ["alias/long/topic", "alias/long/topic"]
+
+
+@pytest.mark.parametrize("publisher_version", [4, 5])
+def test_runs_of_messages_cross_the_bus_to_every_kind_of_subscriber(cluster, clients,
+                                                                    publisher_version) -> None:
+    """[invariant 1, issue 5] A burst on one topic in one write crosses the bus as one run of the
+    bytes received (kushi.cluster.wire): subscribers of either version, one with a subscription
+    identifier (not the received bytes), get every message once, in order, at their QoS."""
+    from cluster_support import raw_client_on
+
+    from kushi.protocol.codec import encode
+    from kushi.protocol.packets import Puback, Publish
+
+    name = f"run{publisher_version}"
+    v5, sub_worker = client_on(cluster, clients, f"{name}-v5", lambda w: True)
+    v311, _ = client_on(cluster, clients, f"{name}-v311", lambda w: w == sub_worker, version=4)
+    tagged, _ = client_on(cluster, clients, f"{name}-id", lambda w: w == sub_worker)
+    v5.subscribe(f"{name}/t", qos=1)
+    v311.subscribe(f"{name}/t", qos=1)
+    tagged.subscribe(f"{name}/t", qos=0, properties=subscribe_properties(SubscriptionIdentifier=3))
+    publisher, _ = raw_client_on(cluster, lambda w: w != sub_worker)
+    publisher.connect_ok(f"{name}-pub", version=publisher_version)
+    count = 200
+    burst = [Publish(f"{name}/t", str(index).encode(), qos=index // 100, packet_id=index or None)
+             for index in range(count)]   # 100 at QoS 0, then 100 at QoS 1: two runs
+    publisher.send(b"".join(encode(packet, publisher_version) for packet in burst))
+    assert [publisher.recv_packet() for _ in range(100)] == [Puback(index) for index in range(100, 200)]
+    for subscriber, qos_of in ((v5, lambda i: i // 100), (v311, lambda i: i // 100), (tagged, lambda i: 0)):
+        messages = [subscriber.wait_for_message(timeout=10) for _ in range(count)]
+        assert [(int(m.payload), m.qos) for m in messages] == [(i, qos_of(i)) for i in range(count)]
+        subscriber.expect_no_message()
+    assert tagged.messages.empty() and messages[0].properties.SubscriptionIdentifier == [3]

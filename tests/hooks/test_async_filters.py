@@ -58,6 +58,14 @@ def _acks(client: Any, count: int) -> list[Any]:
     return [client.recv_packet() for _ in range(count)]
 
 
+def _subscribed(paho: Any, running: Any, filter: str, *client_ids: str) -> list[Any]:
+    """Connected paho clients, each subscribed to ``filter`` at QoS 1."""
+    clients = [paho.connected(running, client_id) for client_id in client_ids]
+    for client in clients:
+        assert client.subscribe(filter, qos=1) == [1]
+    return clients
+
+
 # ---- on_acl_check: the three uses ---------------------------------------------------------
 
 def test_an_async_acl_refusing_a_publish_gives_puback_0x87_and_nothing_is_delivered(
@@ -91,10 +99,7 @@ def test_an_async_acl_is_asked_per_delivery_and_a_refused_reader_does_not_get_it
         make_broker, paho) -> None:
     acl = AsyncAcl(refuse_read_for={"b": "t/private"})
     running = make_broker(hooks=[acl])
-    a = paho.connected(running, "a")
-    b = paho.connected(running, "b")
-    a.subscribe("t/#", qos=1)
-    b.subscribe("t/#", qos=1)
+    a, b = _subscribed(paho, running, "t/#", "a", "b")
     publisher = paho.connected(running, "pub")
     publisher.publish("t/private", b"for a", qos=1)
     publisher.publish("t/public", b"for both", qos=1)
@@ -359,10 +364,7 @@ def test_a_malformed_packet_behind_good_ones_fails_the_connection_after_them(mak
 def test_inline_client_messages_pass_the_async_read_acl_in_order(make_broker, paho) -> None:
     acl = AsyncAcl(refuse_read_for={"b": "inline/private"})
     running = make_broker(hooks=[acl, JitteryFilters()])
-    a = paho.connected(running, "a")
-    b = paho.connected(running, "b")
-    a.subscribe("inline/#", qos=1)
-    b.subscribe("inline/#", qos=1)
+    a, b = _subscribed(paho, running, "inline/#", "a", "b")
 
     async def publish_all() -> None:
         await running.server.publish("inline/private", b"for a", qos=1)
@@ -380,10 +382,7 @@ def test_a_shared_group_member_refused_by_the_async_acl_does_not_get_the_message
         make_broker, paho) -> None:
     acl = AsyncAcl(refuse_read_for={"refused": "work/"})
     running = make_broker(hooks=[acl])
-    allowed = paho.connected(running, "allowed")
-    refused = paho.connected(running, "refused")
-    for member in (allowed, refused):
-        assert member.subscribe("$share/g/work/#", qos=1) == [1]
+    allowed, refused = _subscribed(paho, running, "$share/g/work/#", "allowed", "refused")
     refused.subscribe("control", qos=1)
     publisher = paho.connected(running, "pub")
     for n in range(6):                                # round robin: each member is picked in turn

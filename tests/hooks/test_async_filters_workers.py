@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -46,12 +45,13 @@ class Program:
                 return [part.strip() for part in line[1:]]
 
     def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        """SIGTERM, and the exit status (the program is killed if it does not end in 20 s)."""
+        self.process.terminate()
+        timer = threading.Timer(20, self.process.kill)
+        timer.start()
+        status = self.process.wait()
+        timer.cancel()
+        return status
 
 
 def _subscribed(port: int, client_id: str, program: Program, filters: list[str]) -> tuple[RawClient, str]:
