@@ -162,3 +162,35 @@ def test_a_stored_session_no_worker_holds_is_restored_when_its_client_returns(tm
         assert received(client, 1) == [("o/1", b"kept")]
         publish_qos1(cluster, [("o/2", b"new", False)])
         assert received(client, 1) == [("o/2", b"new")]
+
+
+def test_a_stored_retained_message_cleared_on_one_worker_is_gone_on_every_worker(tmp_path) -> None:
+    """[invariant 3] Every worker loads the same retained rows at boot; a clear made on one
+    worker after the restart wins on the others [MQTT-3.3.1-6] and leaves the file."""
+    path = tmp_path / "kushi.db"
+    with running_cluster(2, "--storage", str(path)) as cluster:
+        publish_qos1(cluster, [("r/old", b"stored", True)])
+        wait_until(lambda: stored_rows(path, "SELECT topic FROM retained") == [("r/old",)],
+                   message="the retained message stored")
+    with running_cluster(2, "--storage", str(path)) as cluster:
+        clearer, first = raw_client_on(cluster, lambda worker: True)
+        clearer.connect_ok("clearer")
+        subscriber, _ = raw_client_on(cluster, lambda worker: worker != first)
+        subscriber.connect_ok("subscriber")
+        subscriber.send(Subscribe(1, (Subscription("sync/#", qos=1),)))
+        subscriber.recv_packet()   # SUBACK
+        for packet_id, (topic, payload, retain) in enumerate(
+                [("r/old", b"", True), ("r/new", b"set", True), ("sync/x", b"", False)], 1):
+            clearer.send(Publish(topic, payload, qos=1, retain=retain, packet_id=packet_id))
+            clearer.recv_packet()
+        # the bus is FIFO between two workers: once sync/x is here, so are the retained changes
+        assert subscriber.recv_packet(timeout=5).topic == "sync/x"
+        wait_until(lambda: stored_rows(path, "SELECT topic FROM retained") == [("r/new",)],
+                   message="the clear and the new message in the file")
+        subscriber.send(Subscribe(2, (Subscription("r/#", qos=1),)))
+        subscriber.recv_packet()   # SUBACK
+        first_retained = subscriber.recv_packet()
+        assert (first_retained.topic, first_retained.retain) == ("r/new", True)
+        clearer.send(Publish("r/control", b"after", qos=1, packet_id=4))   # not retained
+        control = subscriber.recv_packet(timeout=5)
+        assert (control.topic, control.retain) == ("r/control", False)   # no r/old in between
