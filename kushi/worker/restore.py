@@ -12,14 +12,17 @@ see ``wall_offset``), so the times still mean something after a restart;
 a session transfer uses ``offset = -now`` on both sides (times relative to
 "now"), because two processes' monotonic clocks have different origins.
 
-``restore_sessions`` is ``Server.start()``'s step: it reads the three
-session loaders of the hooks (``stored_clients``, ``stored_subscriptions``,
-``stored_inflight``), drops the sessions that expired meanwhile, optionally
-asks ``adopt`` which client ids this process may take (several workers share
-one store: each session lands on one worker), and installs the sessions
+``Server.restore_stored_sessions`` (a step of ``start()``) uses the rest:
+``stored_clients_to_restore`` reads the hooks' ``stored_clients`` and drops
+the sessions that expired meanwhile; the server may then ask ``adopt`` which
+client ids this process may take (several workers share one store: each
+session lands on one worker); ``install_sessions`` reads
+``stored_subscriptions`` and ``stored_inflight`` and installs the sessions
 detached, their subscriptions live, as if their clients had just gone
-offline. A client that then connects with clean_start = 0 gets
-session present, its in-flight messages again (DUP) and its queue.
+offline (``detached_after_restart``). A client that then connects with clean
+start 0 gets session present, its in-flight messages again (DUP) and its
+queue. ``install_stored_session`` does the same for one client id, from a
+hook that can look one up (``SqliteStorage.stored_session``).
 """
 
 from __future__ import annotations
