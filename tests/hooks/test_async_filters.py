@@ -18,7 +18,7 @@ import kushi
 from kushi.hooks.base import PublishRejected
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
-    Publish, Puback, Suback, Subscribe, Subscription, Unsubscribe, Will,
+    Publish, Puback, Pubrec, Suback, Subscribe, Subscription, Unsubscribe, Will,
 )
 from support.waiting import let_time_pass, wait_until
 
@@ -391,3 +391,50 @@ def test_a_shared_group_member_refused_by_the_async_acl_does_not_get_the_message
     refused.expect_message("control", b"after")       # no work item came before it
     got = {allowed.wait_for_message().payload for _ in range(3)}
     assert got <= {str(n).encode() for n in range(6)} and len(got) == 3
+
+
+# ---- what handle_publish decides before its hooks, and hooks added late --------------------
+
+class CountingPublish(kushi.Hook):
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    async def on_publish(self, client: Any, packet: Publish) -> Publish:
+        await _jitter()
+        self.published.append(bytes(packet.payload))
+        return packet
+
+
+def test_a_repeated_qos2_publish_is_answered_without_calling_the_async_on_publish_again(
+        make_broker, raw) -> None:
+    hook = CountingPublish()
+    running = make_broker(hooks=[hook])
+    client = raw(running)
+    client.connect_ok("pub")
+    first = Publish("t", b"once", 2, packet_id=5)
+    _publish_all(client, [first, dataclasses.replace(first, dup=True), Publish("t", b"next", 1, packet_id=6)])
+    assert _acks(client, 3) == [Pubrec(5), Pubrec(5), Puback(6)]
+    assert hook.published == [b"once", b"next"]
+
+
+def test_an_async_acl_refusal_of_a_v311_publish_is_acknowledged_and_dropped(make_broker, raw, paho) -> None:
+    running = make_broker(hooks=[AsyncAcl(refuse_write=("denied/",))])
+    watcher = paho.connected(running, "watcher")
+    watcher.subscribe("#", qos=1)
+    client = raw(running, version=4)
+    client.connect_ok("old")
+    _publish_all(client, [Publish("denied/x", b"no", 1, packet_id=1), Publish("open/x", b"yes", 1, packet_id=2)])
+    assert _acks(client, 2) == [Puback(1), Puback(2)]
+    watcher.expect_message("open/x", b"yes")
+
+
+def test_a_coroutine_filter_registered_after_start_takes_effect(make_broker, raw) -> None:
+    running = make_broker()
+    client = raw(running)
+    client.connect_ok("pub")
+    _publish_all(client, [Publish("denied/x", b"before", 1, packet_id=1)])
+    assert _acks(client, 1) == [Puback(1)]
+
+    running.sync(running.server.hooks.on, "on_acl_check", AsyncAcl(refuse_write=("denied/",)).on_acl_check)
+    _publish_all(client, [Publish("denied/x", b"after", 1, packet_id=2), Publish("ok", b"", 1, packet_id=3)])
+    assert _acks(client, 2) == [Puback(2, 0x87), Puback(3)]
