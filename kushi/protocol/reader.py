@@ -27,13 +27,30 @@ from .codec import PubackBuilder, PublishBuilder, decode_at, decode_publish
 from .packets import MQTT_5, Connect, Packet
 from .properties import NO_PROPERTIES
 
-__all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
+__all__ = ["PacketReader", "PubackRun", "DEFAULT_MAX_PACKET_SIZE"]
 
 DEFAULT_MAX_PACKET_SIZE = 268_435_460
 """The largest packet MQTT can express: 1 + 4 + 268,435,455 bytes."""
 
 LARGE_PUBLISH = 4096
 """From this size on, a PUBLISH's ``raw`` and ``payload`` are memoryviews of the bytes read."""
+
+
+class PubackRun:
+    """Consecutive PUBACKs with reason 0 and no properties, as one item of ``read_packets``.
+
+    Not an MQTT packet: what ``read_packets(puback_runs=True)`` returns in place of
+    a stretch of such PUBACKs, so that a subscriber's acknowledgements of a burst
+    are taken in one step (the QoS 1 hot path). ``packet_ids`` are in wire order.
+    """
+
+    __slots__ = ("packet_ids",)
+
+    def __init__(self, packet_ids: list[int]) -> None:
+        self.packet_ids = packet_ids
+
+    def __repr__(self) -> str:
+        return f"PubackRun({self.packet_ids!r})"
 
 
 class PacketReader:
@@ -118,7 +135,7 @@ class PacketReader:
             self.version = packet.protocol_version
         return packet
 
-    def read_packets(self) -> list[Packet]:
+    def read_packets(self, puback_runs: bool = False) -> list[Packet | PubackRun]:
         """Every complete packet buffered, in order; an empty list if more bytes are needed.
 
         The batch form of ``next_packet``, for a connection that handles a whole
@@ -131,6 +148,9 @@ class PacketReader:
         how the packets behind it are read depends on it. If a bad packet follows
         good ones, the good ones are returned and the error is raised by the next
         call, so the owner handles the packets in the order they came.
+
+        ``puback_runs``: consecutive PUBACKs with reason 0 come as one ``PubackRun``
+        (for an owner that needs no PUBACK one by one: no hook reads packets).
         """
         error = self._error
         if error is not None:   # the stream is broken there: nothing behind the bad packet is read
@@ -144,18 +164,33 @@ class PacketReader:
             packet = self.next_packet()
             return [] if packet is None else [packet]
         v5 = version == MQTT_5
-        packets: list[Packet] = []
+        packets: list[Packet | PubackRun] = []
         append = packets.append
+        acks: list[int] | None = None   # the packet ids of the PubackRun last appended
         data = self._data
         pos = self._pos
         size = len(data)
         small_fits = self.max_packet_size >= 129  # any packet of < 128 bytes is within the limit
         last_head = b"\x00"   # the bytes up to the topic's end of the last good PUBLISH, and its topic
         last_topic = ""
+        # The last PUBLISH decoded inline: its head, size, where its body and packet id start
+        # (0: QoS 0), flags. A packet with the same head is taken in a few steps (a run).
+        run_head: bytes | None = None
+        run_topic = ""
+        run_size = run_body = run_id_at = run_qos = 0
+        run_retain = False
         try:
             while True:
                 if pos == size and not self._pending:
                     return packets   # all read, the common end
+                if run_head is not None and data.startswith(run_head, pos) and pos + run_size <= size:
+                    end = pos + run_size
+                    packet_id = data[pos + run_id_at] << 8 | data[pos + run_id_at + 1] if run_id_at else None
+                    if packet_id != 0 and not (v5 and data[pos + run_body - 1]):
+                        append(PublishBuilder(run_topic, data[pos + run_body:end], run_qos, run_retain,
+                                              False, packet_id, NO_PROPERTIES, data[pos:end]))
+                        pos = end
+                        continue
                 length = data[pos + 1] if pos + 2 <= size else 128
                 end = pos + 2 + length
                 if length >= 128 or end > size or not small_fits:
@@ -176,7 +211,13 @@ class PacketReader:
                         raw = data[pos:end]
                         append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
                     elif first_byte == 0x40 and length == 2:  # PUBACK, reason 0: the QoS 1 hot path
-                        append(PubackBuilder(data[pos + 2] << 8 | data[pos + 3]))
+                        if not puback_runs:
+                            append(PubackBuilder(data[pos + 2] << 8 | data[pos + 3]))
+                        elif acks is not None and type(packets[-1]) is PubackRun:
+                            acks.append(data[pos + 2] << 8 | data[pos + 3])
+                        else:
+                            acks = [data[pos + 2] << 8 | data[pos + 3]]
+                            append(PubackRun(acks))
                     else:
                         append(decode_at(first_byte, data, pos + 2, end, version))
                     pos = end
@@ -218,6 +259,14 @@ class PacketReader:
                     append(PublishBuilder(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
                                           first_byte & 8 == 8, packet_id, NO_PROPERTIES,
                                           data[pos:end]))
+                    if run_head is not last_head and not first_byte & 8:   # (DUP: never a run)
+                        run_head = last_head
+                        run_topic = topic
+                        run_size = end - pos
+                        run_body = body - pos
+                        run_id_at = topic_end - pos if first_byte & 2 else 0
+                        run_qos = first_byte & 2 and 1
+                        run_retain = first_byte & 1 == 1
                 pos = end
         except KushiError as error:
             if not packets:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from struct import pack
 from time import monotonic
 from typing import Any
 
@@ -34,7 +35,9 @@ from ..hooks.manager import HookManager
 from ..protocol.packets import (
     MQTT_5, Disconnect, PacketType, Pingresp, Puback, Pubcomp, Publish, Pubrec, Pubrel,
 )
+from ..protocol.codec import PubackBuilder
 from ..protocol.properties import NO_PROPERTIES
+from ..protocol.reader import PubackRun
 from ..protocol.topics import validate_topic_name
 from ..router.matcher import TopicMatcher
 from ..router.retained import RetainedStore
@@ -50,7 +53,7 @@ from .subscriptions import Subscriptions
 log = logging.getLogger("kushi.broker")
 
 PINGRESP = b"\xd0\x00"
-PUBACK_HEAD = b"\x40\x02"   # a PUBACK with reason 0 is these two bytes and the packet id
+PUBACK_WORD = 0x4002_0000   # a PUBACK with reason 0: these two bytes, then the packet id
 DISCONNECT_WITH_WILL = 0x04
 
 
@@ -88,6 +91,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._to_flush: list[MQTTConnection] = []            # written to in this loop iteration
+        self.async_filters: Any = None   # set by kushi.worker.async_filters when it steps in
         self.held: dict[MQTTConnection, list[Any]] = {}      # packets waiting behind a SUBACK
         self.suback_wait_timeouts = 0                        # SUBACKs sent without the cluster's barrier
         # statistics, plain integers
@@ -212,7 +216,8 @@ class Broker(Connecting, Subscriptions, Delivery):
         on one topic that no hook needs to see one by one (no DUP, not retained, no
         properties) are published as one run (``publish_run``): matched once,
         counted once, checked by the ACL once, forwarded as the received bytes
-        (``Delivery.route_run``), and acknowledged in one write.
+        (``Delivery.route_run``), and acknowledged in one write. A ``PubackRun``
+        (the reader's consecutive PUBACKs) frees its send slots in one pass.
         """
         if self.hooks_per_publish():
             for packet in packets:
@@ -226,9 +231,9 @@ class Broker(Connecting, Subscriptions, Delivery):
         run: list[Publish] = []
         topic = None
         qos = 0
-        completion_hook = self.hooks.provides("on_qos_complete")
         for packet in packets:
-            if (type(packet) is Publish and packet.qos < 2 and not packet.retain and not packet.dup
+            kind = type(packet)
+            if (kind is Publish and packet.qos < 2 and not packet.retain and not packet.dup
                     and packet.properties is NO_PROPERTIES):
                 if packet.topic == topic and packet.qos == qos:
                     run.append(packet)
@@ -245,11 +250,8 @@ class Broker(Connecting, Subscriptions, Delivery):
                 topic = None
             if conn.state is not State.CONNECTED:
                 return
-            kind = type(packet)
-            if kind is Puback and not completion_hook:   # handle_completion, inline
-                session = conn.session
-                if session.inflight.pop(packet.packet_id, None) is not None and session.queue:
-                    self.drain(session, conn, now)
+            if kind is PubackRun:
+                self.acknowledge_run(conn, packet.packet_ids, now)
             elif kind is Puback:     # no hook reads packets: straight to the handler
                 self.handle_completion(conn, packet.packet_id, packet, now)
             elif kind is Publish:
@@ -261,6 +263,19 @@ class Broker(Connecting, Subscriptions, Delivery):
                     return
         if run and conn.state is State.CONNECTED:
             self.publish_run(conn, run, now)
+
+    def acknowledge_run(self, conn: MQTTConnection, packet_ids: list[int], now: float) -> None:
+        """PUBACKs with reason 0 for ``packet_ids``: their send slots are free, the queue moves on."""
+        if self.hooks.provides("on_qos_complete"):
+            for packet_id in packet_ids:
+                self.handle_completion(conn, packet_id, PubackBuilder(packet_id), now)
+            return
+        session = conn.session
+        pop = session.inflight.pop
+        for packet_id in packet_ids:
+            pop(packet_id, None)
+        if session.queue:
+            self.drain(session, conn, now)
 
     def hooks_per_publish(self) -> bool:
         """Must every packet go through ``handle_packet`` (a hook or a setting sees each one)?"""
@@ -301,15 +316,22 @@ class Broker(Connecting, Subscriptions, Delivery):
                 for message in run:
                     self.send_ack(conn, Puback, message.packet_id, 0)
             else:
-                conn.write(b"".join([PUBACK_HEAD + message.packet_id.to_bytes(2, "big")
-                                     for message in run]))
+                # each PUBACK is the 32-bit word 0x4002 <packet id>: one pack for the run
+                conn.write(pack(f">{len(run)}I", *[PUBACK_WORD | message.packet_id for message in run]))
 
     def handle_packet(self, conn: MQTTConnection, packet: Any, now: float) -> None:
         """Handle one packet of a connected client, between on_packet_read and on_packet_processed.
 
         on_packet_processed gets the error that ended the packet's handling, if any; the error
-        then goes on to the connection, which reports it and closes.
+        then goes on to the connection, which reports it and closes. A ``PubackRun`` is
+        handled as the PUBACKs it stands for, one by one.
         """
+        if type(packet) is PubackRun:
+            for packet_id in packet.packet_ids:
+                if conn.state is not State.CONNECTED:
+                    return
+                self.handle_packet(conn, PubackBuilder(packet_id), now)
+            return
         hooks = self.hooks
         if hooks.provides("on_packet_read"):
             packet = hooks.on_packet_read(conn, packet)

@@ -168,7 +168,9 @@ class MQTTConnection(asyncio.Protocol):
         while True:
             state = self.state
             if state is State.CONNECTED:
-                packets = reader.read_packets()   # all of this read at once (the hot path)
+                # all of this read at once (the hot path); consecutive PUBACKs as one PubackRun,
+                # unless the async filters queue the packets one by one
+                packets = reader.read_packets(broker.async_filters is None)
                 if not packets:
                     return
                 broker.handle_packets(self, packets, now)

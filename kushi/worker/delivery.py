@@ -228,28 +228,45 @@ class Delivery:
                 conn.write(data)
             self.messages_sent += len(run) * len(targets)
             return
-        # QoS 1: one in-flight record per message and subscriber, the received bytes with its packet id
+        # QoS 1: one in-flight record per message and subscriber. The record keeps the received
+        # message itself (its packet id is the publisher's; ours is the record's). Small packets:
+        # the run's received bytes joined once per subscriber, our packet ids written in place.
         id_offset = 3 if source_version == MQTT_5 else 2   # the packet id (and v5's empty properties)
-        outgoing = [PublishBuilder(topic, message.payload, 1, False, False, None, NO_PROPERTIES, None)
-                    for message in run]
+        large = any(type(message.raw) is memoryview for message in run)
+        if not large:
+            positions = []   # where each message's packet id sits in the joined run
+            position = 0
+            for message in run:
+                raw = message.raw
+                positions.append(position + len(raw) - len(message.payload) - id_offset)
+                position += len(raw)
+            raws = [message.raw for message in run]
         for conn in targets:
             session = conn.session
             inflight = session.inflight
-            allocate = session.allocate_packet_id
-            chunks = []
-            for message, packet in zip(run, outgoing):
-                packet_id = allocate()
-                inflight[packet_id] = Outbound(packet, now, packet_id, False, True)
-                raw = message.raw
-                offset = len(raw) - len(message.payload) - id_offset
-                if type(raw) is memoryview:  # large: the head rewritten, the rest as it came
-                    conn.write(b"".join(chunks) + raw[:offset] + packet_id.to_bytes(2, "big"))
+            packet_id = session._last_packet_id
+            if large:
+                for message in run:
+                    packet_id = packet_id % 65535 + 1   # allocate_packet_id, inlined: run_targets
+                    while packet_id in inflight:        # checked that the window has room
+                        packet_id = packet_id % 65535 + 1
+                    inflight[packet_id] = Outbound(message, now, packet_id, False, True)
+                    raw = message.raw
+                    offset = len(raw) - len(message.payload) - id_offset
+                    # the head rewritten, the rest (the payload) as it came: no copy
+                    conn.write(bytes(raw[:offset]) + packet_id.to_bytes(2, "big"))
                     conn.write(raw[offset + 2:])
-                    chunks = []
-                else:
-                    chunks.append(raw[:offset] + packet_id.to_bytes(2, "big") + raw[offset + 2:])
-            if chunks:
-                conn.write(b"".join(chunks))
+            else:
+                data = bytearray().join(raws)
+                for message, offset in zip(run, positions):
+                    packet_id = packet_id % 65535 + 1
+                    while packet_id in inflight:
+                        packet_id = packet_id % 65535 + 1
+                    inflight[packet_id] = Outbound(message, now, packet_id, False, True)
+                    data[offset] = packet_id >> 8
+                    data[offset + 1] = packet_id & 0xFF
+                conn.write(data)
+            session._last_packet_id = packet_id
         self.messages_sent += len(run) * len(targets)
 
     def run_targets(self, run: list[Publish], match: Any, publisher_id: str,

@@ -39,7 +39,11 @@ class Outbound:
     """A message on its way to one client: queued, or in flight with a packet id.
 
     ``message`` is the PUBLISH as this client will get it (QoS, retain flag and
-    subscription identifiers already chosen), without a packet id.
+    subscription identifiers already chosen). Its own ``packet_id`` means nothing
+    here: None, or, where the message goes out exactly as it came in (the QoS 1 run
+    of ``Delivery.route_run``), the publisher's, kept to save a copy of the record.
+    The id this client gets is ``packet_id`` below; whoever encodes or hands the
+    message on (resend, session transfer, storage) uses that one.
     ``received_at`` is when the broker took it, for message expiry.
     """
 

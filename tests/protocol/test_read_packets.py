@@ -15,7 +15,8 @@ from packet_strategies import VERSIONS, packets
 from kushi.errors import KushiError, MalformedPacket, ProtocolError
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
-from kushi.protocol.reader import LARGE_PUBLISH, PacketReader
+from kushi.protocol.properties import Properties
+from kushi.protocol.reader import LARGE_PUBLISH, PacketReader, PubackRun
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -39,14 +40,20 @@ def outcome_one_by_one(chunks: list[bytes], version: int | None) -> tuple[list[o
     return received, None
 
 
-def outcome_batched(chunks: list[bytes], version: int | None) -> tuple[list[object], type | None]:
-    """(packets, error class) when the stream is read with read_packets."""
+def outcome_batched(chunks: list[bytes], version: int | None,
+                    puback_runs: bool = False) -> tuple[list[object], type | None]:
+    """(packets, error class) when the stream is read with read_packets (a PubackRun counted
+    as the PUBACKs it stands for)."""
     reader, received = reader_for(version, 4096), []
     try:
         for chunk in chunks:
             reader.feed(chunk)
-            while batch := reader.read_packets():
-                received.extend(batch)
+            while batch := reader.read_packets(puback_runs):
+                for packet in batch:
+                    if type(packet) is PubackRun:
+                        received.extend(Puback(packet_id) for packet_id in packet.packet_ids)
+                    else:
+                        received.append(packet)
     except KushiError as error:
         return received, type(error)
     return received, None
@@ -57,14 +64,17 @@ def split(stream: bytes, cuts: list[int]) -> list[bytes]:
     return [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
 
 
+@pytest.mark.parametrize("puback_runs", [False, True])
 @pytest.mark.parametrize("version", VERSIONS)
 @SETTINGS
 @given(data=st.data())
-def test_any_split_of_a_stream_gives_what_next_packet_gives(version: int, data: st.DataObject) -> None:
-    sent = data.draw(st.lists(packets(version), min_size=1, max_size=8))
+def test_any_split_of_a_stream_gives_what_next_packet_gives(version: int, puback_runs: bool,
+                                                            data: st.DataObject) -> None:
+    sent = data.draw(st.lists(packets(version) | st.builds(Puback, st.integers(1, 65535)),
+                              min_size=1, max_size=8))
     stream = b"".join(encode(packet, version) for packet in sent)
     chunks = split(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
-    received, error = outcome_batched(chunks, version)
+    received, error = outcome_batched(chunks, version, puback_runs)
     assert error is None
     assert received == sent
     one_by_one, _ = outcome_one_by_one(chunks, version)
@@ -72,18 +82,20 @@ def test_any_split_of_a_stream_gives_what_next_packet_gives(version: int, data: 
         [bytes(p.raw) for p in one_by_one if isinstance(p, Publish)]
 
 
+@pytest.mark.parametrize("puback_runs", [False, True])
 @pytest.mark.parametrize("version", VERSIONS)
 @SETTINGS
 @given(data=st.data(), position=st.integers(0, 10_000), replacement=st.integers(0, 255))
 def test_a_corrupted_stream_gives_the_same_packets_and_error(
-    version: int, data: st.DataObject, position: int, replacement: int
+    version: int, puback_runs: bool, data: st.DataObject, position: int, replacement: int
 ) -> None:
     """One byte changed anywhere: the same good packets first, then the same error class."""
-    sent = data.draw(st.lists(packets(version), min_size=1, max_size=6))
+    sent = data.draw(st.lists(packets(version) | st.builds(Puback, st.integers(1, 65535)),
+                              min_size=1, max_size=6))
     stream = bytearray(b"".join(encode(packet, version) for packet in sent))
     stream[position % len(stream)] = replacement
     chunks = split(bytes(stream), data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
-    assert outcome_batched(chunks, version) == outcome_one_by_one(chunks, version)
+    assert outcome_batched(chunks, version, puback_runs) == outcome_one_by_one(chunks, version)
 
 
 GOOD = Publish("a/b", b"payload", qos=1, packet_id=5)
@@ -151,6 +163,17 @@ def test_an_inline_decoded_puback_is_a_true_frozen_puback() -> None:
         first.packet_id = 5  # type: ignore[misc]
 
 
+def test_consecutive_pubacks_come_as_one_run_when_asked() -> None:
+    """A PUBACK with reason 0 joins the PubackRun right before it; anything else ends the run."""
+    reader = reader_for(MQTT_5)
+    acks = [Puback(1), Puback(2), Puback(3, 0x10), Puback(4), Publish("t", b"x"), Puback(5), Puback(6)]
+    reader.feed(b"".join(encode(packet, MQTT_5) for packet in acks))
+    first, coded, second, publish, third = reader.read_packets(puback_runs=True)
+    assert [type(first), type(second), type(third)] == [PubackRun] * 3
+    assert (first.packet_ids, second.packet_ids, third.packet_ids) == ([1, 2], [4], [5, 6])
+    assert coded == Puback(3, 0x10) and publish == Publish("t", b"x")
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_run_on_one_topic_reuses_the_topic_and_keeps_each_packet_its_own(version: int) -> None:
     """Consecutive packets with the same head (flags, length, topic) share the decoded topic."""
@@ -183,3 +206,16 @@ def test_a_large_publish_is_a_view_of_the_bytes_read(version: int) -> None:
     assert received == sent
     assert type(received.raw) is memoryview and bytes(received.raw) == encoded
     assert type(received.payload) is memoryview and received.payload.obj is received.raw.obj
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_run_interrupted_by_another_topic_keeps_each_packet_its_topic(version: int) -> None:
+    """A run's head comes back after a PUBLISH on another topic that the full decoder took
+    (v5: with properties): each packet keeps its own topic, flags and packet id."""
+    other = (Publish("b", b"y" * 8, qos=1, packet_id=9, properties=Properties(content_type="t"))
+             if version == MQTT_5 else Publish("b", b"y" * 8, qos=1, retain=True, dup=True, packet_id=9))
+    sent = [Publish("a", b"x" * 8, qos=1, packet_id=1), Publish("a", b"x" * 8, qos=1, packet_id=2),
+            other, Publish("a", b"z" * 8, qos=1, packet_id=3), Publish("a", b"x" * 8, packet_id=None)]
+    reader = reader_for(version)
+    reader.feed(b"".join(encode(packet, version) for packet in sent))
+    assert reader.read_packets() == sent

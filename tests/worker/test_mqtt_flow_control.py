@@ -9,7 +9,10 @@ from __future__ import annotations
 from support.paho import publish_properties
 from support.rawclient import NoPacket
 
+from kushi.hooks.base import Hook
+from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
+    MQTT_5,
     Pingreq,
     Pingresp,
     Puback,
@@ -166,3 +169,42 @@ def test_message_expiring_while_held_back_by_the_window_is_not_sent(broker, raw,
     after = client.recv_packet()
     assert isinstance(after, Publish) and after.payload == b"lasts", f"expected b'lasts' next, got {after!r}"
     assert 0 < after.properties.message_expiry_interval < 60
+
+
+class PacketReadLog(Hook):
+    """Records the type of each packet a client sends (on_packet_read sees them one by one)."""
+
+    id = "packet-read-log"
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def on_packet_read(self, client, packet):
+        self.kinds.append(type(packet).__name__)
+        return packet
+
+
+def _pubacks_in_one_write_free_their_slots(raw, paho, broker) -> None:
+    """Receive Maximum 2; the two PUBACKs go in one write: both slots are free, the next two come."""
+    client = capped_subscriber(raw, broker, "capped-run", 2, 1)
+    publisher = paho.connected(broker, "pub", 5)
+    for index in range(4):
+        publisher.publish("fc/t", f"m{index}".encode(), qos=1)
+    window = [client.recv_packet(), client.recv_packet()]
+    assert_nothing_more(client)
+    client.send(b"".join(encode(Puback(p.packet_id), MQTT_5) for p in window))
+    later = [client.recv_packet(), client.recv_packet()]
+    assert [p.payload for p in window + later] == [b"m0", b"m1", b"m2", b"m3"]
+
+
+def test_pubacks_read_together_each_free_a_slot(broker, raw, paho):
+    """[MQTT-4.9.0-2] consecutive PUBACKs of one read (taken in one pass, as a PubackRun)."""
+    _pubacks_in_one_write_free_their_slots(raw, paho, broker)
+
+
+def test_pubacks_read_together_reach_on_packet_read_one_by_one(make_broker, raw, paho):
+    """With a hook reading packets, each PUBACK of a read is its own Puback to the hook."""
+    log = PacketReadLog()
+    broker = make_broker([log])
+    _pubacks_in_one_write_free_their_slots(raw, paho, broker)
+    assert log.kinds.count("Puback") >= 2 and "PubackRun" not in log.kinds
