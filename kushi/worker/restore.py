@@ -30,11 +30,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..hooks.records import (
     INFLIGHT, QUEUED, RELEASED, SessionRecords, StoredClient, StoredMessage, StoredSubscription,
 )
+from ..protocol.packets import Publish
 from .session import NEVER, Outbound, Session, SubscriptionEntry
 
 if TYPE_CHECKING:
@@ -83,12 +85,20 @@ def session_records(session: Session, offset: float, messages: bool = True) -> S
     stored: list[StoredMessage] = []
     if messages:
         for item in session.inflight.values():
-            stored.append(StoredMessage(client_id, item.message, item.received_at + offset,
+            stored.append(StoredMessage(client_id, _own_copy(item.message), item.received_at + offset,
                                         RELEASED if item.released else INFLIGHT, item.packet_id,
                                         item.sent))
         for item in session.queue:
-            stored.append(StoredMessage(client_id, item.message, item.received_at + offset))
+            stored.append(StoredMessage(client_id, _own_copy(item.message), item.received_at + offset))
     return SessionRecords(client, subscriptions, tuple(stored))
+
+
+def _own_copy(message: Publish) -> Publish:
+    """The message as a record holds it: no packet id (an outbound one may carry its
+    publisher's, see ``Outbound``), no received bytes, its payload as bytes of its own."""
+    if message.packet_id is None and message.raw is None and type(message.payload) is bytes:
+        return message
+    return replace(message, packet_id=None, raw=None, payload=bytes(message.payload))
 
 
 def sessions_from_records(clients: Iterable[StoredClient],
