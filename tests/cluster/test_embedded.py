@@ -7,6 +7,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,8 +25,9 @@ class Program:
     """embedded_supervisor.py as a child process; its stdout lines in a queue."""
 
     def __init__(self, program: str = PROGRAM) -> None:
+        self.stderr = tempfile.TemporaryFile(mode="w+")   # its log, shown when it exits badly
         self.process = subprocess.Popen([sys.executable, program], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
+                                        stderr=self.stderr, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -62,12 +64,20 @@ class Program:
         return index
 
     def stop(self) -> int:
+        """SIGTERM; the exit code. A non-zero code is printed with the program's log tail
+        (pytest shows it with the failing assertion)."""
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(20)
+            code = self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        if code != 0:
+            self.stderr.seek(0)
+            print(f"{self.process.args[-1]} exited {code}; its log ends with:",
+                  *self.stderr.read().splitlines()[-30:], sep="\n")
+        self.stderr.close()
+        return code
 
 
 def test_inline_client_of_the_supervisor_reaches_every_worker_and_stats_add_up() -> None:
