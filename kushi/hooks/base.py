@@ -21,8 +21,9 @@ Two kinds of events:
     ``on_select_subscribers``, ``on_will``): once one of them is a coroutine,
     the broker runs them all through ordered async pipelines
     (``kushi.worker.async_filters``): a connection's packets wait, in order and
-    with reading paused, until their filters are done; a message waits, in order
-    per topic, until its subscribers' read ACL is known. With no coroutine among
+    with reading paused, until their filters are done; a message waits, behind
+    its publisher's earlier ones, until its subscribers' read ACL is known
+    (and ``on_select_subscribers`` has chosen them). With no coroutine among
     them the broker calls them inline, as if the pipelines did not exist;
   - ``on_packet_encode`` runs inside every write to a client and must be a
     plain function (docs/hooks.md says why).

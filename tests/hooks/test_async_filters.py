@@ -438,3 +438,15 @@ def test_a_coroutine_filter_registered_after_start_takes_effect(make_broker, raw
     running.sync(running.server.hooks.on, "on_acl_check", AsyncAcl(refuse_write=("denied/",)).on_acl_check)
     _publish_all(client, [Publish("denied/x", b"after", 1, packet_id=2), Publish("ok", b"", 1, packet_id=3)])
     assert _acks(client, 2) == [Puback(2, 0x87), Puback(3)]
+
+
+def test_over_websocket_the_pipeline_keeps_the_order_too(make_broker, paho) -> None:
+    running = make_broker(hooks=[JitteryFilters()])
+    subscriber = paho.connected(running, "sub", transport="websockets")
+    subscriber.subscribe("ws/#", qos=1)
+    publisher = paho.connected(running, "pub", transport="websockets")
+    infos = [publisher.client.publish(f"ws/{n % 2}", str(n).encode(), qos=1) for n in range(100)]
+    for info in infos:
+        info.wait_for_publish(timeout=5)
+    received = [int(subscriber.wait_for_message().payload) for _ in range(100)]
+    assert received == list(range(100))
