@@ -59,6 +59,7 @@ from ..router.bus import Bus, make_runtime_dir
 from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
 from ..worker.sys_info import SYS_INFO, SysInfoTicker
+from .client_limit import CONNECTED_COUNTS
 from .directory_node import DirectoryNode
 from .fabric import BusFabric
 from .worker import (
@@ -474,6 +475,10 @@ class Supervisor:
 
     def _on_stats(self, sender: str, payload: bytes) -> None:
         self._worker_stats[sender] = msgpack.unpackb(payload)
+        if self.options.max_clients and self.bus is not None:   # kushi.cluster.client_limit
+            counts = {node: snapshot.get("clients_connected", 0)
+                      for node, snapshot in self._worker_stats.items()}
+            self.bus.broadcast(CONNECTED_COUNTS, msgpack.packb(counts))
 
     def stats(self) -> dict[str, int]:
         """The whole broker's counters: the workers' latest snapshots added up (see STATS_INTERVAL).

@@ -56,6 +56,7 @@ from ..router.bus import Bus
 from ..worker.options import Options
 from ..worker.server import Server
 from ..worker.sys_info import SYS_INFO
+from .client_limit import CONNECTED_COUNTS, ClusterClientLimit
 from .fabric import BusFabric
 from .handover import HandOver
 from .session_hook import ClusterSessionHook
@@ -165,6 +166,10 @@ class WorkerProcess:
         self.bus.on(CONTROL, self._on_control)
         self.bus.on_peer_left.append(self._on_peer_left)
         self.bus.on(SYS_INFO, self._on_sys_info)
+        self.client_limit: ClusterClientLimit | None = None
+        if spec.options.max_clients:
+            self.client_limit = ClusterClientLimit(self.server, node_name(spec.worker_id))
+            self.bus.on(CONNECTED_COUNTS, self._on_connected_counts)
 
     async def run(self) -> int:
         """Boot, serve until told to stop, close; returns the process exit code."""
@@ -205,6 +210,8 @@ class WorkerProcess:
                         len(broker.sessions))
 
     async def _boot(self) -> None:
+        if self.client_limit is not None:   # first: a refused client meets no other hook
+            self.server.add_hook(self.client_limit)
         for hook, config in self.spec.hooks:
             self.server.add_hook(hook, config)
         self.server.add_hook(ClusterSessionHook(self.fabric, self.server))  # last: after every auth hook
@@ -265,6 +272,10 @@ class WorkerProcess:
         broker = self.server.broker
         if node != SUPERVISOR and broker is not None and self.server.hooks.provides("stored_clients"):
             broker.spawn(self.server.restore_stored_sessions())
+
+    def _on_connected_counts(self, sender: str, payload: bytes) -> None:
+        if self.client_limit is not None:
+            self.client_limit.counts_received(msgpack.unpackb(payload))
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:
