@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -40,7 +41,10 @@ class DirectoryNode:
         bus.on_peer_left.append(self._on_node_left)
 
     def _serve_claim(self, sender: str, payload: bytes) -> bytes:
-        client_id, clean_start, will = msgpack.unpackb(payload)
+        """The claims of one loop iteration of ``sender`` (``SessionLink``), answered in order."""
+        return msgpack.packb([self._claim(sender, *claim) for claim in msgpack.unpackb(payload)])
+
+    def _claim(self, sender: str, client_id: str, clean_start: bool, will: Any) -> tuple[int, str | None]:
         pending = self._pending_wills.pop(client_id, None)
         if pending is not None:
             timer, body = pending
@@ -53,7 +57,7 @@ class DirectoryNode:
         else:
             body, delay, session_expiry = will
             self.directory.set_will(client_id, sender, body, delay, session_expiry)
-        return msgpack.packb((generation, previous))
+        return generation, previous
 
     def _serve_adopt(self, sender: str, payload: bytes) -> bytes:
         """Stored sessions ``sender`` may restore: those no live worker holds (storage)."""

@@ -47,7 +47,7 @@ from .wire import MessageId, decode_message, encode_message
 
 log = logging.getLogger("kushi.cluster")
 
-CLAIM = "claim"              # request to the directory: this node holds client id's session now
+CLAIM = "claim"              # request to the directory: this node holds these client ids' sessions now
 TAKEOVER = "takeover"        # request to the previous holder: hand the session over
 RELEASE = "release"          # to the directory: the session ended here
 WILL_CLEARED = "will-"       # to the directory: that will must not be sent any more
@@ -112,6 +112,10 @@ class SessionLink:
         self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
         self.stats = HandOverStats()
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
+        # claims of this loop iteration, sent as one request (connection storms): (claim, answer)
+        self._claim_batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._claim_tasks: set[asyncio.Task[None]] = set()
+        self._claims_in_flight = False
         bus.serve(TAKEOVER, self._serve_takeover)
         bus.on(PUBLISH_FOR, self._on_publish_for)
         bus.on(HANDOVER_DONE, self._on_handover_done)
@@ -135,9 +139,7 @@ class SessionLink:
         held_will = None
         if will is not None:
             held_will = (will_to_wire(will), will.properties.will_delay_interval or 0, session_expiry)
-        reply = await self.bus.request(self.directory, CLAIM,
-                                       msgpack.packb((client_id, clean_start, held_will)))
-        generation, previous = msgpack.unpackb(reply)
+        generation, previous = await self._claim_with_others((client_id, clean_start, held_will))
         self._claims[client_id] = generation
         if previous is None or previous == self.bus.name or previous not in self.bus.peers:
             return None   # nobody else held it, or its holder has left the bus with it
@@ -160,6 +162,50 @@ class SessionLink:
         window.timer = asyncio.get_running_loop().call_later(WINDOW_AT_MOST, self._close_window,
                                                              client_id, window)
         return TakenOver(session, previous)
+
+    def _claim_with_others(self, claim: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """The directory's (generation, previous holder) for ``claim``.
+
+        Claims go in order, batched like Nagle's algorithm: with no claim request
+        in flight, the claims of this loop iteration go at once as one request;
+        while one is in flight, the next ones wait for its answer and then go
+        together. A lone CONNECT waits for nothing more; a storm of them costs one
+        round trip per batch, not one per client (benchmarks/PROFILE.md, S5).
+        """
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._claim_batch.append((claim, answer))
+        if len(self._claim_batch) == 1 and not self._claims_in_flight:
+            self._claims_in_flight = True
+            loop.call_soon(self._send_claims)
+        return answer
+
+    def _send_claims(self) -> None:
+        batch, self._claim_batch = self._claim_batch, []
+        task = asyncio.get_running_loop().create_task(self._ask_claims(batch))
+        self._claim_tasks.add(task)
+        task.add_done_callback(self._claim_tasks.discard)
+
+    async def _ask_claims(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            reply = await self.bus.request(self.directory, CLAIM,
+                                           msgpack.packb([claim for claim, _ in batch]))
+            answers = msgpack.unpackb(reply)
+        except (Exception, asyncio.CancelledError) as exc:   # BusError, the bus closing: all fail
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(BusError(f"claim failed: {exc!r}"))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            answers = []
+        finally:
+            if self._claim_batch:
+                self._send_claims()   # what came meanwhile: the next batch
+            else:
+                self._claims_in_flight = False
+        for (_, answer), result in zip(batch, answers):
+            if not answer.done():
+                answer.set_result(result)
 
     async def adopt(self, client_ids: list[str]) -> set[str]:
         """Storage: which of these stored sessions this node may restore (no live node holds

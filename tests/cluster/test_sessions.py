@@ -86,6 +86,26 @@ def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> Non
     run(scenario)
 
 
+def test_claims_made_together_go_in_few_requests_and_each_gets_its_own_answer() -> None:
+    """A storm of CONNECTs: the claims made while one is answered wait and go as one request
+    (not one each), in order; each claimer gets its own answer (a takeover included)."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, sup, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, lambda message: None)
+        w1_bus, w1, _ = await cluster.add("w1", 1)
+        _, w2, sink2 = await cluster.add("w2", 2)
+        await w2.sessions.claim("moved", clean_start=True)
+        before = w1_bus.stats.requests_sent
+        names = [f"c{n}" for n in range(20)] + ["moved"]
+        answers = await asyncio.gather(*(w1.sessions.claim(name, clean_start=True) for name in names))
+        assert w1_bus.stats.requests_sent - before <= 3   # 2 batches of claims, 1 takeover
+        assert answers[:-1] == [None] * 20
+        assert sink2.exported == ["moved"] and answers[-1] is None   # clean start: nothing comes
+        generations = [w1.sessions._claims[name] for name in names]
+        assert generations == sorted(generations) and len(set(generations)) == len(names)
+    run(scenario)
+
+
 def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> None:
     """[invariant 6] The directory publishes a dead worker's wills when due; a resumed client's is not sent."""
     async def scenario(cluster: Cluster) -> None:
