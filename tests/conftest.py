@@ -3,9 +3,10 @@
 The broker runs in a background thread on its own event loop (uvloop when it is
 installed), exactly as an embedding program would run it, and the test talks to
 it over TCP or WebSocket from the test thread. ``broker.call(coro)`` runs a
-coroutine on the broker's loop (for the inline client: ``server.publish`` ...)
-and ``broker.sync(fn)`` runs a plain function there (for introspection such as
-``server.clients()``, which is not thread-safe).
+coroutine on the broker's loop (the inline client and introspection:
+``server.publish``, ``server.clients()`` ...)
+and ``broker.sync(fn)`` runs a plain function there (for what is not thread-safe,
+such as reading ``server.broker``).
 
 Anything that escapes to the broker loop's exception handler (an exception in a
 protocol callback, a task whose exception nobody retrieved) is a broker bug: it

@@ -8,9 +8,11 @@ the bus: ``start()`` forks the workers (each opens the listeners with
 SO_REUSEPORT and runs the hooks added here; hooks are created before the fork
 and their ``init`` runs in each worker), and the inline client (``publish``,
 ``subscribe``, ``unsubscribe``) reaches the clients of every worker. ``stats()``
-adds up the workers' counters. What lives in one worker's memory (``clients()``,
-``client()``, ``subscriptions()``, ``disconnect_client()``, ``retained()``) is
-not reachable from the supervisor and raises ``ConfigurationError`` there.
+adds up the workers' counters. Introspection (``clients()``, ``client()``,
+``subscriptions()``, ``disconnect_client()``, ``retained()``) is the same
+coroutines as with one process, answered by the workers over the bus
+(``kushi.cluster.introspection``); ``introspection_timeout`` is how long a
+worker has to answer before the call raises ``BusError``.
 
 The supervisor installs its own SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGTTIN/SIGTTOU
 handlers on the running loop, as ``kushi serve --workers N`` does.
@@ -25,7 +27,10 @@ from typing import Any, Callable
 from ..errors import ConfigurationError
 from ..protocol.packets import Publish
 from ..protocol.properties import Properties
+from ..worker.introspection import ClientSnapshot, SubscriptionSnapshot
 from ..worker.server import Server as OneProcessServer
+from .introspection import TIMEOUT as INTROSPECTION_TIMEOUT
+from .introspection import ClusterIntrospection
 from .supervisor import Supervisor
 
 
@@ -49,6 +54,7 @@ class Server(OneProcessServer):
         self._hook_entries: list[tuple[Any, object | None]] = []   # for the workers: (hook, config)
         super().__init__(options)
         self.supervisor: Supervisor | None = None
+        self.introspection_timeout = INTROSPECTION_TIMEOUT   # seconds a worker has to answer
 
     def add_hook(self, hook: Any, config: object | None = None) -> None:
         """Add a hook; with workers each one adds it with ``config`` (its ``init(config)`` runs there)."""
@@ -117,31 +123,42 @@ class Server(OneProcessServer):
             return super().stats()
         return self._running_supervisor().stats()
 
-    def clients(self) -> list[Any]:
-        self._one_process_only("clients()")
-        return super().clients()
+    async def clients(self) -> list[ClientSnapshot]:
+        """The connected clients of every worker, each a ClientSnapshot (with its ``worker_id``)."""
+        if not self.multi_worker:
+            return await super().clients()
+        return await self._introspection().clients()
 
-    def client(self, client_id: str) -> Any:
-        self._one_process_only("client()")
-        return super().client(client_id)
+    async def client(self, client_id: str) -> ClientSnapshot | None:
+        """The connected client ``client_id``, on whichever worker holds it; or None."""
+        if not self.multi_worker:
+            return await super().client(client_id)
+        return await self._introspection().client(client_id)
 
-    def subscriptions(self, client_id: str) -> Any:
-        self._one_process_only("subscriptions()")
-        return super().subscriptions(client_id)
+    async def subscriptions(self, client_id: str) -> dict[str, SubscriptionSnapshot]:
+        """The subscriptions of ``client_id``'s session (connected or not), by filter."""
+        if not self.multi_worker:
+            return await super().subscriptions(client_id)
+        return await self._introspection().subscriptions(client_id)
 
     async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
-        self._one_process_only("disconnect_client()")
-        return await super().disconnect_client(client_id, reason_code)
+        """Disconnect ``client_id`` wherever it is (v5: DISCONNECT ``reason_code``); False if
+        no worker has it connected."""
+        if not self.multi_worker:
+            return await super().disconnect_client(client_id, reason_code)
+        return await self._introspection().disconnect_client(client_id, reason_code)
 
-    def retained(self, filter: str = "#") -> list[Publish]:
-        self._one_process_only("retained()")
-        return super().retained(filter)
+    async def retained(self, filter: str = "#") -> list[Publish]:
+        """The retained messages matching ``filter`` (replicated: every worker has them all)."""
+        if not self.multi_worker:
+            return await super().retained(filter)
+        return await self._introspection().retained(filter)
 
-    def _one_process_only(self, what: str) -> None:
-        if self.multi_worker:
-            raise ConfigurationError(
-                f"{what} reads one worker's memory; with workers > 1 use stats(), $SYS or the "
-                "inline client instead")
+    def _introspection(self) -> ClusterIntrospection:
+        bus = self._running_supervisor().bus
+        if bus is None:
+            raise ConfigurationError("the server is closed")
+        return ClusterIntrospection(bus, self.introspection_timeout)
 
     def _running_supervisor(self) -> Supervisor:
         if self.supervisor is None:

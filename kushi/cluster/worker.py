@@ -24,7 +24,9 @@ The supervisor can also send "retire" over the bus: the worker closes with
 until its clients' sessions have been taken over by the other workers.
 
 Every second the worker sends the supervisor a snapshot of its counters
-(``stats``), which the supervisor adds up for metrics and $SYS.
+(``stats``), which the supervisor adds up for metrics and $SYS. It answers
+the supervisor's introspection requests (``clients()``, ``client(id)``...
+of ``kushi.Server`` with workers: ``kushi.cluster.introspection``).
 
 Storage (a hook with the ``stored_*`` loaders, e.g. ``kushi serve --storage``):
 every worker opens the same store. ``Server.start()`` restores the stored
@@ -59,6 +61,7 @@ from ..worker.sys_info import SYS_INFO
 from .client_limit import CONNECTED_COUNTS, ClusterClientLimit
 from .fabric import BusFabric
 from .handover import HandOver
+from .introspection import IntrospectionService
 from .session_hook import ClusterSessionHook
 
 log = logging.getLogger("kushi.cluster")
@@ -166,6 +169,7 @@ class WorkerProcess:
         self.bus.on(CONTROL, self._on_control)
         self.bus.on_peer_left.append(self._on_peer_left)
         self.bus.on(SYS_INFO, self._on_sys_info)
+        IntrospectionService(self.bus, self.server)   # the supervisor's clients(), client(id)...
         self.client_limit: ClusterClientLimit | None = None
         if spec.options.max_clients:
             self.client_limit = ClusterClientLimit(self.server, node_name(spec.worker_id))

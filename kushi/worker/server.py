@@ -11,6 +11,11 @@
 ``run()`` does all of it blocking, on uvloop, until SIGINT or SIGTERM.
 With no hook providing authentication every client is let in.
 
+Introspection (``clients``, ``client``, ``subscriptions``, ``disconnect_client``,
+``retained``) are coroutines that return plain snapshot records
+(``kushi.worker.introspection``), so a program uses the same calls when the
+answers come from several workers over the bus (``kushi.cluster.server``).
+
 Storage: ``start()`` restores what the hooks' loaders return (``stored_retained``,
 then ``stored_clients`` / ``stored_subscriptions`` / ``stored_inflight``, see
 ``kushi.worker.restore``) before any listener opens; ``close()`` calls the hooks'
@@ -33,12 +38,13 @@ from ..errors import AdministrativeAction, ConfigurationError, ServerShuttingDow
 from ..hooks.base import Hook
 from ..hooks.manager import HookManager
 from ..hooks.records import SessionRecords
-from ..protocol.packets import Publish, Subscription
+from ..protocol.packets import Publish
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
 from .broker import Broker
 from .connection import MQTTConnection
 from .fabric import Fabric, LocalFabric
+from .introspection import ClientSnapshot, SubscriptionSnapshot, client_snapshot, subscription_snapshots
 from .listeners import ListenerHandle, start_listener
 from .options import Options
 from .restore import (
@@ -276,31 +282,32 @@ class Server:
         return self.broker
 
     # ---- introspection ------------------------------------------------------------------
-    def clients(self) -> list[MQTTConnection]:
-        """The connected clients (each a ClientInfo)."""
-        return list(self.broker.connections.values()) if self.broker else []
+    # Coroutines returning snapshot records (kushi.worker.introspection), never live objects:
+    # the same API answers with several workers, where the answers come over the bus.
+    async def clients(self) -> list[ClientSnapshot]:
+        """The connected clients, each a ClientSnapshot taken now."""
+        if self.broker is None:
+            return []
+        return [client_snapshot(conn, self.worker_id) for conn in self.broker.connections.values()
+                if conn.connected]   # not one being closed
 
-    def client(self, client_id: str) -> MQTTConnection | None:
-        return self.broker.connections.get(client_id) if self.broker else None
+    async def client(self, client_id: str) -> ClientSnapshot | None:
+        """The connected client ``client_id`` (a ClientSnapshot), or None."""
+        conn = self.broker.connections.get(client_id) if self.broker else None
+        return client_snapshot(conn, self.worker_id) if conn is not None and conn.connected else None
 
     async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
         """Disconnect a client (v5: DISCONNECT ``reason_code``); False if it is not connected."""
-        conn = self.client(client_id)
+        conn = self.broker.connections.get(client_id) if self.broker else None
         if conn is None:
             return False
         conn.fail(AdministrativeAction("disconnected by the server", reason_code=reason_code))
         return True
 
-    def subscriptions(self, client_id: str) -> dict[str, Subscription]:
+    async def subscriptions(self, client_id: str) -> dict[str, SubscriptionSnapshot]:
         """The subscriptions of a client's session (connected or not), by filter as subscribed."""
         session = self.broker.sessions.get(client_id) if self.broker else None
-        if session is None:
-            return {}
-        return {
-            filter: Subscription(filter, entry.qos, entry.no_local, entry.retain_as_published,
-                                 entry.retain_handling)
-            for filter, entry in session.subscriptions.items()
-        }
+        return subscription_snapshots(session) if session is not None else {}
 
     def session_records(self, client_id: str, messages: bool = True) -> SessionRecords | None:
         """The session of ``client_id`` as storage records (wall-clock times), or None.
@@ -322,7 +329,7 @@ class Server:
         return {client_id: message_state_version(session)
                 for client_id, session in self.broker.sessions.items() if session.expiry_interval}
 
-    def retained(self, filter: str = "#") -> list[Publish]:
+    async def retained(self, filter: str = "#") -> list[Publish]:
         """The retained messages matching ``filter``."""
         return self.broker.retained_store.match(filter, monotonic()) if self.broker else []
 

@@ -22,12 +22,13 @@ PROGRAM = str(Path(__file__).with_name("embedded_supervisor.py"))
 
 
 class Program:
-    """embedded_supervisor.py as a child process; its stdout lines in a queue."""
+    """embedded_supervisor.py (or ``program`` run with ``args``) as a child process; its stdout
+    lines in a queue; ``process.stdin`` is a pipe to it."""
 
-    def __init__(self, program: str = PROGRAM) -> None:
+    def __init__(self, program: str = PROGRAM, *args: str) -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+")   # its log, shown when it exits badly
-        self.process = subprocess.Popen([sys.executable, program], stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True)
+        self.process = subprocess.Popen([sys.executable, program, *args], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -74,7 +75,7 @@ class Program:
             code = self.process.wait()
         if code != 0:
             self.stderr.seek(0)
-            print(f"{self.process.args[-1]} exited {code}; its log ends with:",
+            print(f"{self.process.args[1]} exited {code}; its log ends with:",
                   *self.stderr.read().splitlines()[-30:], sep="\n")
         self.stderr.close()
         return code

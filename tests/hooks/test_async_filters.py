@@ -343,7 +343,7 @@ def test_a_client_that_closes_while_its_packets_wait_is_seen_gone_once_they_are_
     running.loop.call_soon_threadsafe(gate.opened.set)
     for n in range(10):
         watcher.expect_message("t", str(n).encode())
-    wait_until(lambda: running.server.client("slow") is None)
+    wait_until(lambda: running.call(running.server.client("slow")) is None)
     assert running.sync(lambda: dict(running.server.broker.async_filters._inbound)) == {}
 
 

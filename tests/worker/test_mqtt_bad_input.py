@@ -416,8 +416,7 @@ def test_subscriber_that_stops_reading_is_disconnected(make_broker, raw, paho):
 
 
 def _connected(broker, client_id: str) -> bool:
-    info = broker.sync(broker.server.client, client_id)
-    return info is not None and bool(info.connected)
+    return broker.call(broker.server.client(client_id)) is not None
 
 
 def _drain_until(client, topic: str) -> bool:

@@ -299,7 +299,7 @@ def test_shared_message_of_ended_session_not_given_to_another_member(broker, raw
     staying = paho.connected(broker, "staying", 5)
     assert staying.subscribe("$share/g/end/t", 2) == [2]
     leaving.close()  # no PUBREC: the QoS 2 delivery is unfinished when the session ends
-    wait_until(lambda: broker.sync(broker.server.client, "leaving") is None,
+    wait_until(lambda: broker.call(broker.server.client("leaving")) is None,
                message="the leaving member's session ending")
     publisher.publish("end/t", b"control", qos=2)
     staying.expect_message("end/t", b"control")

@@ -38,7 +38,7 @@ def test_will_published_on_abnormal_close(broker, paho, version):
     client.drop()
     message = watch.expect_message("will/dropper", b"lost")
     assert message.qos == 1 and message.retain is False
-    assert broker.sync(broker.server.retained, "will/#") == [], "a Will Retain 0 will was retained"
+    assert broker.call(broker.server.retained("will/#")) == [], "a Will Retain 0 will was retained"
 
 
 @VERSIONS

@@ -12,6 +12,7 @@ import pytest
 
 from kushi.hooks.base import Hook
 from kushi.protocol.packets import Connect, Publish
+from support.waiting import wait_until
 
 
 def test_max_clients_refuses_the_one_too_many(make_broker, paho, raw):
@@ -114,6 +115,46 @@ def test_async_inline_callback(broker):
     assert got.get(timeout=2) == b"awaited"
 
 
+def test_clients_and_client_are_snapshots_of_the_connected_clients(broker, paho):
+    """clients() / client(id): frozen ClientSnapshot records with what the CONNECT agreed, the
+    session's counts and where the client came from; None for an id that is not connected."""
+    import time
+
+    from paho.mqtt.properties import Properties as PahoProperties
+    from paho.mqtt.packettypes import PacketTypes
+
+    from kushi.worker.introspection import ClientSnapshot
+    from support.paho import connect_properties
+
+    before = time.time()
+    named = paho(broker, "named", 5, clean=False)
+    named.client.username_pw_set("alice")
+    named.connect(keepalive=30, properties=connect_properties(SessionExpiryInterval=60))
+    identified = PahoProperties(PacketTypes.SUBSCRIBE)
+    identified.SubscriptionIdentifier = 7
+    named.subscribe("snap/#", 1, properties=identified)
+    old = paho.connected(broker, "old", 4)
+    clients = broker.call(broker.server.clients())
+    assert sorted(client.client_id for client in clients) == ["named", "old"]
+    snapshot = broker.call(broker.server.client("named"))
+    assert isinstance(snapshot, ClientSnapshot)
+    host, port = named.client.socket().getsockname()
+    assert (snapshot.username, snapshot.protocol_version, snapshot.remote_address, snapshot.listener,
+            snapshot.worker_id, snapshot.keep_alive, snapshot.clean_start,
+            snapshot.session_expiry_interval, snapshot.subscriptions) == \
+        ("alice", 5, (host, port), "tcp", 0, 30, False, 60, 1)
+    assert before - 1 <= snapshot.connected_since <= time.time()
+    assert (snapshot.inflight, snapshot.queued) == (0, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snapshot.username = "mallory"   # a copy, not the live connection
+    assert broker.call(broker.server.client("old")).protocol_version == 4
+    subscription = broker.call(broker.server.subscriptions("named"))["snap/#"]
+    assert (subscription.qos, subscription.identifier) == (1, 7)
+    old.disconnect()
+    wait_until(lambda: broker.call(broker.server.client("old")) is None)
+    assert broker.call(broker.server.client("nobody")) is None
+
+
 def test_disconnect_client(broker, paho):
     """disconnect_client: v5 DISCONNECT with the given reason; False for an unknown client id."""
     client = paho.connected(broker, "victim", 5)
@@ -137,7 +178,7 @@ def test_session_moves_between_brokers_with_export_and_import(make_broker, paho)
     client.disconnect()
     paho.connected(first, "pub", 5).publish("move/a", b"queued", qos=1)
     session = first.sync(first.server.broker.export_session, "mover", time.monotonic())
-    assert session is not None and first.sync(first.server.client, "mover") is None
+    assert session is not None and first.call(first.server.client("mover")) is None
     second.sync(second.server.broker.import_session, session)
     again = paho(second, "mover", 5, clean=False)
     flags, _, _ = again.connect(properties=properties)
@@ -247,11 +288,11 @@ def test_subscriptions_of_a_session(broker, paho):
     client.subscribe("a/+", 1)
     client.subscribe("b/#", options=SubscribeOptions(qos=2, noLocal=True))
     client.disconnect()
-    subscriptions = broker.sync(broker.server.subscriptions, "lister")
+    subscriptions = broker.call(broker.server.subscriptions("lister"))
     assert sorted(subscriptions) == ["a/+", "b/#"]
     assert subscriptions["a/+"].qos == 1 and not subscriptions["a/+"].no_local
     assert subscriptions["b/#"].qos == 2 and subscriptions["b/#"].no_local
-    assert broker.sync(broker.server.subscriptions, "nobody") == {}
+    assert broker.call(broker.server.subscriptions("nobody")) == {}
 
 
 class Switchable(Hook):

@@ -112,9 +112,9 @@ def test_introspection_and_stats(broker, paho):
     client.subscribe("a/b", 1)
     client.publish("a/b", b"1", qos=1, retain=True)
     client.expect_message("a/b", b"1")
-    assert [info.client_id for info in broker.sync(broker.server.clients)] == ["seen"]
-    assert broker.sync(broker.server.client, "seen").protocol_version == 5
-    assert [m.topic for m in broker.sync(broker.server.retained, "a/#")] == ["a/b"]
+    assert [info.client_id for info in broker.call(broker.server.clients())] == ["seen"]
+    assert broker.call(broker.server.client("seen")).protocol_version == 5
+    assert [m.topic for m in broker.call(broker.server.retained("a/#"))] == ["a/b"]
     stats = broker.sync(broker.server.stats)
     assert stats["clients_connected"] == 1
     assert stats["messages_received"] == 1 and stats["messages_sent"] == 1
