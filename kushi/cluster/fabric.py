@@ -77,6 +77,7 @@ BARRIER_ACK = "bar-ack"
 PUBLISH_SHARED = "pub-share" # a message for one member of a shared group on the recipient
 TARGET_CACHE_SIZE = 10_000  # topics whose interested nodes are remembered (cleared on any change)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
+ID_MEMORY = 4096             # message ids kept by message identity (see BusFabric.message_id)
 
 
 class Sink(Protocol):
@@ -126,8 +127,9 @@ class BusFabric:
         self._barriers: dict[int, tuple[asyncio.Future[None], set[str]]] = {}
         self._next_barrier = 1
         self._sequence = 0                                # of the messages this node sent on
-        self._numbered: dict[int, tuple[Publish, int]] = {}   # id(message) -> (message, sequence)
+        self._ids: dict[int, tuple[Publish, MessageId]] = {}   # id(message) -> (message, its id)
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
+        self.keep_ids = False   # set by the hand-over while forwarders are here (see message_id)
         self.sessions.barrier = self.barrier
         bus.on(PUBLISH, self._on_publish)
         bus.on(PUBLISH_RUN, self._on_publish_run)
@@ -176,10 +178,14 @@ class BusFabric:
     def forward(self, message: Publish) -> None:
         """Send ``message`` once to each other node with a matching interest."""
         topic = message.topic
-        sequence = self._numbered.pop(id(message), (None, 0))[1] if self._numbered else 0
-        if not sequence:
+        known = self._ids.pop(id(message), None) if self._ids else None
+        if known is not None and known[0] is message:
+            sequence = known[1][1]
+        else:
             self._sequence += 1
             sequence = self._sequence
+        if self.keep_ids:
+            self._remember_id(message, (self.node, sequence))
         if self.sessions.windows:   # a session arriving here: it got this message directly
             self.sessions.arrived((self.node, sequence), topic)
         targets = self._targets.get(topic)
@@ -197,7 +203,7 @@ class BusFabric:
 
         ``version``: the protocol version of the messages' received bytes (``raw``).
         """
-        if self._numbered or run[0].raw is None:   # some have their ids already: one by one
+        if self._ids or self.keep_ids or run[0].raw is None:   # ids to keep (a hand-over): one by one
             for message in run:
                 self.forward(message)
             return
@@ -229,21 +235,35 @@ class BusFabric:
         """The bus id of ``message``, being routed here now (from a client or another node).
 
         A message received here is numbered when ``forward`` sends it on, which is
-        after the local routing that may ask for its id first (a hand-over's
-        forwarder): the number is then chosen here, kept by the message's identity
-        until this loop iteration ends, and ``forward`` uses the same one.
+        usually after the local routing that may ask for its id first (a hand-over's
+        forwarder): the number is then chosen here and kept by the message's identity,
+        and ``forward`` uses the same one. Routing can also come later than ``forward``
+        (coroutine filters route in a task), or after the remote message's delivery
+        call: while ``keep_ids`` is set, ``forward`` and remote deliveries keep the ids
+        (at most ``ID_MEMORY``) for this to find.
         """
         routing = self._routing
         if routing is not None and routing[0] is message:
             return routing[1]
-        numbered = self._numbered
-        entry = numbered.get(id(message))
-        if entry is None or entry[0] is not message:
-            if not numbered:
-                asyncio.get_running_loop().call_soon(numbered.clear)
-            self._sequence += 1
-            entry = numbered[id(message)] = (message, self._sequence)
-        return (self.node, entry[1])
+        known = self._ids.get(id(message))
+        if known is not None and known[0] is message:
+            return known[1]
+        self._sequence += 1
+        message_id = (self.node, self._sequence)
+        self._remember_id(message, message_id)
+        return message_id
+
+    def _remember_id(self, message: Publish, message_id: MessageId) -> None:
+        ids = self._ids
+        if len(ids) >= ID_MEMORY:   # the oldest half goes (a dict keeps insertion order)
+            for key in list(ids)[:ID_MEMORY // 2]:
+                del ids[key]
+        ids[id(message)] = (message, message_id)
+
+    def forget_ids(self) -> None:
+        """The hand-over's forwarders are gone: no id needs keeping."""
+        self.keep_ids = False
+        self._ids.clear()
 
     def retained_changed(self, message: Publish) -> None:
         """A retained set/clear made here: order it after everything seen, tell every node."""
@@ -318,6 +338,8 @@ class BusFabric:
                  message_id: MessageId) -> None:
         """Hand one message from another node to ``deliver``, each session getting it once."""
         self._routing = (message, message_id)
+        if self.keep_ids:
+            self._remember_id(message, message_id)
         try:
             if not self.sessions.windows:
                 deliver(message)

@@ -91,6 +91,7 @@ class HandOver:
             added.append((entry.filter, key))
         timer = asyncio.get_running_loop().call_later(FORWARD_AT_MOST, self._remove, client_id)
         self._forwarders[client_id] = (new_node, added, timer)
+        self.fabric.keep_ids = True   # a forwarder may be called after the message went on
 
     def _forward(self, new_node: str, client_id: str, entries: list[SubscriptionEntry],
                  topic: str, payload: bytes, message: Publish) -> None:
@@ -119,6 +120,8 @@ class HandOver:
         broker = self.server.broker
         for filter, key in forwarders:
             broker.remove_subscription(None, key, filter)
+        if not self._forwarders:
+            self.fabric.forget_ids()
 
     # ---- the worker that took the session ----------------------------------------------
 

@@ -144,3 +144,32 @@ def test_shared_group_turns_go_round_the_workers_with_members() -> None:
         assert w0.pick_shared("g", "a/#", has_local_member=False) is None
         assert w0.pick_shared("other", "a/#", has_local_member=False) is None
     run(scenario)
+
+
+def test_a_message_keeps_its_bus_id_whichever_comes_first_routing_or_forwarding() -> None:
+    """[invariant 1] A hand-over's forwarder asks the id of the message it forwards; the direct
+    copies carry the same one, whether the local routing ran before ``forward`` (the plain
+    broker), after it or after the remote delivery call (coroutine filters route in a task)."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, _ = await cluster.add("w0", 0)
+        _, w1, sink1 = await cluster.add("w1", 1)
+        _, w2, _ = await cluster.add("w2", 2)
+        w2.interest_added("t/#")
+        await asyncio.wait_for(w2.barrier(), DEADLINE)
+        routed_first = Publish("t/1", b"routed first")
+        early_id = w1.message_id(routed_first)       # the forwarder, then forward
+        w1.forward(routed_first)
+        w1.keep_ids = True                            # forwarders are on w1 now
+        forwarded_first = Publish("t/2", b"forwarded first")
+        w1.forward(forwarded_first)                   # forward, then (later) the forwarder
+        assert w1.message_id(forwarded_first) == ("w1", early_id[1] + 1)
+        seen_on_w1: list = []
+        sink1.deliver_remote = seen_on_w1.append      # a delivery that routes later
+        w1.interest_added("t/#")
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        w0.forward(Publish("t/3", b"from w0"))
+        await until(lambda: bool(seen_on_w1))
+        assert w1.message_id(seen_on_w1[0])[0] == "w0"   # its origin's id, not a new one of w1
+        w1.forget_ids()
+        assert w1.message_id(Publish("t/4", b"x"))[0] == "w1"
+    run(scenario)
