@@ -104,6 +104,14 @@ def test_introspection_answers_for_the_clients_of_every_worker() -> None:
         assert program.ask("disconnect", "nobody", "0x98") is False
         remaining = {c["client_id"] for c in program.ask("clients")}
         assert remaining == set(landed) - set(first_on.values())
+
+        old = PahoClient("127.0.0.1", port, "old", version=4)   # 3.1.1 has no DISCONNECT to send
+        clients.append(old)
+        old.connect()
+        worker = worker_holding(pids, port, old.client.socket().getsockname()[1])
+        assert program.ask("client", "old")["worker_id"] == worker
+        assert program.ask("disconnect", "old", "0x98") is True
+        old.wait_disconnected()
     finally:
         for client in clients:
             client.stop()
