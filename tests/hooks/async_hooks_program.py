@@ -4,10 +4,10 @@
     python async_hooks_program.py
 
 Its hook's ACL and on_publish are coroutines that await a random few milliseconds (an async
-database, imagined): the ACL refuses publishing to "denied/#" and refuses "private/#" to the
-clients whose id starts with "outsider"; on_publish appends "!" to every payload. Each worker
-prints "SESSION <client id> <pid>" when a client's session is established, so the test knows
-which worker holds whom. The program prints "PORT <port> <worker pids as JSON>"; SIGTERM stops it.
+database, imagined): the ACL refuses publishing to "denied/#" and refuses topics with a
+"private" level to the clients whose id starts with "outsider"; on_publish appends "!" to
+every payload. Each worker prints "SESSION <client id> <pid>" when a client's session is
+established, so the test knows which worker holds whom. The program prints "PORT <port> <worker pids as JSON>"; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class AsyncRules(kushi.Hook):
         await asyncio.sleep(random.uniform(0, 0.002))
         if write:
             return not topic.startswith("denied/")
-        return not (topic.startswith("private/") and client.client_id.startswith("outsider"))
+        return not ("private" in topic.split("/") and client.client_id.startswith("outsider"))
 
     async def on_publish(self, client: Any, packet: Any) -> Any:
         await asyncio.sleep(random.uniform(0, 0.002))
