@@ -176,7 +176,8 @@ class HookManager:
     def answering(self, answers: dict[Any, Any]) -> _Answering:
         """``with hooks.answering(answers):`` the answered events return ``answers`` within.
 
-        Keys: ``acl_key(client, topic, write)`` -> bool; an event of ``CHAINED_EVENTS`` ->
+        Keys: ``acl_key(client, topic, write)`` -> bool (or the exception a hook raised, raised
+        again); an event of ``CHAINED_EVENTS`` ->
         ``(value given, value returned or the exception raised)``; ``"on_select_subscribers"``
         -> the selected subscribers. Nested uses see the answers of the outer ones too.
         """
@@ -189,7 +190,12 @@ class HookManager:
         return getattr(client, "client_id", None), topic, write
 
     def _answered_acl_check(self, client: ClientInfo, topic: str, write: bool) -> bool:
-        return self._answers.get(self.acl_key(client, topic, write)) is True
+        answer = self._answers.get(self.acl_key(client, topic, write))
+        if answer is True:
+            return True
+        if isinstance(answer, BaseException):
+            raise answer
+        return False
 
     def _answered_selection(self, subscribers: dict[str, Any], packet: Publish) -> dict[str, Any]:
         selected = self._answers.get("on_select_subscribers")

@@ -174,8 +174,10 @@ class AsyncFilters:
             if packet is not None and hooks.provides("on_acl_check"):
                 identifiers = packet.properties.subscription_identifiers
                 for subscription in packet.subscriptions:
-                    if self._subscription_reaches_acl(conn, subscription, bool(identifiers)):
-                        await self._acl(answers, conn, subscription.filter, False)
+                    if (self._subscription_reaches_acl(conn, subscription, bool(identifiers))
+                            and await self._acl(answers, conn, subscription.filter, False,
+                                                inbound=True) is None):
+                        break
         elif kind is PacketType.UNSUBSCRIBE and hooks.provides("on_unsubscribe"):
             await self._chain(answers, "on_unsubscribe", conn, packet)
         return answers
@@ -190,14 +192,26 @@ class AsyncFilters:
         answers[event] = (value, result)
         return result
 
-    async def _acl(self, answers: dict[Any, Any], client: Any, topic: str, write: bool) -> bool:
+    async def _acl(self, answers: dict[Any, Any], client: Any, topic: str, write: bool,
+                   inbound: bool = False) -> bool | None:
+        """Resolve one ACL check into ``answers``: True or False.
+
+        If a hook raises: for a client's own packet (``inbound``) the error is the answer,
+        raised again where the broker asks, as a plain hook's would be (the connection
+        ends), and None is returned so that nothing after it is resolved; for a delivery
+        or a will, there is no packet to fail: it is logged and refused.
+        """
+        key = self.hooks.acl_key(client, topic, write)
         try:
             allowed = await self.hooks.resolve_acl(client, topic, write)
-        except Exception:
+        except Exception as error:
+            if inbound:
+                answers[key] = error
+                return None
             log.exception("on_acl_check failed for %r on %r: refused",
                           getattr(client, "client_id", None), topic)
             allowed = False
-        answers[self.hooks.acl_key(client, topic, write)] = allowed
+        answers[key] = allowed
         return allowed
 
     async def _resolve_publish(self, answers: dict[Any, Any], conn: MQTTConnection,
@@ -208,7 +222,8 @@ class AsyncFilters:
         if packet is None:
             return
         hooks = self.hooks
-        if hooks.provides("on_acl_check") and not await self._acl(answers, conn, packet.topic, True):
+        if hooks.provides("on_acl_check") and not await self._acl(answers, conn, packet.topic, True,
+                                                                  inbound=True):
             return
         if hooks.provides("on_publish"):
             await self._chain(answers, "on_publish", conn, packet)

@@ -450,3 +450,23 @@ def test_over_websocket_the_pipeline_keeps_the_order_too(make_broker, paho) -> N
         info.wait_for_publish(timeout=5)
     received = [int(subscriber.wait_for_message().payload) for _ in range(100)]
     assert received == list(range(100))
+
+
+class BrokenAcl(kushi.Hook):
+    async def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+        await _jitter()
+        if topic == "boom":
+            raise RuntimeError("the ACL database is down")
+        return True
+
+
+def test_an_async_acl_that_raises_on_a_publish_ends_that_connection_as_a_plain_one_would(
+        make_broker, raw, paho) -> None:
+    running = make_broker(hooks=[BrokenAcl()])
+    client = raw(running)
+    client.connect_ok("pub")
+    _publish_all(client, [Publish("fine", b"", 1, packet_id=1), Publish("boom", b"", 1, packet_id=2),
+                          Publish("fine", b"", 1, packet_id=3)])
+    assert client.recv_packet() == Puback(1)
+    client.expect_disconnect(0x83)
+    paho.connected(running, "other").publish("fine", b"", qos=1)   # the worker goes on
