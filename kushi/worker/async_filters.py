@@ -5,7 +5,9 @@ The broker's packet and delivery code is synchronous: it calls ``on_acl_check``,
 cannot await. When a coroutine is registered for one of them, the ``HookManager``
 becomes *awaiting* and ``install`` puts this object in front of the broker, by
 replacing four methods on the broker instance (a broker without coroutine filters
-is never touched, so it pays nothing, not even a flag test):
+is never touched, so it pays nothing, not even a flag test). From then on every
+message-path filter, plain or coroutine, is resolved here, ahead, in the order
+the hooks were added, and the broker's synchronous code reads the answers:
 
 * ``handle_packets`` (a read of a connected client): the packets go into the
   connection's queue, and one task per connection takes them **one at a time, in
@@ -16,7 +18,9 @@ is never touched, so it pays nothing, not even a flag test):
   ``hooks.answering(...)``, where those events return what was computed. So acks
   go out in order and every rule of ``handle_packet`` applies unchanged. While
   packets wait, the connection's reading is paused (``hold_input``): a client
-  cannot make the broker buffer more than one read of its packets.
+  cannot make the broker buffer more than one read of its packets. A SUBACK that
+  waits for the cluster's barrier keeps the rest behind it (``broker.held``), as
+  without coroutines.
 * ``route`` (a message for the local subscribers, from a local publisher, the
   inline client, another worker or a will): the message goes into the FIFO of its
   source (``source_of``: its publisher, the inline client, or, for a message from
