@@ -124,12 +124,12 @@ def test_corrupted_packets_raise_only_kushi_errors(packet: object, position: int
 
 
 def _decode_seconds(count: int) -> float:
-    """Best-of-3 CPU time to decode a PUBLISH with ``count`` user properties."""
+    """Best-of-5 CPU time to decode a PUBLISH with ``count`` user properties."""
     pairs = tuple((f"k{i}", "v") for i in range(count))
     encoded = encode(Publish("t", b"", properties=Properties(user_properties=pairs)), MQTT_5)
     first_byte, body = _split_header(encoded)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         start = time.process_time()
         decoded = decode(first_byte, body, MQTT_5)
         best = min(best, time.process_time() - start)
@@ -138,7 +138,8 @@ def _decode_seconds(count: int) -> float:
 
 
 def test_many_user_properties_decode_in_linear_time() -> None:
-    """Doubling the number of user properties about doubles the time (quadratic would be 4x)."""
-    small = _decode_seconds(20_000)
-    large = _decode_seconds(40_000)
-    assert large / small < 3.2, (small, large)
+    """Eight times the user properties take about eight times the CPU time; quadratic would be
+    64x. The bound (24x) leaves room for a loaded machine: a 2x bound on a doubling was flaky."""
+    small = _decode_seconds(10_000)
+    large = _decode_seconds(80_000)
+    assert large / small < 24, (small, large)
