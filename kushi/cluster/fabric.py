@@ -15,7 +15,7 @@ called back with two (the *sink*: ``deliver_remote``, ``apply_retained``):
   Every message sent on carries an id: (origin node, the origin's sequence
   number), the same in every copy. A session moving between workers can be
   sent one message on two paths (``kushi.cluster.handover``); the id lets the
-  new holder deliver it once (``message_id``, ``SessionLink.arrived``).
+  new holder deliver it once (``message_id``, ``known_id``, ``kushi.cluster.handover``).
 - **Runs.** ``forward_run`` sends the messages of one ``Broker.publish_run``
   (one QoS, one topic, one client, no properties) as ONE item of the bytes
   the client sent (``kushi.cluster.wire.run_to_wire``): no encoding, one
@@ -129,7 +129,7 @@ class BusFabric:
         self._sequence = 0                                # of the messages this node sent on
         self._ids: dict[int, tuple[Publish, MessageId]] = {}   # id(message) -> (message, its id)
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
-        self.keep_ids = False   # set by the hand-over while forwarders are here (see message_id)
+        self.keep_ids = False   # set by the hand-over while forwarders or windows are here
         self.sessions.barrier = self.barrier
         bus.on(PUBLISH, self._on_publish)
         bus.on(PUBLISH_RUN, self._on_publish_run)
@@ -336,22 +336,23 @@ class BusFabric:
 
     def _deliver(self, sink: Sink, deliver: Callable[[Publish], None], message: Publish,
                  message_id: MessageId) -> None:
-        """Hand one message from another node to ``deliver``, each session getting it once."""
+        """Hand one message from another node to ``deliver``; its id stays known meanwhile
+        (``message_id``), and longer while ``keep_ids`` is set (a hand-over here)."""
         self._routing = (message, message_id)
         if self.keep_ids:
             self._remember_id(message, message_id)
         try:
-            if not self.sessions.windows:
-                deliver(message)
-                return
-            # a session arriving here may have had this message forwarded already
-            had_it = self.sessions.arrived(message_id, message.topic)
-            if had_it:
-                self.sessions.deliver_skipping(had_it, deliver, message)
-            else:
-                deliver(message)
+            deliver(message)
         finally:
             self._routing = None
+
+    def known_id(self, message: Publish) -> MessageId | None:
+        """The bus id of ``message`` if it came from another node and is known here now."""
+        routing = self._routing
+        if routing is not None and routing[0] is message:
+            return routing[1]
+        known = self._ids.get(id(message)) if self._ids else None
+        return known[1] if known is not None and known[0] is message else None
 
     def _on_interest_added(self, sender: str, payload: bytes) -> None:
         self._add_interest(sender, payload.decode())

@@ -24,11 +24,14 @@ message's bus id, so B delivers the first and drops the others: B keeps, per
 arriving session, a *window* of the ids it got (``SessionLink.windows``),
 from the takeover until B has heard "forwarding ended" and then passed a
 barrier of its own (the direct copy of anything A forwarded was sent before
-its sender answered A's barrier, so before it answers B's). A direct copy to
-drop is kept from c alone: the message is routed here with c's session out
-of sight for that one call (``deliver_skipping``); every other subscriber
-gets it. Fallback timers remove forwarders (``FORWARD_AT_MOST``) and windows
-(``WINDOW_AT_MOST``) whose hand-over never completed.
+its sender answered A's barrier, so before it answers B's). While a window
+is open, the broker's ``deliver`` is wrapped (``_deliver_once``): a message
+from another node given to c's session is checked against c's window when
+it is actually handed over, so it holds also when coroutine filters route it
+later (``kushi.worker.async_filters``); every other subscriber gets it as
+usual. Fallback timers remove forwarders (``FORWARD_AT_MOST``) and windows
+(``WINDOW_AT_MOST``) whose hand-over never completed. While either exists,
+the fabric keeps the ids of the messages it routes (``BusFabric.keep_ids``).
 
 Not covered: a message a worker sent to both A and B because of *another*
 subscriber on B, that reached A before the takeover (so it moved inside the
@@ -64,7 +67,9 @@ class HandOver:
         self._forwarders: dict[str, tuple[str, list[tuple[str, str]], asyncio.TimerHandle]] = {}
         fabric.sessions.on_handover_done = self.handover_done
         fabric.sessions.on_arriving = self._remove   # it comes back: forward nothing away
-        fabric.sessions.deliver_skipping = self.deliver_skipping
+        fabric.sessions.on_windows = self._watch_deliveries
+        # while _deliver_once wraps the broker's deliver: the instance's own one before, or False
+        self._plain_deliver: Any = None
 
     # ---- the worker that gave the session up -------------------------------------------
 
@@ -120,7 +125,7 @@ class HandOver:
         broker = self.server.broker
         for filter, key in forwarders:
             broker.remove_subscription(None, key, filter)
-        if not self._forwarders:
+        if not self._forwarders and not self.fabric.sessions.windows:
             self.fabric.forget_ids()
 
     # ---- the worker that took the session ----------------------------------------------
@@ -135,12 +140,34 @@ class HandOver:
         broker.deliver(session, message, qos, retain, identifiers, time.monotonic(), None)
         return True
 
-    def deliver_skipping(self, client_ids: list[str], deliver: Any, message: Publish) -> None:
-        """``deliver(message)`` with the sessions of ``client_ids`` out of the broker's sight:
-        they had this message already (forwarded), every other subscriber gets it."""
-        sessions = self.server.broker.sessions
-        hidden = {client_id: sessions.pop(client_id) for client_id in client_ids if client_id in sessions}
-        try:
-            deliver(message)
-        finally:
-            sessions.update(hidden)
+    def _watch_deliveries(self, windows_open: bool) -> None:
+        """Wrap the broker's ``deliver`` while sessions are in hand-over windows here."""
+        broker = self.server.broker
+        if broker is None:
+            return
+        if windows_open:
+            self.fabric.keep_ids = True
+            if self._plain_deliver is None:
+                self._plain_deliver = vars(broker).get("deliver", False)   # an instance's own, or none
+                broker.deliver = self._deliver_once
+            return
+        if self._plain_deliver is not None:
+            if self._plain_deliver is False:
+                del broker.deliver   # the class's method again
+            else:
+                broker.deliver = self._plain_deliver
+            self._plain_deliver = None
+        if not self._forwarders:
+            self.fabric.forget_ids()
+
+    def _deliver_once(self, session: Any, message: Publish, *rest: Any) -> None:
+        """The broker's ``deliver``, skipping a message from another node that this session in a
+        window had already (forwarded by its previous holder)."""
+        message_id = self.fabric.known_id(message)
+        if (message_id is None or message_id[0] == self.fabric.node
+                or self.fabric.sessions.first_delivery(session, message_id)):
+            plain = self._plain_deliver
+            if plain:
+                plain(session, message, *rest)
+            else:
+                type(self.server.broker).deliver(self.server.broker, session, message, *rest)

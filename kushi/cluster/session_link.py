@@ -17,8 +17,11 @@ Used by ``kushi.cluster.session_hook`` (on the CONNECT path) and
   answered a barrier after that, a message can reach the arrived session
   twice, forwarded and directly. A window remembers the ids
   (``kushi.cluster.wire.MessageId``) of the messages the session got in that
-  time, from either path, and each later copy is dropped: ``arrived`` for
-  the direct path (the fabric), the forwarded path here. The window and its
+  time, from either path, and each later copy is dropped: the forwarded
+  path here; the direct path where the broker hands the message to the
+  session (``first_delivery``, see ``kushi.cluster.handover``), or, for a
+  message published on this worker, when it goes on the bus (``arrived``).
+  The window and its
   ids are forgotten when it closes (at the latest ``WINDOW_AT_MOST`` after).
 - ``session_ended`` / ``will_cleared``: keep the directory up to date.
 
@@ -103,10 +106,8 @@ class SessionLink:
         self.directory = directory
         self.sink: Any = None
         self.on_handover_done: Callable[[str], Awaitable[None]] | None = None
-        # set by the worker's HandOver: deliver_skipping(client ids, deliver, message) routes
-        # a message here without giving it to those clients
-        self.deliver_skipping: Callable[[list[str], Callable[[Publish], None], Publish], None] = \
-            _deliver_to_all
+        # set by the worker's HandOver: called when the first window opens (True), the last closes
+        self.on_windows: Callable[[bool], None] | None = None
         self.on_arriving: Callable[[str], None] | None = None   # a session is being brought here
         self.barrier: Callable[[], Awaitable[None]] | None = None   # the fabric's
         self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
@@ -147,6 +148,8 @@ class SessionLink:
             self.on_arriving(client_id)
         self._close_window(client_id)
         window = self.windows[client_id] = _Window()   # forwarded messages may come from now on
+        if len(self.windows) == 1 and self.on_windows is not None:
+            self.on_windows(True)
         try:
             body = await self.bus.request(previous, TAKEOVER, client_id.encode(),
                                           timeout=TAKEOVER_TIMEOUT)
@@ -265,20 +268,25 @@ class SessionLink:
         for item in early:
             self._deliver_forwarded(client_id, window, item)
 
-    def arrived(self, message_id: MessageId, topic: str) -> list[str]:
-        """A message routed here now (received here, or sent by another node): which sessions
-        in a window get it here and had it already (they must be skipped); the others are
-        noted as having it."""
-        had_it = []
-        for client_id, window in self.windows.items():
-            if window.session is None or not window.gets(topic):
-                continue
-            if message_id in window.delivered:
-                self.stats.duplicates_dropped += 1
-                had_it.append(client_id)
-            else:
+    def arrived(self, message_id: MessageId, topic: str) -> None:
+        """A message published here was routed to the local subscribers (before ``forward``
+        numbered it, so the delivery could not tell): the sessions in a window it reached
+        have it now."""
+        for window in self.windows.values():
+            if window.session is not None and window.gets(topic):
                 window.delivered.add(message_id)
-        return had_it
+
+    def first_delivery(self, session: Any, message_id: MessageId) -> bool:
+        """``session`` is being given the message ``message_id`` routed here from another
+        node: False if it had it already (forwarded) and must be skipped."""
+        window = self.windows.get(session.client_id)
+        if window is None or window.session is not session:
+            return True
+        if message_id in window.delivered:
+            self.stats.duplicates_dropped += 1
+            return False
+        window.delivered.add(message_id)
+        return True
 
     def handover_done(self, previous: str, client_id: str) -> None:
         """Tell ``previous`` that ``client_id``'s interest here is known everywhere."""
@@ -315,6 +323,8 @@ class SessionLink:
         del self.windows[client_id]
         if current.timer is not None:
             current.timer.cancel()
+        if not self.windows and self.on_windows is not None:
+            self.on_windows(False)
 
     def session_ended(self, client_id: str) -> None:
         """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""
@@ -325,7 +335,3 @@ class SessionLink:
         """The will of ``client_id`` was sent, or must not be: the directory forgets its copy."""
         self.bus.send(self.directory, WILL_CLEARED, client_id.encode())
 
-
-def _deliver_to_all(skip: list[str], deliver: Callable[[Publish], None], message: Publish) -> None:
-    """Without a broker that can skip clients (a node with no sessions), deliver as usual."""
-    deliver(message)

@@ -38,6 +38,13 @@ def sample_session(now: float) -> Session:
     return session
 
 
+async def directory_and_two_workers(cluster: Cluster):
+    """The supervisor's directory and workers w1, w2: their (bus, fabric, sink)."""
+    sup_bus, _, _ = await cluster.add("sup", -1)
+    DirectoryNode(sup_bus, lambda message: None)
+    return await cluster.add("w1", 1), await cluster.add("w2", 2)
+
+
 def test_session_state_survives_the_transfer() -> None:
     """Everything a resumed session needs moves: subscriptions, inflight, queue, QoS 2 ids, will, expiry."""
     sent = sample_session(1000.0)
@@ -69,10 +76,7 @@ def test_directory_later_claim_wins_and_release_of_an_older_claim_is_ignored() -
 def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> None:
     """[invariant 2] w2's claim makes w1 give the session up; w2 gets it back whole."""
     async def scenario(cluster: Cluster) -> None:
-        sup_bus, sup, _ = await cluster.add("sup", -1)
-        DirectoryNode(sup_bus, lambda message: None)
-        _, w1, sink1 = await cluster.add("w1", 1)
-        _, w2, sink2 = await cluster.add("w2", 2)
+        (_, w1, sink1), (_, w2, sink2) = await directory_and_two_workers(cluster)
         assert await w1.sessions.claim("c1", clean_start=False) is None   # nobody held it
         sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
         taken = await w2.sessions.claim("c1", clean_start=False)
@@ -90,10 +94,7 @@ def test_claims_made_together_go_in_few_requests_and_each_gets_its_own_answer() 
     """A storm of CONNECTs: the claims made while one is answered wait and go as one request
     (not one each), in order; each claimer gets its own answer (a takeover included)."""
     async def scenario(cluster: Cluster) -> None:
-        sup_bus, sup, _ = await cluster.add("sup", -1)
-        DirectoryNode(sup_bus, lambda message: None)
-        w1_bus, w1, _ = await cluster.add("w1", 1)
-        _, w2, sink2 = await cluster.add("w2", 2)
+        (w1_bus, w1, _), (_, w2, sink2) = await directory_and_two_workers(cluster)
         await w2.sessions.claim("moved", clean_start=True)
         before = w1_bus.stats.requests_sent
         names = [f"c{n}" for n in range(20)] + ["moved"]
@@ -134,22 +135,20 @@ def test_an_arriving_session_gets_each_message_once_and_its_window_is_forgotten(
     """[invariant 1] During a hand-over w2 gets a message forwarded by w1 and directly, in either
     order: the session gets it once. Once w1 has stopped forwarding, the window (and its ids) goes."""
     async def scenario(cluster: Cluster) -> None:
-        sup_bus, sup, _ = await cluster.add("sup", -1)
-        DirectoryNode(sup_bus, lambda message: None)
-        _, w1, sink1 = await cluster.add("w1", 1)
-        _, w2, sink2 = await cluster.add("w2", 2)
+        (_, w1, sink1), (_, w2, sink2) = await directory_and_two_workers(cluster)
         await w1.sessions.claim("c1", clean_start=False)
         sink1.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
-        await w2.sessions.claim("c1", clean_start=False)
-        assert set(w2.sessions.windows) == {"c1"}
+        taken = await w2.sessions.claim("c1", clean_start=False)
+        assert taken is not None and set(w2.sessions.windows) == {"c1"}
+        arrived = taken.session
         first, second = Publish("a/1", b"first", qos=2), Publish("a/2", b"second", qos=2)
         w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 1), first)
         w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 1), first)   # a second forwarder
         await until(lambda: len(sink2.to_sessions) == 1)
-        assert w2.sessions.arrived(("w0", 1), "a/1") == ["c1"]   # its direct copy: skip c1
-        assert w2.sessions.arrived(("w0", 2), "a/2") == []       # direct first this time ...
+        assert not w2.sessions.first_delivery(arrived, ("w0", 1))   # its direct copy: skipped
+        assert w2.sessions.first_delivery(arrived, ("w0", 2))       # direct first this time ...
         w1.sessions.forward_to_client("w2", "c1", 2, False, (), ("w0", 2), second)  # ... then forwarded
-        assert w2.sessions.arrived(("w0", 3), "other/topic") == []   # not c1's: not remembered
+        assert w2.sessions.first_delivery(sample_session(0.0), ("w0", 1))   # another session: not its
         await asyncio.wait_for(w1.barrier(), DEADLINE)
         assert [bytes(m.payload) for _, m in sink2.to_sessions] == [b"first"]
         assert w2.sessions.stats.duplicates_dropped == 3
