@@ -77,7 +77,7 @@ BARRIER_ACK = "bar-ack"
 PUBLISH_SHARED = "pub-share" # a message for one member of a shared group on the recipient
 TARGET_CACHE_SIZE = 10_000  # topics whose interested nodes are remembered (cleared on any change)
 TOMBSTONE_LIMIT = 10_000     # clears remembered for ordering before the oldest are forgotten
-ID_MEMORY = 4096             # message ids kept by message identity (see BusFabric.message_id)
+ID_MEMORY = 16_384           # message ids kept by message identity (see BusFabric.message_id)
 
 
 class Sink(Protocol):
@@ -130,6 +130,7 @@ class BusFabric:
         self._ids: dict[int, tuple[Publish, MessageId]] = {}   # id(message) -> (message, its id)
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
         self.keep_ids = False   # set by the hand-over while forwarders or windows are here
+        self._always_keep_ids = False   # the broker routes later than it is handed a message
         self.sessions.barrier = self.barrier
         bus.on(PUBLISH, self._on_publish)
         bus.on(PUBLISH_RUN, self._on_publish_run)
@@ -261,9 +262,15 @@ class BusFabric:
         ids[id(message)] = (message, message_id)
 
     def forget_ids(self) -> None:
-        """The hand-over's forwarders are gone: no id needs keeping."""
-        self.keep_ids = False
-        self._ids.clear()
+        """The hand-over's forwarders and windows are gone: no id needs keeping (unless always)."""
+        if not self._always_keep_ids:
+            self.keep_ids = False
+            self._ids.clear()
+
+    def keep_ids_always(self) -> None:
+        """The broker routes a message in a task, later than ``forward`` or the remote delivery
+        call (coroutine filters): a hand-over starting meanwhile must still find its id."""
+        self._always_keep_ids = self.keep_ids = True
 
     def retained_changed(self, message: Publish) -> None:
         """A retained set/clear made here: order it after everything seen, tell every node."""

@@ -31,7 +31,8 @@ it is actually handed over, so it holds also when coroutine filters route it
 later (``kushi.worker.async_filters``); every other subscriber gets it as
 usual. Fallback timers remove forwarders (``FORWARD_AT_MOST``) and windows
 (``WINDOW_AT_MOST``) whose hand-over never completed. While either exists,
-the fabric keeps the ids of the messages it routes (``BusFabric.keep_ids``).
+the fabric keeps the ids of the messages it routes (``BusFabric.keep_ids``);
+always, with coroutine filters.
 
 Not covered: a message a worker sent to both A and B because of *another*
 subscriber on B, that reached A before the takeover (so it moved inside the
@@ -55,6 +56,7 @@ from .fabric import BusFabric
 log = logging.getLogger("kushi.cluster")
 
 FORWARD_AT_MOST = 30.0       # seconds a forwarder lives if the hand-over never completes
+SETTLE_AT_MOST = 10.0        # seconds a hand-over waits for coroutine filters to route what came
 
 
 class HandOver:
@@ -70,6 +72,9 @@ class HandOver:
         fabric.sessions.on_windows = self._watch_deliveries
         # while _deliver_once wraps the broker's deliver: the instance's own one before, or False
         self._plain_deliver: Any = None
+        # coroutine filters make the broker route in a task, after the message went on
+        server.hooks.when_awaiting(fabric.keep_ids_always)
+        fabric.sessions.routed = self.routed
 
     # ---- the worker that gave the session up -------------------------------------------
 
@@ -112,6 +117,7 @@ class HandOver:
         """The new holder is known everywhere: drain what is on its way to us, then stop forwarding."""
         entry = self._forwarders.get(client_id)
         await self.fabric.barrier()
+        await self.routed()
         if entry is not None and self._forwarders.get(client_id) is entry:   # not a newer move's
             self._remove(client_id)
             self.fabric.sessions.forwarding_ended(entry[0], client_id)
@@ -139,6 +145,20 @@ class HandOver:
             return False
         broker.deliver(session, message, qos, retain, identifiers, time.monotonic(), None)
         return True
+
+    async def routed(self) -> None:
+        """Until the broker has routed the messages it was handed before now.
+
+        At once, unless coroutine filters route them in tasks (``kushi.worker.async_filters``):
+        a barrier proves they have arrived, not that they went where they go.
+        """
+        settled = getattr(getattr(self.server.broker, "async_filters", None), "settled", None)
+        if settled is None:
+            return
+        try:
+            await asyncio.wait_for(settled(), SETTLE_AT_MOST)
+        except asyncio.TimeoutError:
+            log.warning("hand-over: messages still being routed after %.0f s; going on", SETTLE_AT_MOST)
 
     def _watch_deliveries(self, windows_open: bool) -> None:
         """Wrap the broker's ``deliver`` while sessions are in hand-over windows here."""

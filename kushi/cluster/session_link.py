@@ -110,6 +110,7 @@ class SessionLink:
         self.on_windows: Callable[[bool], None] | None = None
         self.on_arriving: Callable[[str], None] | None = None   # a session is being brought here
         self.barrier: Callable[[], Awaitable[None]] | None = None   # the fabric's
+        self.routed: Callable[[], Awaitable[None]] | None = None    # the HandOver's
         self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
         self.stats = HandOverStats()
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
@@ -313,6 +314,8 @@ class SessionLink:
     async def _close_after_barrier(self, client_id: str, window: _Window) -> None:
         assert self.barrier is not None
         await self.barrier()
+        if self.routed is not None:   # arrived is not yet routed, with coroutine filters
+            await self.routed()
         self._close_window(client_id, window)
 
     def _close_window(self, client_id: str, window: _Window | None = None) -> None:
