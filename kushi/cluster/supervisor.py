@@ -22,7 +22,8 @@ What it does, in order:
 
 Signals: SIGTERM graceful (workers close listeners, v5 clients get 0x8B,
 within ``grace`` seconds, then they are killed); SIGINT/SIGQUIT fast;
-SIGHUP forwarded (workers reload auth files in place); SIGTTIN adds a worker,
+SIGHUP reloads the configuration (options changed in place in every worker,
+see ``reload``) and the auth files (forwarded: each worker reloads its hooks); SIGTTIN adds a worker,
 SIGTTOU retires the newest (its clients get 0x9C, use another server).
 
 The supervisor is a node on the bus with its own fabric, so its inline
@@ -63,10 +64,14 @@ from .client_limit import CONNECTED_COUNTS
 from .directory_node import DirectoryNode
 from .fabric import BusFabric
 from .worker import (
-    CONTROL, EXIT_BOOT_FAILED, RETIRE, STATS, SUPERVISOR, WorkerSpec, node_name, worker_main,
+    CONTROL, EXIT_BOOT_FAILED, OPTIONS, RETIRE, STATS, SUPERVISOR, WorkerSpec, node_name, worker_main,
 )
 
 log = logging.getLogger("kushi")
+
+ReloadConfig = Callable[[], tuple[Options, "str | None", list[str]]]
+"""SIGHUP's source of truth: the options read again, the log level, and the names of the other
+settings that changed and wait for a restart (listeners, storage, ...). Raises ConfigurationError."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -118,8 +123,10 @@ class Supervisor:
                  hooks: Sequence[Hook | tuple[Hook, object | None]] = (), workers: int | None = None, *,
                  grace: float = DEFAULT_GRACE,
                  on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
-                 on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+                 on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+                 reload_config: ReloadConfig | None = None) -> None:
         self.options = options if options is not None else Options()
+        self.reload_config = reload_config   # SIGHUP: the configuration read again (see reload())
         self.workers_wanted = workers or self.options.workers or os.cpu_count() or 1
         # (hook, config) pairs: each worker calls add_hook(hook, config), so init(config) runs there
         self.hook_entries = [entry if isinstance(entry, tuple) else (entry, None) for entry in hooks]
@@ -393,9 +400,45 @@ class Supervisor:
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(signum, self.stop, signum)
-        loop.add_signal_handler(signal.SIGHUP, self._forward_signal, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTTIN, self.add_worker)
         loop.add_signal_handler(signal.SIGTTOU, self.retire_worker)
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration again and change the options in place in every worker
+        (and here, so a restarted worker starts with them); then every worker reloads its hooks'
+        files. No connection is dropped.
+
+        Options in ``RESTART_ONLY``, listeners and the other parts that need new processes
+        or sockets are logged as waiting for a restart. A configuration that cannot be read
+        keeps the one in use, with an error in the log.
+        """
+        if self.reload_config is not None:
+            try:
+                options, log_level, waiting = self.reload_config()
+            except ConfigurationError as exc:
+                log.error("SIGHUP: %s; the configuration in use is kept", exc)
+            else:
+                self._change_options(options, log_level, waiting)
+        self._forward_signal(signal.SIGHUP)
+
+    def _change_options(self, options: Options, log_level: str | None, waiting: list[str]) -> None:
+        in_place, restart = self.options.changes_to(options)
+        for name in [*restart, *waiting]:
+            log.warning("SIGHUP: %s changed; that takes effect at the next start", name)
+        level_changed = log_level is not None and logging.getLevelName(logging.getLogger().level) \
+            != log_level.upper()
+        if not in_place and not level_changed:
+            log.info("SIGHUP: no option changed")
+            return
+        self.options.change(in_place)
+        if level_changed:
+            logging.getLogger().setLevel(log_level.upper())
+        changes = ", ".join(f"{name}={value!r}" for name, value in in_place.items())
+        log.info("SIGHUP: changed %s", changes + (f" log_level={log_level}" if level_changed else ""))
+        if self.bus is not None:
+            self.bus.broadcast(OPTIONS, msgpack.packb({"options": in_place,
+                                                        "log_level": log_level if level_changed else None}))
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """SIGTERM: graceful (within ``grace`` seconds); SIGINT/SIGQUIT: fast."""
@@ -538,7 +581,8 @@ def _relabel_log_records(label: str) -> None:
 def run_cluster(options: Options, listeners: Sequence[Any], hooks: Sequence[Hook] = (),
                 workers: int | None = None, grace: float = DEFAULT_GRACE,
                 on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
-                on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
+                on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+                reload_config: ReloadConfig | None = None) -> int:
     """``kushi serve --workers N``: run the supervisor until it stops; returns the exit code.
 
     ``on_ready`` callbacks get the running Supervisor once every worker
@@ -546,12 +590,13 @@ def run_cluster(options: Options, listeners: Sequence[Any], hooks: Sequence[Hook
     $SYS (``supervisor.publish``); ``on_stop`` callbacks stop them.
     """
     return Supervisor(options, listeners, hooks, workers, grace=grace,
-                      on_ready=on_ready, on_stop=on_stop).run()
+                      on_ready=on_ready, on_stop=on_stop, reload_config=reload_config).run()
 
 
 def serve(config: Any, hooks: Sequence[Hook] | None = None,
           on_ready: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
-          on_stop: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
+          on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+          reload_config: ReloadConfig | None = None) -> int:
     """Entry point for ``kushi.ops.cli.run_workers``: a ServeConfig (duck-typed) -> exit code.
 
     The auth hooks are built by the CLI (``build_auth_hooks``); refusing to run
@@ -564,4 +609,4 @@ def serve(config: Any, hooks: Sequence[Hook] | None = None,
             return EXIT_CONFIG
         hooks = ()
     return run_cluster(config.options, config.listeners, hooks, config.options.workers,
-                       on_ready=on_ready, on_stop=on_stop)
+                       on_ready=on_ready, on_stop=on_stop, reload_config=reload_config)

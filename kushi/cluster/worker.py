@@ -74,6 +74,7 @@ USE_ANOTHER_SERVER = 0x9C
 SERVER_SHUTTING_DOWN = 0x8B
 BOOT_TIMEOUT = 120.0         # how long a worker waits for the others to sync
 RETIRE_GRACE = 10.0          # how long a retiring worker waits for its sessions to be taken over
+OPTIONS = "options"          # bus kind: options changed by a SIGHUP reload, for every worker
 STATS = "stats"              # bus kind: a worker's statistics snapshot, for the supervisor
 STATS_INTERVAL = 1.0         # seconds between two snapshots
 
@@ -169,6 +170,7 @@ class WorkerProcess:
         self.bus.on(CONTROL, self._on_control)
         self.bus.on_peer_left.append(self._on_peer_left)
         self.bus.on(SYS_INFO, self._on_sys_info)
+        self.bus.on(OPTIONS, self._on_options)
         IntrospectionService(self.bus, self.server)   # the supervisor's clients(), client(id)...
         self.client_limit: ClusterClientLimit | None = None
         if spec.options.max_clients:
@@ -280,6 +282,16 @@ class WorkerProcess:
     def _on_connected_counts(self, sender: str, payload: bytes) -> None:
         if self.client_limit is not None:
             self.client_limit.counts_received(msgpack.unpackb(payload))
+
+    def _on_options(self, sender: str, payload: bytes) -> None:
+        """The supervisor's SIGHUP reload: options (and the log level) changed in place."""
+        change = msgpack.unpackb(payload)
+        self.server.options.change(change["options"])
+        if change["log_level"]:
+            logging.getLogger().setLevel(change["log_level"].upper())
+        log.info("SIGHUP: options changed: %s", ", ".join(
+            [f"{name}={value!r}" for name, value in change["options"].items()]
+            + ([f"log_level={change['log_level']}"] if change["log_level"] else [])))
 
     def _on_control(self, sender: str, payload: bytes) -> None:
         if payload == RETIRE:

@@ -18,8 +18,9 @@ worker takes the same path) and serves /metrics, /healthz and $SYS itself.
 Signals: SIGTERM stops gracefully (listeners close first, v5 clients get
 DISCONNECT 0x8B "server shutting down", with ``--storage`` every session is
 saved); SIGINT and SIGQUIT stop at once;
-SIGHUP reloads the password, ACL and ledger files in place in every worker
-without dropping a connection; SIGTTIN/SIGTTOU add or retire a worker.
+SIGHUP reads the config file (and the flags) again and changes the options in
+place in every worker, and reloads the password, ACL and ledger files, without
+dropping a connection; SIGTTIN/SIGTTOU add or retire a worker.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ import signal
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import ConfigurationError
 from ..hooks.base import Hook
 from . import bench
 from .config import (
     DEFAULT_HTTP, LISTENER_KINDS, AuthFiles, ListenerConfig, ServeConfig, listener_kind,
-    load_config_file, parse_address,
+    load_config_file, parse_address, reload_changes,
 )
 from .logging import LEVELS, configure_logging
 from .metrics import MetricsServer
@@ -116,15 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return args.handler(args)
-    try:
+    def read_config() -> ServeConfig:
         config = load_config_file(args.config) if args.config else ServeConfig()
-        config = apply_flags(config, args)
+        return apply_flags(config, args)
+
+    try:
+        config = read_config()
     except ConfigurationError as exc:
         print(f"kushi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_level, worker_id="sup")
-    try:
-        return run_workers(config)
+    try:   # SIGHUP: the file and the flags read again, compared with what runs
+        return run_workers(config, reload_config=lambda: reload_changes(config, read_config()))
     except ConfigurationError as exc:   # e.g. an auth file that cannot be read
         log.error("%s", exc)
         return EXIT_USAGE
@@ -200,7 +204,7 @@ def _listener_from_flag(kind: str, cls: type, listener_id: str, address: str,
     return cls(listener_id, address)
 
 
-def run_workers(config: ServeConfig) -> int:
+def run_workers(config: ServeConfig, reload_config: Callable[[], Any] | None = None) -> int:
     """Run the broker as ``config.options.workers`` processes under the supervisor; the exit code.
 
     One worker takes the same path as several (issue 3): the supervisor forks
@@ -216,7 +220,8 @@ def run_workers(config: ServeConfig) -> int:
         return EXIT_USAGE
     services = SupervisorServices(config)
     hooks = build_auth_hooks(config.auth) + build_storage_hooks(config.storage)
-    code = int(supervisor.serve(config, hooks, on_ready=[services.start], on_stop=[services.stop]))
+    code = int(supervisor.serve(config, hooks, on_ready=[services.start], on_stop=[services.stop],
+                                reload_config=reload_config))
     log.info("stopped")
     return code
 

@@ -112,6 +112,20 @@ class ServeConfig:
     log_level: str = "info"
 
 
+def reload_changes(running: ServeConfig, new: ServeConfig) -> tuple[Options, str, list[str]]:
+    """What a SIGHUP reload hands the supervisor: the new options, the log level, and the names
+    of the other parts that changed but need new sockets or processes (a restart).
+
+    The auth files are not in the list: the hooks re-read the same paths on SIGHUP. A changed
+    path is a restart, as the hooks were built with the old one.
+    """
+    waiting = [name for name in ("listeners", "http", "storage")
+               if getattr(running, name) != getattr(new, name)]
+    waiting += [f"auth.{name}" for name in ("password_file", "acl_file", "ledger", "allow_anonymous")
+                if getattr(running.auth, name) != getattr(new.auth, name)]
+    return new.options, new.log_level, waiting
+
+
 def load_config_file(path: str | Path) -> ServeConfig:
     """Read a YAML config file; raises ConfigurationError if it is unreadable or wrong."""
     try:

@@ -8,9 +8,14 @@ buffers, connections.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..errors import ConfigurationError
+
+
+RESTART_ONLY = frozenset({"workers", "inline_client", "sys_interval", "maximum_packet_size"})
+"""Options a running server cannot change in place (SIGHUP): the number of processes, what
+the supervisor started, and the packet size the WebSocket listeners were opened with."""
 
 
 @dataclass
@@ -63,3 +68,28 @@ class Options:
             raise ConfigurationError(f"option server_keep_alive={self.server_keep_alive!r} is outside 0..65535")
         if self.connect_timeout <= 0:
             raise ConfigurationError("option connect_timeout must be positive")
+
+    def changes_to(self, new: Options) -> tuple[dict[str, object], list[str]]:
+        """What a reload from ``self`` to ``new`` changes: (the fields that change in place, with
+        their new values; the names of changed fields that wait for a restart).
+
+        In place is enough because the broker reads its options when it uses them: a new
+        limit applies from the next CONNECT, message or session on, and no connection drops.
+        """
+        in_place: dict[str, object] = {}
+        restart: list[str] = []
+        for field in fields(self):
+            value = getattr(new, field.name)
+            if value != getattr(self, field.name):
+                if field.name in RESTART_ONLY:
+                    restart.append(field.name)
+                else:
+                    in_place[field.name] = value
+        return in_place, restart
+
+    def change(self, values: dict[str, object]) -> None:
+        """Set fields in place (values checked by building the new Options first)."""
+        for name, value in values.items():
+            if name in RESTART_ONLY or not hasattr(self, name):
+                raise ConfigurationError(f"option {name} cannot change while the server runs")
+            setattr(self, name, value)

@@ -180,3 +180,16 @@ def test_storage_section_errors_name_the_key(storage: dict, words: list[str]) ->
         parse_config({"storage": storage})
     for word in words:
         assert word in str(error.value)
+
+
+def test_reload_changes_name_what_waits_for_a_restart() -> None:
+    """SIGHUP: options go to the workers; listeners, http, storage and auth paths wait for a restart."""
+    from kushi.ops.config import AuthFiles, ServeConfig, StorageConfig, reload_changes
+
+    running = ServeConfig()
+    new = ServeConfig(http=None, storage=StorageConfig(path="k.db"),
+                      auth=AuthFiles(password_file="passwd"), log_level="debug")
+    options, log_level, waiting = reload_changes(running, new)
+    assert options is new.options and log_level == "debug"
+    assert waiting == ["http", "storage", "auth.password_file"]
+    assert reload_changes(running, ServeConfig())[2] == []
