@@ -14,12 +14,16 @@ import random
 import threading
 from typing import Any
 
+import pytest
+
 import kushi
 from kushi.hooks.base import PublishRejected
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
     Publish, Puback, Pubrec, Suback, Subscribe, Subscription, Unsubscribe, Will,
 )
+from kushi.worker.async_filters import DELIVERY_BACKLOG
+from support.rawclient import NoPacket
 from support.waiting import let_time_pass, wait_until
 
 
@@ -470,3 +474,40 @@ def test_an_async_acl_that_raises_on_a_publish_ends_that_connection_as_a_plain_o
     assert client.recv_packet() == Puback(1)
     client.expect_disconnect(0x83)
     paho.connected(running, "other").publish("fine", b"", qos=1)   # the worker goes on
+
+
+class ReadGate(kushi.Hook):
+    """The read ACL of each delivery on "flood/x" waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+        if topic == "flood/x" and not write:
+            await self.opened.wait()
+        return True
+
+
+def test_messages_waiting_for_their_read_acl_stop_the_publisher_at_the_backlog(make_broker, raw) -> None:
+    gate = ReadGate()
+    running = make_broker(hooks=[gate])
+    subscriber = raw(running)
+    subscriber.connect_ok("sub")
+    subscriber.send(Subscribe(1, (Subscription("flood/#", 1),)))
+    assert subscriber.recv_packet() == Suback(1, (1,))
+    publisher = raw(running)
+    publisher.connect_ok("pub")
+    count = DELIVERY_BACKLOG + 500
+    _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(count)])
+    assert _acks(publisher, DELIVERY_BACKLOG) == [Puback(n + 1) for n in range(DELIVERY_BACKLOG)]
+    with pytest.raises(NoPacket):                              # the rest waits for room
+        publisher.recv_packet(timeout=0.5)
+
+    running.loop.call_soon_threadsafe(gate.opened.set)
+    assert _acks(publisher, 500) == [Puback(n + 1) for n in range(DELIVERY_BACKLOG, count)]
+    received = []
+    for _ in range(count):
+        message = subscriber.recv_packet()
+        received.append(int(message.payload))
+        subscriber.send(Puback(message.packet_id))
+    assert received == list(range(count))
