@@ -48,8 +48,8 @@ and ``deliver_shared`` go straight to the broker (nothing to await at delivery),
 unless messages of the same source are still queued.
 
 What is not awaited: ``on_packet_encode`` (refused as a coroutine, docs/hooks.md).
-The bus and the inline client are not slowed down by the delivery backlog (the
-bus cannot be paused); the publishers' own pipelines are.
+The bus is not slowed down by the delivery backlog (it cannot be paused); the
+publishers' own pipelines are, and the inline client may wait for ``room()``.
 """
 
 from __future__ import annotations
@@ -117,6 +117,12 @@ class AsyncFilters:
         broker.publish_will = self.publish_will          # type: ignore[method-assign]
         broker.async_filters = self
 
+    async def room(self) -> None:
+        """Wait while ``DELIVERY_BACKLOG`` messages wait for their delivery-time filters (the
+        inline client's ``publish`` awaits it, as a connection's pipeline does)."""
+        if self.backlog >= DELIVERY_BACKLOG:
+            await self._room.wait()
+
     # ---- a connection's packets ---------------------------------------------------------
     def handle_packets(self, conn: MQTTConnection, packets: list[Any], now: float) -> None:
         """Queue a read's packets for the connection's task; stop reading while they wait."""
@@ -151,8 +157,7 @@ class AsyncFilters:
                     held[conn].extend(queue)
                     queue.clear()
                     return
-                if self.backlog >= DELIVERY_BACKLOG:
-                    await self._room.wait()
+                await self.room()
         except KushiError as error:
             conn.fail(error)
         except Exception:  # as data_received: this connection ends, the worker goes on
