@@ -111,6 +111,8 @@ class AsyncFilters:
         self.backlog = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._leaving: dict[int, list[asyncio.Future[None]]] = {}   # id(queued item) -> settled()
+        self._wills: set[asyncio.Future[None]] = set()              # each done once its will is routed
         broker.handle_packets = self.handle_packets      # type: ignore[method-assign]
         broker.route = self.route                        # type: ignore[method-assign]
         broker.deliver_shared = self.deliver_shared      # type: ignore[method-assign]
@@ -122,6 +124,32 @@ class AsyncFilters:
         inline client's ``publish`` awaits it, as a connection's pipeline does)."""
         if self.backlog >= DELIVERY_BACKLOG:
             await self._room.wait()
+
+    def settled(self) -> asyncio.Future[None]:
+        """A future done once every message queued here before the call has been routed, and
+        every will being resolved then has gone out; messages queued later do not delay it.
+
+        A session hand-over between workers waits for it (kushi.cluster.handover): its bus
+        barrier proves that the messages arrived here, this that they went where they go.
+        """
+        waits = [self._leaves(queue[-1]) for queue in self._sources.values() if queue]
+        waits += self._wills
+        if waits:
+            return asyncio.gather(*waits)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _leaves(self, item: tuple[Any, ...]) -> asyncio.Future[None]:
+        """A future done when ``item`` has left its queue (handled, or dropped at close)."""
+        future = asyncio.get_running_loop().create_future()
+        self._leaving.setdefault(id(item), []).append(future)
+        return future
+
+    def _left(self, item: tuple[Any, ...]) -> None:
+        for future in self._leaving.pop(id(item), ()):
+            if not future.done():
+                future.set_result(None)
 
     # ---- a connection's packets ---------------------------------------------------------
     def handle_packets(self, conn: MQTTConnection, packets: list[Any], now: float) -> None:
@@ -344,13 +372,17 @@ class AsyncFilters:
                     raise
                 except Exception:  # one message failed; the source's next ones still go
                     log.exception("delivery of a message from %s failed", source)
-                queue.popleft()
+                item = queue.popleft()
+                if self._leaving:
+                    self._left(item)
                 self.backlog -= 1
                 if self.backlog < DELIVERY_BACKLOG:
                     self._room.set()
         finally:
             self.backlog -= len(queue)
             del self._sources[source]
+            for item in queue:   # dropped (the server closes): nobody waits for them any more
+                self._left(item)
             if self.backlog < DELIVERY_BACKLOG:
                 self._room.set()
 
@@ -414,19 +446,36 @@ class AsyncFilters:
         session.will_due_at = None
         if will is None:
             return
-        self.broker.spawn(self._resolve_will(_WillOf(session.client_id, will), client, now))
+        routed = asyncio.get_running_loop().create_future()   # for settled()
+        self._wills.add(routed)
+        self.broker.spawn(self._resolve_will(_WillOf(session.client_id, will), client, now, routed))
 
-    async def _resolve_will(self, taken: _WillOf, client: Any, now: float) -> None:
+    async def _resolve_will(self, taken: _WillOf, client: Any, now: float,
+                            routed: asyncio.Future[None]) -> None:
         hooks = self.hooks
         answers: dict[Any, Any] = {}
         will = taken.will
-        if hooks.provides("on_will"):
-            will = await self._chain(answers, "on_will", client, will)
-            if will is None:
-                log.error("on_will failed for %r: the will is not published", taken.client_id,
-                          exc_info=answers["on_will"][1])
-                return
-        if hooks.provides("on_acl_check"):
-            await self._acl(answers, client, will.topic, True)
-        with hooks.answering(answers):
-            self._publish_will(taken, client, now)
+        queued = None
+        try:
+            if hooks.provides("on_will"):
+                will = await self._chain(answers, "on_will", client, will)
+                if will is None:
+                    log.error("on_will failed for %r: the will is not published", taken.client_id,
+                              exc_info=answers["on_will"][1])
+                    return
+            if hooks.provides("on_acl_check"):
+                await self._acl(answers, client, will.topic, True)
+            source = ("client", taken.client_id)
+            before = self._sources.get(source)
+            last = before[-1] if before else None
+            with hooks.answering(answers):
+                self._publish_will(taken, client, now)
+            after = self._sources.get(source)
+            if after and after[-1] is not last:
+                queued = after[-1]   # the will's message, waiting for its subscribers' ACL
+        finally:
+            self._wills.discard(routed)
+            if queued is None:
+                routed.set_result(None)
+            else:
+                self._leaves(queued).add_done_callback(lambda _: routed.set_result(None))

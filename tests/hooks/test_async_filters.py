@@ -511,3 +511,25 @@ def test_messages_waiting_for_their_read_acl_stop_the_publisher_at_the_backlog(m
         received.append(int(message.payload))
         subscriber.send(Puback(message.packet_id))
     assert received == list(range(count))
+
+
+def test_settled_is_done_once_the_messages_queued_before_it_are_routed(make_broker, raw) -> None:
+    """What a session hand-over between workers waits for (kushi.cluster.handover)."""
+    gate = ReadGate()
+    running = make_broker(hooks=[gate])
+    subscriber = raw(running)
+    subscriber.connect_ok("sub")
+    subscriber.send(Subscribe(1, (Subscription("flood/#", 0),)))
+    assert subscriber.recv_packet() == Suback(1, (0,))
+    filters = running.server.broker.async_filters
+    assert running.sync(lambda: filters.settled().done()), "nothing queued: done at once"
+
+    publisher = raw(running)
+    publisher.connect_ok("pub")
+    _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(3)])
+    assert _acks(publisher, 3) == [Puback(1), Puback(2), Puback(3)]
+    settled = running.sync(filters.settled)
+    assert not settled.done()
+    running.loop.call_soon_threadsafe(gate.opened.set)
+    assert [subscriber.recv_packet().payload for _ in range(3)] == [b"0", b"1", b"2"]
+    wait_until(settled.done)
