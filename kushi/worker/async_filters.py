@@ -43,6 +43,9 @@ the hooks were added, and the broker's synchronous code reads the answers:
   ``on_will`` and the will's write ACL are awaited in a task, then the broker's
   own ``publish_will`` publishes it.
 
+``settled()`` is done once what is queued at the call has been routed: a session
+hand-over between workers waits for it (kushi.cluster.handover).
+
 When none of ``on_acl_check`` and ``on_select_subscribers`` is provided, ``route``
 and ``deliver_shared`` go straight to the broker (nothing to await at delivery),
 unless messages of the same source are still queued.
@@ -177,8 +180,10 @@ class AsyncFilters:
                 answers = await self._resolve_packet(conn, packet)
                 if conn.state is not State.CONNECTED:
                     break
+                now = monotonic()
+                conn.last_received = now   # keep alive: it was our hooks, not the client, that waited
                 with self.hooks.answering(answers):
-                    self._handle_packet(conn, packet, monotonic())
+                    self._handle_packet(conn, packet, now)
                 if conn in held:
                     # its SUBACK waits for the cluster (Subscriptions._hold_until): the rest waits
                     # behind it, reading stays paused, and the broker feeds the rest back here
