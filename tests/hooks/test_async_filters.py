@@ -533,3 +533,32 @@ def test_settled_is_done_once_the_messages_queued_before_it_are_routed(make_brok
     running.loop.call_soon_threadsafe(gate.opened.set)
     assert [subscriber.recv_packet().payload for _ in range(3)] == [b"0", b"1", b"2"]
     wait_until(settled.done)
+
+
+def test_sync_and_async_acl_hooks_are_asked_in_the_order_added_and_the_first_no_stops_it(
+        make_broker, raw) -> None:
+    asked: list[tuple[str, str]] = []
+
+    class SyncAllow(kushi.Hook):
+        def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+            asked.append(("sync", topic))
+            return True
+
+    class AsyncRefuseSecret(kushi.Hook):
+        async def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+            await _jitter()
+            asked.append(("async", topic))
+            return topic != "secret"
+
+    class SyncLast(kushi.Hook):
+        def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+            asked.append(("last", topic))
+            return True
+
+    running = make_broker(hooks=[SyncAllow(), AsyncRefuseSecret(), SyncLast()])
+    client = raw(running)
+    client.connect_ok("pub")
+    _publish_all(client, [Publish("secret", b"", 1, packet_id=1), Publish("open", b"", 1, packet_id=2)])
+    assert _acks(client, 2) == [Puback(1, 0x87), Puback(2)]
+    assert asked == [("sync", "secret"), ("async", "secret"),
+                     ("sync", "open"), ("async", "open"), ("last", "open")]
