@@ -6,7 +6,7 @@ keeps, per event, the list of callables that provide it. On the hot path the
 broker asks ``provides(event)`` (a set lookup) and calls the event only when
 some hook provides it, so an event nobody provides costs nothing more.
 
-The three kinds of events and how they run:
+The kinds of events and how they run:
 
 * **Filters** chain: the value one hook returns is passed to the next. A hook
   that returns ``None`` leaves the value unchanged (an easy mistake in a
@@ -103,7 +103,7 @@ class HookManager:
         """Add a hook; it provides every event its class overrides.
 
         Nothing of the hook is called here: ``config`` is kept for ``init_all()``.
-        Raises ``ConfigurationError`` if a message-path filter is a coroutine.
+        Raises ``ConfigurationError`` if ``on_packet_encode`` or a storage loader is a coroutine.
         """
         overridden = [
             event for event in sorted(EVENTS)
@@ -272,7 +272,7 @@ class HookManager:
                 reloaded = False
         return reloaded
 
-    # ---- how the three kinds of events run ----------------------------------
+    # ---- how filters and notifications run ----------------------------------
     def _chain(self, event: str, client: ClientInfo, value: Any) -> Any:
         """Pass ``value`` through every provider of a filter event, in order."""
         for provider in self._providers[event]:
