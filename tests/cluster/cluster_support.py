@@ -49,12 +49,15 @@ class KushiCluster:
     """``kushi serve --workers N`` as a child process, with its log lines at hand."""
 
     def __init__(self, workers: int, *extra: str, env: dict[str, str] | None = None,
-                 websocket: bool = False, http: bool = False) -> None:
+                 websocket: bool = False, http: bool = False, program: str | None = None) -> None:
         ws = ["--ws", "127.0.0.1:0"] if websocket else ["--no-ws"]
         metrics = ["--http", "127.0.0.1:0"] if http else ["--no-http"]
         args = ["serve", "--tcp", "127.0.0.1:0", *ws, *metrics, "--workers", str(workers), *extra]
+        command = [KUSHI]
+        if program is not None:   # a program embedding kushi.Server that logs as kushi serve does
+            args, command = list(extra), [sys.executable, program]
         self.workers = workers
-        self.serve = KushiProcess(args, command=[KUSHI], env=env)   # reads the log lines
+        self.serve = KushiProcess(args, command=command, env=env)   # reads the log lines
         self.process = self.serve.process
         self.host = ""
         self.port = 0
@@ -249,13 +252,15 @@ def raw_subscriber(cluster: KushiCluster, accept, filter: str, qos: int, client_
 
 
 def hop_while_streaming(config_dir: Path, topic: str, qos: int, client_id: str, count: int,
-                        read: Callable[[Any, bool], None], hops: int = 20) -> int:
+                        read: Callable[[Any, bool], None], hops: int = 20,
+                        program: str | None = None) -> int:
     """A persistent subscriber of ``topic`` reconnects ``hops`` times or more, each time onto
     another worker of a ``kushi serve --workers 3``, while a paho publisher streams ``count``
     messages (payloads "0", "1", ...) at ``qos``; returns the number of hops made.
 
     ``read(client, last)`` handles what the broker sends: on each hop for a moment
     (``last`` False), and at the end on a final connection until everything arrived.
+    ``program``: a program embedding the broker (3 workers, queues of 100,000) instead.
     """
     from kushi.protocol.packets import Connack, Disconnect
     from kushi.protocol.properties import Properties
@@ -264,7 +269,8 @@ def hop_while_streaming(config_dir: Path, topic: str, qos: int, client_id: str, 
     persistent = Properties(session_expiry_interval=300)
     config = config_dir / "kushi.yaml"
     config.write_text("options:\n  max_queued_messages: 100000\n")
-    cluster = KushiCluster(3, "--config", str(config))
+    cluster = KushiCluster(3, "--config", str(config)) if program is None else \
+        KushiCluster(3, program=program)
     publisher = None
     try:
         cluster.wait_ready()

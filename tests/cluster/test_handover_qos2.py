@@ -10,6 +10,7 @@ over the workers of a real ``kushi serve --workers 3`` while messages stream.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,27 @@ def test_qos2_subscriber_hopping_between_workers_gets_every_message_exactly_once
 
     hops = hop_while_streaming(tmp_path, "once/t", 2, "qos2-hopper", count, read)
     assert not receiver.awaiting_release, "PUBREL still owed after the last message"
+    missing = sorted(set(range(count)) - set(receiver.counted))
+    twice = sorted(value for value, times in receiver.counted.items() if times > 1)
+    assert not missing and not twice, (
+        f"after {hops} hops: {len(missing)} lost (e.g. {missing[:10]}), "
+        f"{len(twice)} delivered twice (e.g. {twice[:10]})")
+
+
+def test_qos2_exactly_once_across_hand_overs_when_a_coroutine_acl_routes_later(tmp_path) -> None:
+    """[invariant 1] The same with a coroutine ACL: each worker routes a message in a task, after
+    the bus call that brought it (kushi.worker.async_filters), and the new holder still skips
+    the copies its session had."""
+    count = 1500
+    receiver = Qos2Receiver()
+
+    def read(client, last: bool) -> None:
+        if last:
+            receiver.read(client, timeout=10, until=set(range(count)))
+        receiver.read(client, timeout=1 if last else 0.1)
+
+    hops = hop_while_streaming(tmp_path, "slow/t", 2, "slow-hopper", count, read,
+                               program=str(Path(__file__).with_name("async_acl_program.py")))
     missing = sorted(set(range(count)) - set(receiver.counted))
     twice = sorted(value for value, times in receiver.counted.items() if times > 1)
     assert not missing and not twice, (
