@@ -29,7 +29,9 @@ the hooks were added, and the broker's synchronous code reads the answers:
   message was routed (as the synchronous broker would); the task awaits
   ``on_select_subscribers`` over them and the read ACL of each selected one
   (concurrently), and of the members of matching shared groups, then calls the
-  broker's own ``route`` with the answers. So a publisher's messages reach each
+  broker's own ``route`` with the answers. Messages on one topic waiting together
+  share their ACL answers (``_run_at_head``), as ``Delivery.route_run`` shares
+  them for a run. So a publisher's messages reach each
   subscriber in the order sent, on every topic (ARCHITECTURE.md, invariant 1, asks
   it per topic), while a slow ACL for one publisher does not hold the others
   back. A subscriber with no answer (subscribed while the message waited) does
@@ -370,17 +372,23 @@ class AsyncFilters:
     async def _take_messages(self, source: tuple[str, ...], queue: deque[tuple[Any, ...]]) -> None:
         try:
             while queue:
-                resolve, *arguments = queue[0]
+                head = queue[0]
+                run = [head]
                 try:
-                    await resolve(*arguments)
+                    if head[0] == self._resolve_route:
+                        run = self._run_at_head(queue)
+                        await self._resolve_route(run)
+                    else:
+                        await head[0](*head[1:])
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # one message failed; the source's next ones still go
                     log.exception("delivery of a message from %s failed", source)
-                item = queue.popleft()
-                if self._leaving:
-                    self._left(item)
-                self.backlog -= 1
+                for _ in run:
+                    item = queue.popleft()
+                    if self._leaving:
+                        self._left(item)
+                self.backlog -= len(run)
                 if self.backlog < DELIVERY_BACKLOG:
                     self._room.set()
         finally:
@@ -391,21 +399,45 @@ class AsyncFilters:
             if self.backlog < DELIVERY_BACKLOG:
                 self._room.set()
 
-    async def _resolve_route(self, message: Publish, publisher_id: str | None, now: float,
-                             source_version: int | None, shared_groups: bool, match: Any) -> None:
+    def _run_at_head(self, queue: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The route item at the head of ``queue`` and those right behind it on the same topic
+        with the same subscribers: their read ACL answers are the same (the ACL judges a
+        client and a topic), so they are asked once, as ``Delivery.route_run`` does for a run.
+        One item when ``on_select_subscribers`` is provided: it judges each message."""
+        head = queue[0]
+        run = [head]
+        if self.hooks.provides("on_select_subscribers"):
+            return run
+        _, message, _, _, _, shared_groups, match = head
+        for index in range(1, len(queue)):
+            item = queue[index]
+            if (item[0] != head[0] or item[6] is not match or item[5] != shared_groups
+                    or item[1].topic != message.topic):
+                break
+            run.append(item)
+        return run
+
+    async def _resolve_route(self, run: list[tuple[Any, ...]]) -> None:
+        """Route the messages of ``run`` (route items of one topic) once their delivery-time
+        filters are known."""
         broker = self.broker
         hooks = self.hooks
         answers: dict[Any, Any] = {}
+        _, message, _, _, _, shared_groups, match = run[0]
         folds = broker.folds_of(message.topic, match)
         keys = [fold[0] for fold in folds if fold[4].callback is None]
-        if hooks.provides("on_select_subscribers"):
+        if hooks.provides("on_select_subscribers"):   # a run of one, then
             selected = await hooks.resolve_select({fold[0]: fold[4] for fold in folds}, message)
             answers["on_select_subscribers"] = selected
             keys = [key for key in keys if key in selected]
         if hooks.provides("on_acl_check"):
             await self._read_acl(answers, message, keys, shared_groups)
         with hooks.answering(answers):
-            self._route(message, publisher_id, now, source_version, shared_groups)
+            for _, message, publisher_id, now, source_version, shared_groups, _ in run:
+                try:
+                    self._route(message, publisher_id, now, source_version, shared_groups)
+                except Exception:  # this message failed; the run's next ones still go
+                    log.exception("delivery of a message on %r failed", message.topic)
 
     async def _resolve_shared(self, group: str, filter: str, message: Publish) -> None:
         answers: dict[Any, Any] = {}

@@ -562,3 +562,33 @@ def test_sync_and_async_acl_hooks_are_asked_in_the_order_added_and_the_first_no_
     assert _acks(client, 2) == [Puback(1, 0x87), Puback(2)]
     assert asked == [("sync", "secret"), ("async", "secret"),
                      ("sync", "open"), ("async", "open"), ("last", "open")]
+
+
+class CountingReadGate(ReadGate):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliveries_asked = 0
+
+    async def on_acl_check(self, client: Any, topic: str, write: bool) -> bool:
+        if topic == "flood/x" and not write:
+            self.deliveries_asked += 1
+        return await super().on_acl_check(client, topic, write)
+
+
+def test_messages_waiting_together_on_one_topic_ask_each_reader_s_acl_once(make_broker, raw) -> None:
+    """As the synchronous broker asks once per run (Delivery.route_run): the ACL judges a client
+    and a topic, not a message."""
+    gate = CountingReadGate()
+    running = make_broker(hooks=[gate])
+    subscriber = raw(running)
+    subscriber.connect_ok("sub")
+    subscriber.send(Subscribe(1, (Subscription("flood/#", 0),)))
+    assert subscriber.recv_packet() == Suback(1, (0,))
+    publisher = raw(running)
+    publisher.connect_ok("pub")
+    count = 50
+    _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(count)])
+    assert len(_acks(publisher, count)) == count
+    running.loop.call_soon_threadsafe(gate.opened.set)
+    assert [int(subscriber.recv_packet().payload) for _ in range(count)] == list(range(count))
+    assert 1 <= gate.deliveries_asked < count
