@@ -62,6 +62,16 @@ def _acks(client: Any, count: int) -> list[Any]:
     return [client.recv_packet() for _ in range(count)]
 
 
+def _payloads_acknowledged(subscriber: Any, count: int) -> list[int]:
+    """The next ``count`` QoS 1 messages' payloads as numbers, each one acknowledged."""
+    received = []
+    for _ in range(count):
+        message = subscriber.recv_packet()
+        received.append(int(message.payload))
+        subscriber.send(Puback(message.packet_id))
+    return received
+
+
 def _subscribed(paho: Any, running: Any, filter: str, *client_ids: str) -> list[Any]:
     """Connected paho clients, each subscribed to ``filter`` at QoS 1."""
     clients = [paho.connected(running, client_id) for client_id in client_ids]
@@ -282,12 +292,7 @@ def test_500_qos1_messages_keep_their_publisher_s_order_and_their_acks_too(make_
     _publish_all(publisher, [Publish(f"ordered/{n % 3}", str(n).encode(), 1, packet_id=n + 1)
                              for n in range(count)])
     assert _acks(publisher, count) == [Puback(n + 1, 0) for n in range(count)]
-    received = []
-    for _ in range(count):
-        message = subscriber.recv_packet()
-        received.append(int(message.payload))
-        subscriber.send(Puback(message.packet_id))
-    assert received == list(range(count))
+    assert _payloads_acknowledged(subscriber, count) == list(range(count))
 
 
 class Gate(kushi.Hook):
@@ -488,15 +493,21 @@ class ReadGate(kushi.Hook):
         return True
 
 
-def test_messages_waiting_for_their_read_acl_stop_the_publisher_at_the_backlog(make_broker, raw) -> None:
-    gate = ReadGate()
+def _flood_setup(make_broker: Any, raw: Any, gate: ReadGate, qos: int) -> tuple[Any, Any, Any]:
+    """A broker with ``gate``; a raw subscriber of "flood/#" at ``qos``; a raw publisher."""
     running = make_broker(hooks=[gate])
     subscriber = raw(running)
     subscriber.connect_ok("sub")
-    subscriber.send(Subscribe(1, (Subscription("flood/#", 1),)))
-    assert subscriber.recv_packet() == Suback(1, (1,))
+    subscriber.send(Subscribe(1, (Subscription("flood/#", qos),)))
+    assert subscriber.recv_packet() == Suback(1, (qos,))
     publisher = raw(running)
     publisher.connect_ok("pub")
+    return running, subscriber, publisher
+
+
+def test_messages_waiting_for_their_read_acl_stop_the_publisher_at_the_backlog(make_broker, raw) -> None:
+    gate = ReadGate()
+    running, subscriber, publisher = _flood_setup(make_broker, raw, gate, 1)
     count = DELIVERY_BACKLOG + 500
     _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(count)])
     assert _acks(publisher, DELIVERY_BACKLOG) == [Puback(n + 1) for n in range(DELIVERY_BACKLOG)]
@@ -505,27 +516,16 @@ def test_messages_waiting_for_their_read_acl_stop_the_publisher_at_the_backlog(m
 
     running.loop.call_soon_threadsafe(gate.opened.set)
     assert _acks(publisher, 500) == [Puback(n + 1) for n in range(DELIVERY_BACKLOG, count)]
-    received = []
-    for _ in range(count):
-        message = subscriber.recv_packet()
-        received.append(int(message.payload))
-        subscriber.send(Puback(message.packet_id))
-    assert received == list(range(count))
+    assert _payloads_acknowledged(subscriber, count) == list(range(count))
 
 
 def test_settled_is_done_once_the_messages_queued_before_it_are_routed(make_broker, raw) -> None:
     """What a session hand-over between workers waits for (kushi.cluster.handover)."""
     gate = ReadGate()
-    running = make_broker(hooks=[gate])
-    subscriber = raw(running)
-    subscriber.connect_ok("sub")
-    subscriber.send(Subscribe(1, (Subscription("flood/#", 0),)))
-    assert subscriber.recv_packet() == Suback(1, (0,))
+    running, subscriber, publisher = _flood_setup(make_broker, raw, gate, 0)
     filters = running.server.broker.async_filters
     assert running.sync(lambda: filters.settled().done()), "nothing queued: done at once"
 
-    publisher = raw(running)
-    publisher.connect_ok("pub")
     _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(3)])
     assert _acks(publisher, 3) == [Puback(1), Puback(2), Puback(3)]
     settled = running.sync(filters.settled)
@@ -579,13 +579,7 @@ def test_messages_waiting_together_on_one_topic_ask_each_reader_s_acl_once(make_
     """As the synchronous broker asks once per run (Delivery.route_run): the ACL judges a client
     and a topic, not a message."""
     gate = CountingReadGate()
-    running = make_broker(hooks=[gate])
-    subscriber = raw(running)
-    subscriber.connect_ok("sub")
-    subscriber.send(Subscribe(1, (Subscription("flood/#", 0),)))
-    assert subscriber.recv_packet() == Suback(1, (0,))
-    publisher = raw(running)
-    publisher.connect_ok("pub")
+    running, subscriber, publisher = _flood_setup(make_broker, raw, gate, 0)
     count = 50
     _publish_all(publisher, [Publish("flood/x", str(n).encode(), 1, packet_id=n + 1) for n in range(count)])
     assert len(_acks(publisher, count)) == count
