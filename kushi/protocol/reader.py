@@ -21,6 +21,10 @@ large payload is not copied in Python between the socket and its subscribers.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from dataclasses import replace
+
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
 from .codec import PubackBuilder, PublishBuilder, decode_at, decode_publish
@@ -34,6 +38,23 @@ DEFAULT_MAX_PACKET_SIZE = 268_435_460
 
 LARGE_PUBLISH = 4096
 """From this size on, a PUBLISH's ``raw`` and ``payload`` are memoryviews of the bytes read."""
+
+IN_PLACE_MAX = 1_048_576
+"""The largest PUBLISH received in place (``get_buffer``); it also bounds the landing buffer a
+connection keeps once it has sent large packets."""
+
+LANDING_POOL = 24
+"""Landing buffers a connection keeps for reuse once their packets are let go of (more than a
+publisher's usual window of QoS 1 messages in flight, so the oldest is free when asked) ..."""
+
+LANDING_POOL_BYTES = 1_048_576
+"""... and at most this many bytes of them (at least two buffers)."""
+
+READ_SIZE = 65_536
+"""The size of the scratch buffer ``get_buffer`` offers between packets."""
+
+_scratch = threading.local()   # one scratch buffer per thread (per event loop): filled and copied
+                               # out within one get_buffer/buffer_updated pair, never kept
 
 
 class PubackRun:
@@ -62,7 +83,8 @@ class PacketReader:
     fixed header included, as MQTT 5's Maximum Packet Size does.
     """
 
-    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "_error")
+    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "_error",
+                 "_big", "_big_fill", "_big_end", "_done", "_landing", "_landing_size", "_offered", "_retired")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.version: int | None = None
@@ -72,6 +94,14 @@ class PacketReader:
         self._pending: list[bytes] = []  # chunks received after _data
         self._pending_size = 0
         self._error: KushiError | None = None  # found by read_packets behind good packets
+        self._big: bytearray | None = None  # a large PUBLISH being received in place
+        self._big_fill = 0
+        self._big_end = 0
+        self._landing: bytearray | None = None   # offered for the next read (see get_buffer)
+        self._landing_size = 0                   # 0 until a large PUBLISH came
+        self._offered: bytearray | None = None   # the landing buffer get_buffer gave, if it did
+        self._retired: deque[bytearray] | None = None   # landing buffers whose packets may be held
+        self._done: Packet | KushiError | None = None   # that PUBLISH (or its error), complete
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes. Bytes objects are kept as they are, without a copy."""
@@ -86,7 +116,138 @@ class PacketReader:
 
     def buffered(self) -> int:
         """How many received bytes are not yet returned as packets."""
-        return len(self._data) - self._pos + self._pending_size
+        big = self._big_fill if self._big is not None else 0
+        done = getattr(self._done, "raw", None)
+        done = len(done) if done is not None else 0
+        return len(self._data) - self._pos + self._pending_size + big + done
+
+    # ---- receiving in place (asyncio.BufferedProtocol) ---------------------------------
+    def get_buffer(self) -> memoryview:
+        """Where the next read should go (``buffer_updated`` then says how much came).
+
+        Between packets, a scratch buffer shared by the thread's readers, whose bytes
+        ``buffer_updated`` copies out (as a transport's new ``bytes`` would be). Once a
+        connection has sent a large PUBLISH (LARGE_PUBLISH to IN_PLACE_MAX bytes), a
+        *landing* buffer of that size instead: a large PUBLISH that starts a read is
+        read into it whole (the reads stop at its end) and its ``raw`` and ``payload``
+        are views of it, so its bytes are never copied or joined in Python. The next
+        read then starts at a packet boundary again, in a new landing buffer.
+        """
+        big = self._big
+        if big is not None:
+            return memoryview(big)[self._big_fill:self._big_end]
+        if self._landing_size and self._done is None and self._pos == len(self._data) \
+                and not self._pending:
+            landing = self._landing
+            if landing is None:
+                landing = self._landing = self._free_landing()
+            self._offered = landing
+            return memoryview(landing)
+        self._offered = None
+        scratch = getattr(_scratch, "view", None)
+        if scratch is None:
+            scratch = _scratch.view = memoryview(bytearray(READ_SIZE))
+        if self._landing_size and self._pos < len(self._data):
+            # a large packet begun: read no further than its end, so the next read starts a packet
+            size = self._large_publish_size(memoryview(self._data)[self._pos:self._pos + 5],
+                                            min(5, len(self._data) - self._pos))
+            if size > self.buffered():
+                return scratch[:min(READ_SIZE, size - self.buffered())]
+        return scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the buffer ``get_buffer`` gave."""
+        big = self._big
+        if big is not None:
+            self._big_fill += nbytes
+            if self._big_fill == self._big_end:
+                self._big = None
+                self._done = self._decode_in_place(big, self._big_end)
+            return
+        landing = self._offered
+        if landing is None:
+            self.feed(_scratch.view[:nbytes].tobytes())
+        else:
+            self._offered = None
+            size = self._large_publish_size(landing, nbytes)
+            if size and size <= len(landing):
+                self._land(landing, nbytes, size)
+                return
+            if size:
+                self._landing_size = size   # a larger one: the next landing buffer fits it
+            self.feed(memoryview(landing)[:nbytes])   # small packets (or a larger one): copied
+        if not self._landing_size and len(self._data) - self._pos + self._pending_size >= LARGE_PUBLISH:
+            self._note_large()
+
+    def _free_landing(self) -> bytearray:
+        """A landing buffer of ``_landing_size``: the oldest retired one if its packet is let go
+        of by now (no view of it left: not in flight, not being written), else a new one."""
+        retired = self._retired
+        if retired and len(retired[0]) == self._landing_size:
+            landing = retired[0]
+            try:   # a bytearray with views alive cannot be resized: its packet is still held
+                del landing[-1:]
+            except BufferError:
+                return bytearray(self._landing_size)   # (zero-filled: the cost of a new one)
+            landing.append(0)
+            return retired.popleft()
+        return bytearray(self._landing_size)
+
+    @staticmethod
+    def _pool_length(size: int) -> int:
+        return max(2, min(LANDING_POOL, LANDING_POOL_BYTES // size))
+
+    def _land(self, landing: bytearray, nbytes: int, size: int) -> None:
+        """A read into the landing buffer starts with a large PUBLISH of ``size`` bytes."""
+        self._landing = None   # its bytes become the packet's until nobody holds it
+        length = self._pool_length(len(landing))
+        if self._retired is None or self._retired.maxlen != length:
+            self._retired = deque(self._retired or (), maxlen=length)
+        self._retired.append(landing)
+        if nbytes < size:
+            self._big, self._big_fill, self._big_end = landing, nbytes, size
+            return
+        self._done = self._decode_in_place(landing, size)
+        if nbytes > size:
+            self.feed(memoryview(landing)[size:nbytes])   # the start of the next packet
+
+    def _large_publish_size(self, data: bytes | bytearray, size: int) -> int:
+        """The size of a PUBLISH of LARGE_PUBLISH to IN_PLACE_MAX bytes (and within the maximum
+        packet size) at the start of ``data[:size]``; 0 if it is anything else."""
+        if self.version is None or size < 2 or data[0] >> 4 != 3:
+            return 0
+        try:
+            header = self._read_remaining_length(data, 0, size)
+        except KushiError:
+            return 0   # the parse that comes next names the error
+        if header is None:
+            return 0
+        total = header[0] + header[1]
+        return total if LARGE_PUBLISH <= total <= min(IN_PLACE_MAX, self.max_packet_size) else 0
+
+    def _note_large(self) -> None:
+        """A large PUBLISH may be buffered: if so, later reads use a landing buffer of its size."""
+        data = self._data
+        pos = self._pos
+        if not self._landing_size:
+            size = self._large_publish_size(memoryview(data)[pos:pos + 5], min(5, len(data) - pos))
+            if size:
+                self._landing_size = size
+
+    def _decode_in_place(self, big: bytearray, size: int) -> Packet | KushiError:
+        """The PUBLISH received whole into ``big[:size]`` (raw and payload are views of it), or
+        the error decoding it (raised by the next read, in its turn)."""
+        remaining, body_start = self._read_remaining_length(big, 0, size)  # type: ignore[misc]
+        self._landing_size = size
+        try:
+            packet = decode_publish(big[0], big, body_start, size, self.version,  # type: ignore[arg-type]
+                                    memoryview(big)[:size])
+        except KushiError as error:
+            return error
+        correlation = packet.properties.correlation_data
+        if correlation is not None and type(correlation) is not bytes:   # a slice of the bytearray
+            packet = replace(packet, properties=replace(packet.properties, correlation_data=bytes(correlation)))
+        return packet
 
     def next_packet(self) -> Packet | None:
         """The next complete packet, or None if more bytes are needed.
@@ -96,6 +257,12 @@ class PacketReader:
         4 bytes, and whatever decoding the packet raises (kushi.errors classes).
         After an error the connection is to be closed; the reader is not reusable.
         """
+        done = self._done
+        if done is not None:
+            self._done = None
+            if isinstance(done, KushiError):
+                raise done
+            return done
         data = self._data
         pos = self._pos
         size = len(data)
@@ -157,6 +324,8 @@ class PacketReader:
             self._error = None
             self._data, self._pos, self._pending, self._pending_size = b"", 0, [], 0
             raise error
+        if self._done is not None:
+            return [self.next_packet()]   # type: ignore[list-item]
         if self._pos == len(self._data) and not self._pending:
             return []   # the usual second call, after a read was handled whole
         version = self.version

@@ -1,4 +1,4 @@
-"""MQTTConnection: one client's network connection, as an asyncio Protocol.
+"""MQTTConnection: one client's network connection, as an asyncio BufferedProtocol.
 
 The connection owns what belongs to the wire and dies with it: the packet
 reader, the write buffer, the connection's state (waiting for CONNECT,
@@ -6,7 +6,10 @@ authenticating, connected, closed), keep alive, and the inbound topic aliases.
 What a packet *means* is the broker's business (``kushi.worker.broker``): the
 connection decodes, checks the connection-level rules, and hands packets over.
 
-Reading: every ``data_received`` parses *all* the packets it holds before
+Reading: TCP, TLS and Unix transports read into the reader's buffers
+(``get_buffer``/``buffer_updated``: a large PUBLISH lands in a buffer of its own
+and is passed on as views of it, never copied in Python); the WebSocket layer
+hands over bytes (``data_received``). Every read's packets are *all* parsed before
 anything is written. Writing: packets are collected in a list and flushed once
 per loop iteration (the broker flushes every connection written to with one
 ``call_soon``), so a burst of messages for one client
@@ -47,7 +50,7 @@ class State(Enum):
     CLOSED = 4
 
 
-class MQTTConnection(asyncio.Protocol):
+class MQTTConnection(asyncio.BufferedProtocol):
     """One network connection speaking MQTT to one client."""
 
     # slots: an idle connection should cost little memory (10,000 of them are benchmarked)
@@ -113,12 +116,26 @@ class MQTTConnection(asyncio.Protocol):
         self.remote_address = transport.get_extra_info("peername")
         self.broker.connection_opened(self)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio.BufferedProtocol: TCP, TLS and Unix transports read into the reader's buffer,
+        so a large PUBLISH is received in place and never copied in Python (``PacketReader``)."""
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reader.buffer_updated(nbytes)
+        self._handle_read(nbytes)
+
     def data_received(self, data: bytes) -> None:
+        """Bytes from a layer that hands them over (the WebSocket transport, the benchmarks)."""
+        self.reader.feed(data)
+        self._handle_read(len(data))
+
+    def _handle_read(self, size: int) -> None:
+        """``size`` bytes were given to the reader: handle every complete packet."""
         now = monotonic()
         self.last_received = now
-        self.broker.bytes_received += len(data)
+        self.broker.bytes_received += size
         try:
-            self.reader.feed(data)
             self.process_packets(now)
         except KushiError as error:
             self.fail(error)

@@ -1,7 +1,7 @@
 """MQTT over WebSocket: an asyncio.Protocol that unwraps WebSocket frames for an MQTT protocol.
 
-The MQTT connection (kushi.worker.connection) is a plain asyncio.Protocol that reads and writes
-a byte stream. To serve it over WebSocket, ``WebSocketProtocol`` sits between the socket and it:
+The MQTT connection (kushi.worker.connection) reads and writes a byte stream (an
+asyncio.BufferedProtocol that also takes ``data_received``, which is what this layer calls). To serve it over WebSocket, ``WebSocketProtocol`` sits between the socket and it:
 
     socket --> WebSocketProtocol --(frame payloads)--> inner MQTT protocol
     socket <-- WebSocketProtocol <--(one binary frame per write)-- WebSocketTransport <-- inner

@@ -7,10 +7,12 @@ in any split, valid or not.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from packet_strategies import VERSIONS, packets
+from packet_strategies import VERSIONS, packets, publishes
 
 from kushi.errors import KushiError, MalformedPacket, ProtocolError
 from kushi.protocol.codec import encode
@@ -40,11 +42,11 @@ def outcome_one_by_one(chunks: list[bytes], version: int | None) -> tuple[list[o
     return received, None
 
 
-def outcome_batched(chunks: list[bytes], version: int | None,
-                    puback_runs: bool = False) -> tuple[list[object], type | None]:
+def outcome_batched(chunks: list[bytes], version: int | None, puback_runs: bool = False,
+                    max_packet_size: int = 4096) -> tuple[list[object], type | None]:
     """(packets, error class) when the stream is read with read_packets (a PubackRun counted
     as the PUBACKs it stands for)."""
-    reader, received = reader_for(version, 4096), []
+    reader, received = reader_for(version, max_packet_size), []
     try:
         for chunk in chunks:
             reader.feed(chunk)
@@ -219,3 +221,88 @@ def test_a_run_interrupted_by_another_topic_keeps_each_packet_its_topic(version:
     reader = reader_for(version)
     reader.feed(b"".join(encode(packet, version) for packet in sent))
     assert reader.read_packets() == sent
+
+
+def large_publishes(version: int) -> st.SearchStrategy[Publish]:
+    """PUBLISH packets around LARGE_PUBLISH, any flags and properties (correlation data included)."""
+    return publishes(version).flatmap(lambda publish: st.integers(LARGE_PUBLISH - 64, 3 * LARGE_PUBLISH).map(
+        lambda size: replace(publish, payload=bytes([size % 251]) * size)))
+
+
+def outcome_in_place(chunks: list[bytes], version: int) -> tuple[list[object], type | None]:
+    """(packets, error class) when each chunk is read through get_buffer/buffer_updated, as an
+    asyncio.BufferedProtocol transport does (a read never exceeds the buffer offered)."""
+    reader, received = reader_for(version, 4 * LARGE_PUBLISH), []
+    try:
+        for chunk in chunks:
+            while chunk:
+                buffer = reader.get_buffer()
+                count = min(len(buffer), len(chunk))
+                buffer[:count] = chunk[:count]
+                reader.buffer_updated(count)
+                chunk = chunk[count:]
+                while batch := reader.read_packets():
+                    received.extend(batch)
+    except KushiError as error:
+        return received, type(error)
+    return received, None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@SETTINGS
+@given(data=st.data())
+def test_reading_in_place_gives_what_next_packet_gives(version: int, data: st.DataObject) -> None:
+    """Small and large packets in any split, read into the reader's buffers: the same packets,
+    the same raw bytes, and a large PUBLISH's payload a view of one buffer of its own."""
+    sent = data.draw(st.lists(packets(version) | large_publishes(version), min_size=1, max_size=6))
+    stream = b"".join(encode(packet, version) for packet in sent)
+    chunks = split(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    received, error = outcome_in_place(chunks, version)
+    assert error is None
+    assert received == sent
+    assert [bytes(p.raw) for p in received if isinstance(p, Publish)] == \
+        [encode(p, version) for p in sent if isinstance(p, Publish)]
+    for packet in received:
+        if isinstance(packet, Publish) and len(packet.raw) >= LARGE_PUBLISH:
+            assert type(packet.payload) is memoryview
+            assert type(packet.properties.correlation_data) in (bytes, type(None))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@SETTINGS
+@given(data=st.data(), position=st.integers(0, 100_000), replacement=st.integers(0, 255))
+def test_reading_in_place_a_corrupted_stream_gives_the_same_packets_and_error(
+    version: int, data: st.DataObject, position: int, replacement: int
+) -> None:
+    sent = data.draw(st.lists(packets(version) | large_publishes(version), min_size=1, max_size=4))
+    stream = bytearray(b"".join(encode(packet, version) for packet in sent))
+    stream[position % len(stream)] = replacement
+    chunks = split(bytes(stream), data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    in_place = outcome_in_place(chunks, version)
+    expected = outcome_batched(chunks, version, max_packet_size=4 * LARGE_PUBLISH)
+    assert in_place == expected
+
+
+def test_after_a_large_publish_the_next_is_read_into_a_landing_buffer_of_its_own() -> None:
+    """Once a connection has sent a large PUBLISH, a read offers a buffer of that size; a large
+    PUBLISH starting there is read into it up to its end and its payload is a view of it."""
+    first, second = (encode(Publish("big", bytes([n]) * 2 * LARGE_PUBLISH, qos=1, packet_id=n), MQTT_3_1_1)
+                     for n in (1, 2))
+    reader = reader_for(MQTT_3_1_1)
+    for piece in (first[:5000], first[5000:]):   # the first: read as it comes, joined
+        buffer = reader.get_buffer()
+        buffer[:len(piece)] = piece
+        reader.buffer_updated(len(piece))
+    assert [bytes(p.raw) for p in reader.read_packets()] == [first]
+    landing = reader.get_buffer()
+    assert len(landing) == len(first)
+    landing[:100] = second[:100]
+    reader.buffer_updated(100)
+    assert reader.read_packets() == []
+    rest = reader.get_buffer()
+    assert len(rest) == len(second) - 100 and rest.obj is landing.obj   # up to its end, no further
+    rest[:] = second[100:]
+    reader.buffer_updated(len(rest))
+    [packet] = reader.read_packets()
+    assert bytes(packet.raw) == second and packet.payload.obj is landing.obj
+    assert reader.get_buffer().obj is not landing.obj   # the next read: a new landing buffer

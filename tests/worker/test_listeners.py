@@ -683,6 +683,24 @@ def test_large_message_over_websocket_both_ways(
     subscriber.expect_message("e2e/big", payload)
 
 
+@pytest.mark.parametrize(("listener_id", "transport", "tls"),
+                         [t for t in E2E_TRANSPORTS if t[0] in ("tcp", "tls", "unix")])
+def test_large_messages_received_in_place_arrive_whole(
+    every_listener: ServerOnEveryListener, paho: Any, certs: dict[str, tuple[str, str]],
+    listener_id: str, transport: str, tls: str | None
+) -> None:
+    """TCP, TLS and Unix read into the broker's buffers (asyncio.BufferedProtocol); a large
+    PUBLISH is read into a buffer of its own: several of them, back to back, each arrive whole."""
+    publisher = connect_over(paho, every_listener, certs, listener_id, transport, tls)
+    subscriber = connect_over(paho, every_listener, certs, "ws", "websockets", None)
+    subscriber.subscribe("e2e/large", qos=1)
+    payloads = [os.urandom(size) for size in (4_000, 65_536, 200_000, 70_001, 900_000)]
+    for payload in payloads:
+        publisher.publish("e2e/large", payload, qos=1)
+    for payload in payloads:
+        subscriber.expect_message("e2e/large", payload)
+
+
 def test_websocket_handshake_is_bounded_by_the_connect_timeout(make_broker: Any) -> None:
     """A client that opens the WebSocket port and never finishes the HTTP upgrade is closed
     by the MQTT connect timeout: the inner connection exists from the TCP accept on."""
