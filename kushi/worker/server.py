@@ -255,13 +255,21 @@ class Server:
     # ---- the inline client -------------------------------------------------------------
     async def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0,
                       properties: Properties | None = None) -> None:
-        """Publish from inside the server, as if a client had (no hooks, no ACL)."""
+        """Publish from inside the server, as if a client had: no write ACL, no publish hooks;
+        each delivery passes the read ACL and ``on_select_subscribers`` as any message does.
+
+        With coroutine filters (``kushi.worker.async_filters``) this waits while their
+        delivery backlog is full, as a client's connection stops being read then.
+        """
         broker = self._inline_broker()
         validate_topic_name(topic)
         if isinstance(payload, str):
             payload = payload.encode()
         message = Publish(topic, payload, min(qos, self.options.maximum_qos), retain,
                           properties=properties or NO_PROPERTIES)
+        filters = broker.async_filters
+        if filters is not None:
+            await filters.room()
         broker.publish(message, None, monotonic())
         if self.hooks.provides("on_published"):
             self.hooks.on_published(broker.server_info, message)

@@ -586,3 +586,26 @@ def test_messages_waiting_together_on_one_topic_ask_each_reader_s_acl_once(make_
     running.loop.call_soon_threadsafe(gate.opened.set)
     assert [int(subscriber.recv_packet().payload) for _ in range(count)] == list(range(count))
     assert 1 <= gate.deliveries_asked < count
+
+
+def test_the_inline_client_waits_while_the_delivery_backlog_is_full(make_broker, raw) -> None:
+    """server.publish is held back at DELIVERY_BACKLOG waiting messages, as a client's
+    connection is, and every message goes out in order once the read ACL answers."""
+    gate = ReadGate()
+    running, subscriber, _publisher = _flood_setup(make_broker, raw, gate, 0)
+    count = DELIVERY_BACKLOG + 50
+    published: list[int] = []
+
+    async def publish_all() -> None:
+        for n in range(count):
+            await running.server.publish("flood/x", str(n).encode())
+            published.append(n)
+
+    done = asyncio.run_coroutine_threadsafe(publish_all(), running.loop)
+    wait_until(lambda: len(published) >= DELIVERY_BACKLOG, timeout=10)
+    with pytest.raises(TimeoutError):                      # the rest waits for room
+        done.result(timeout=0.5)
+    assert len(published) < count
+    running.loop.call_soon_threadsafe(gate.opened.set)
+    done.result(timeout=20)
+    assert [int(subscriber.recv_packet(timeout=10).payload) for _ in range(count)] == list(range(count))
