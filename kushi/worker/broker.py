@@ -48,6 +48,7 @@ from .delivery import Delivery
 from .fabric import Fabric, LocalFabric
 from .options import Options
 from .session import Session
+from .shared_pass_on import pass_on_shared
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("kushi.broker")
@@ -154,18 +155,22 @@ class Broker(Connecting, Subscriptions, Delivery):
             hooks.on_will_sent(client, message)
 
     def end_session(self, session: Session, now: float) -> None:
-        """The session is over: a delayed will goes out now; subscriptions are removed."""
+        """The session is over: a delayed will goes out now; subscriptions are removed;
+        what shared groups gave it and the client did not get goes to other members
+        (``shared_pass_on``), the rest of its messages are dropped."""
         client_id = session.client_id
         if session.will_due_at is not None:
             self.publish_will(session, session.client or self.server_info, now)
         hooks = self.hooks
-        if session.inflight and hooks.provides("on_qos_dropped"):
-            for item in session.inflight.values():
-                hooks.on_qos_dropped(session.client or self.server_info, item.message)
         if session.subscriptions:
             for filter in self.matcher.remove_key(client_id):
                 self._interest_down(filter)
             session.subscriptions.clear()
+        if session.inflight or session.queue:
+            pass_on_shared(self, session, now)
+        if session.inflight and hooks.provides("on_qos_dropped"):
+            for item in session.inflight.values():
+                hooks.on_qos_dropped(session.client or self.server_info, item.message)
         self.detached.discard(client_id)
         if self.sessions.get(client_id) is session:
             del self.sessions[client_id]

@@ -404,7 +404,7 @@ class Delivery:
             return False
         self.deliver(session, message, min(message.qos, entry.qos),
                      message.retain and entry.retain_as_published,
-                     (entry.identifier,) if entry.identifier else (), now, forms)
+                     (entry.identifier,) if entry.identifier else (), now, forms, (group, filter))
         return True
 
     def deliver_shared(self, group: str, filter: str, message: Publish) -> bool:
@@ -426,8 +426,12 @@ class Delivery:
         return key in self.connections or key.startswith("\x00")
 
     def deliver(self, session: Session, message: Publish, qos: int, retain: bool,
-                identifiers: tuple[int, ...], now: float, forms: WireForms | None) -> None:
-        """Give one client its copy: written now (QoS 0), in flight, or queued."""
+                identifiers: tuple[int, ...], now: float, forms: WireForms | None,
+                shared: tuple[str, str] | None = None) -> None:
+        """Give one client its copy: written now (QoS 0), in flight, or queued.
+
+        ``shared``: the (group, filter) that chose this client, kept on a QoS 1/2 copy so
+        that the end of its session can pass it on (``kushi.worker.shared_pass_on``)."""
         if forms is None:
             forms = WireForms(message, None)
         conn = self.connections.get(session.client_id)
@@ -445,7 +449,7 @@ class Delivery:
                 data = forms.qos0_bytes(conn.protocol_version, retain, identifiers, alias)
                 self.put_publish(conn, message.topic, alias, message, data)
             return
-        item = Outbound(forms.publish_for(qos, retain, identifiers), now, forms=forms)
+        item = Outbound(forms.publish_for(qos, retain, identifiers), now, forms=forms, shared=shared)
         if conn is not None and not session.queue and session.has_send_quota():
             self.send_inflight(session, conn, item, now)
             return

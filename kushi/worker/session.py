@@ -53,6 +53,8 @@ class Outbound:
     released: bool = False       # PUBREC received and PUBREL sent; waiting for PUBCOMP
     sent: bool = False           # has gone on the wire at least once
     forms: object = None         # the WireForms of the routed message, to share its encoding
+    shared: tuple[str, str] | None = None   # (group, filter) if a shared group chose this client:
+                                            # its session's end passes it on (shared_pass_on.py)
 
 
 @dataclass(slots=True)
