@@ -29,6 +29,7 @@ from typing import Any
 from ..hooks.base import Hook
 from ..protocol.packets import MQTT_5, Connect
 from ..worker.session import NEVER
+from ..worker.shared_pass_on import pass_on_shared
 from .fabric import BusFabric
 
 
@@ -56,12 +57,26 @@ class ClusterSessionHook(Hook):
             broker.import_session(session)
             self.fabric.sessions.deliver_early(client_id)
             await self.fabric.barrier()
-        elif session.will is not None and session.will_due_at is not None:
-            # a delayed will was pending and the clean start ends its session: it goes out
-            # now, as it would on one worker [MQTT-3.1.3-9]
-            broker.publish_will(session, broker.server_info, time.monotonic())
+        else:
+            self._end_taken_session(session)
         self.fabric.sessions.handover_done(taken.node, client_id)
         return True
+
+    def _end_taken_session(self, session: Any) -> None:
+        """A clean start ends the session taken from the other worker, as ``Broker.end_session``
+        ends one here: a pending delayed will goes out now [MQTT-3.1.3-9]; what its shared
+        groups gave it and it never got goes to another member (``shared_pass_on``); the rest
+        is dropped. Its subscriptions were never in this worker's matcher: nothing to remove."""
+        broker = self.server.broker
+        now = time.monotonic()
+        client = session.client or broker.server_info
+        if session.will is not None and session.will_due_at is not None:
+            broker.publish_will(session, client, now)
+        pass_on_shared(broker, session, now)
+        hooks = broker.hooks
+        if session.inflight and hooks.provides("on_qos_dropped"):
+            for item in session.inflight.values():
+                hooks.on_qos_dropped(client, item.message)
 
     def _session_expiry(self, packet: Connect) -> int:
         """The session expiry the broker will grant (it caps the will delay) [MQTT-3.1.3-9]."""

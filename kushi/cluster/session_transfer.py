@@ -31,7 +31,7 @@ from ..protocol.packets import Will
 from ..worker.restore import session_records, sessions_from_records
 from ..worker.session import Session
 
-FORMAT = 2
+FORMAT = 3
 
 
 def session_to_wire(session: Session, now: float) -> bytes:
@@ -46,7 +46,7 @@ def session_to_wire(session: Session, now: float) -> bytes:
                    client.last_packet_id),
         "subscriptions": [(s.filter, s.qos, s.no_local, s.retain_as_published, s.retain_handling,
                            s.identifier) for s in records.subscriptions],
-        "messages": [(m.state, m.packet_id, m.sent, m.stored_at, message_to_bytes(m.message))
+        "messages": [(m.state, m.packet_id, m.sent, m.stored_at, message_to_bytes(m.message), m.shared)
                      for m in records.messages],
         "max_queued": session.max_queued_messages,
         "send_quota_limit": session.send_quota_limit,
@@ -66,8 +66,9 @@ def session_from_wire(body: bytes, now: float) -> Session:
                           None if will is None else publish_as_will(message_from_bytes(will), will_delay),
                           will_delay, will_due_at, disconnected_at, tuple(inbound_qos2), last_packet_id)
     subscriptions = [StoredSubscription(client_id, *fields) for fields in state["subscriptions"]]
-    messages = [StoredMessage(client_id, message_from_bytes(body), stored_at, kind, packet_id, sent)
-                for kind, packet_id, sent, stored_at, body in state["messages"]]
+    messages = [StoredMessage(client_id, message_from_bytes(body), stored_at, kind, packet_id, sent,
+                              None if shared is None else tuple(shared))
+                for kind, packet_id, sent, stored_at, body, shared in state["messages"]]
     (session,) = sessions_from_records([client], subscriptions, messages, -now, state["max_queued"])
     session.send_quota_limit = state["send_quota_limit"]
     session.dropped = state["dropped"]

@@ -84,7 +84,10 @@ class StoredMessage:
     subscription identifiers chosen), without a packet id: that is
     ``packet_id``, 0 while queued. ``stored_at`` is when the broker took the
     message (wall clock), for its expiry. ``sent``: it went on the wire at
-    least once, so it is resent with DUP set [MQTT-4.4.0-1].
+    least once, so it is resent with DUP set [MQTT-4.4.0-1]. ``shared``: the
+    (group, filter) of the shared subscription that chose this client, so the
+    message can go to another member if the session ends unfinished
+    (``kushi.worker.shared_pass_on``); None for a plain subscription.
     """
 
     client_id: str
@@ -93,6 +96,7 @@ class StoredMessage:
     state: str = QUEUED
     packet_id: int = 0
     sent: bool = False
+    shared: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ seconds; messages and wills are MQTT 5 PUBLISH bytes
             will_due_at, disconnected_at, inbound_qos2 (JSON list), last_packet_id)
     subscriptions(client_id, filter, qos, no_local, retain_as_published, retain_handling,
                   identifier; PK client_id, filter)
-    messages(client_id, position, state, packet_id, sent, stored_at, message; PK client_id, position)
+    messages(client_id, position, state, packet_id, sent, stored_at, message,
+             shared (JSON [group, filter] or NULL); PK client_id, position)
     retained(topic PK, message, stored_at)
 """
 
@@ -67,7 +68,7 @@ from .records import (
 
 log = logging.getLogger("kushi.storage")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: messages.shared
 DEFAULT_AUTOSAVE_INTERVAL = 1.0
 BUSY_TIMEOUT_MS = 5000
 NEVER = 0xFFFFFFFF
@@ -85,7 +86,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 CREATE TABLE IF NOT EXISTS messages (
     client_id TEXT NOT NULL, position INTEGER NOT NULL, state TEXT NOT NULL,
     packet_id INTEGER NOT NULL, sent INTEGER NOT NULL, stored_at REAL NOT NULL, message BLOB NOT NULL,
-    PRIMARY KEY (client_id, position));
+    shared TEXT, PRIMARY KEY (client_id, position));
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY, message BLOB NOT NULL, stored_at REAL NOT NULL);
 """
@@ -267,9 +268,10 @@ class SqliteStorage(Hook):
 
     def _messages(self, where: str, args: tuple[Any, ...] = ()) -> list[StoredMessage]:
         return [
-            StoredMessage(client_id, message_from_bytes(body), stored_at, state, packet_id, bool(sent))
-            for client_id, state, packet_id, sent, stored_at, body in self.db.execute(
-                "SELECT client_id, state, packet_id, sent, stored_at, message FROM messages"
+            StoredMessage(client_id, message_from_bytes(body), stored_at, state, packet_id, bool(sent),
+                          None if shared is None else tuple(json.loads(shared)))
+            for client_id, state, packet_id, sent, stored_at, body, shared in self.db.execute(
+                "SELECT client_id, state, packet_id, sent, stored_at, message, shared FROM messages"
                 f" {where} ORDER BY client_id, position", args)
         ]
 
@@ -331,9 +333,10 @@ class SqliteStorage(Hook):
     def _write_messages(self, client_id: str, messages: Iterable[StoredMessage]) -> None:
         self.db.execute("DELETE FROM messages WHERE client_id = ?", (client_id,))
         self.db.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(client_id, position, m.state, m.packet_id, int(m.sent), m.stored_at,
-              message_to_bytes(m.message)) for position, m in enumerate(messages)])
+              message_to_bytes(m.message), None if m.shared is None else json.dumps(m.shared))
+             for position, m in enumerate(messages)])
 
     def _delete_session(self, client_id: str) -> None:
         self._saved.pop(client_id, None)
@@ -343,11 +346,13 @@ class SqliteStorage(Hook):
 
 def _create_schema(db: sqlite3.Connection) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
+    if version not in (0, 1, SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"schema version {version}, this kushi knows {SCHEMA_VERSION}")
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    if version == 1:   # a file of the first schema: messages had no shared column
+        db.execute("ALTER TABLE messages ADD COLUMN shared TEXT")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

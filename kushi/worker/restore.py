@@ -87,9 +87,10 @@ def session_records(session: Session, offset: float, messages: bool = True) -> S
         for item in session.inflight.values():
             stored.append(StoredMessage(client_id, _own_copy(item.message), item.received_at + offset,
                                         RELEASED if item.released else INFLIGHT, item.packet_id,
-                                        item.sent))
+                                        item.sent, item.shared))
         for item in session.queue:
-            stored.append(StoredMessage(client_id, _own_copy(item.message), item.received_at + offset))
+            stored.append(StoredMessage(client_id, _own_copy(item.message), item.received_at + offset,
+                                        shared=item.shared))
     return SessionRecords(client, subscriptions, tuple(stored))
 
 
@@ -135,6 +136,7 @@ def sessions_from_records(clients: Iterable[StoredClient],
         if session is None:
             continue
         item = Outbound(stored.message, stored.stored_at - offset)
+        item.shared = stored.shared
         if stored.state == QUEUED or not stored.packet_id:
             session.queue.append(item)
         else:

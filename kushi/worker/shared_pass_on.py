@@ -19,9 +19,10 @@ client, these go on:
 * QoS 2 in flight that never went out on the wire (``sent`` False),
 * everything queued (never sent).
 
-The message goes on as the group's next one would (``Delivery.deliver_to_member``
-here, or the worker whose turn it is, ``fabric.pick_shared`` and
-``forward_shared``, when the group spans workers): the original message at its
+The message goes to a member on this worker if there is one
+(``Delivery.deliver_to_member``: no bus hop, and a worker the session just left
+may still count its hand-over forwarder as a member), else to the worker whose
+turn it is among the others (``fabric.pick_shared`` and ``forward_shared``): the original message at its
 original QoS, capped by the new member's subscription, with the Message Expiry
 Interval it has left, DUP 0 (a first delivery to that client). When no other
 member is left, or the message has expired, it stays with the session and is
@@ -68,12 +69,14 @@ def hand_to_group(broker: Any, item: Outbound, now: float) -> bool:
         message = replace(message, properties=replace(message.properties,
                                                       message_expiry_interval=remaining))
     members = local_members(broker, group, filter, message.topic)
+    if members is not None and broker.deliver_to_member(group, filter, members, message, now, None):
+        return True   # a member here first: no bus hop, and never a hand-over's forwarder elsewhere
     pick_shared = getattr(broker.fabric, "pick_shared", None)
-    node = pick_shared(group, filter, members is not None) if pick_shared is not None else None
+    node = pick_shared(group, filter, False) if pick_shared is not None else None
     if node is not None:
         broker.fabric.forward_shared(node, group, filter, message)
         return True
-    return members is not None and broker.deliver_to_member(group, filter, members, message, now, None)
+    return False
 
 
 def original_message(item: Outbound) -> Publish:

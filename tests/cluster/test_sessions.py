@@ -28,6 +28,8 @@ def sample_session(now: float) -> Session:
     session.inflight[6] = Outbound(Publish("a/2", b"two", qos=2), now - 1.0, 6, True, True)
     session.queue.append(Outbound(Publish("a/3", b"three", qos=1,
                                           properties=Properties(message_expiry_interval=60)), now - 0.5))
+    session.queue.append(Outbound(Publish("b", b"four", qos=2), now - 0.25))
+    session.queue[-1].shared = ("g", "b")   # chosen by the shared group: kushi.worker.shared_pass_on
     session.inbound_qos2 = {3, 9}
     session.will = Will("will/t", b"bye", 1, True, Properties(will_delay_interval=30, content_type="x"))
     session.will_delay = 30
@@ -53,8 +55,8 @@ def test_session_state_survives_the_transfer() -> None:
     assert {pid: (o.message.topic, bytes(o.message.payload), o.message.qos, o.released, o.sent,
                   o.received_at) for pid, o in got.inflight.items()} == \
         {5: ("a/1", b"one", 1, False, True, 48.0), 6: ("a/2", b"two", 2, True, True, 49.0)}
-    assert [(o.message.topic, o.message.properties.message_expiry_interval, o.received_at)
-            for o in got.queue] == [("a/3", 60, 49.5)]
+    assert [(o.message.topic, o.message.properties.message_expiry_interval, o.received_at, o.shared)
+            for o in got.queue] == [("a/3", 60, 49.5, None), ("b", None, 49.75, ("g", "b"))]
     assert got.inbound_qos2 == {3, 9}
     assert got.will == sent.will and got.will_delay == 30 and got.will_due_at == 76.0
     assert (got.expiry_interval, got.disconnected_at, got.send_quota_limit, got._last_packet_id) == \
@@ -84,7 +86,7 @@ def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> Non
         assert taken is not None and taken.node == "w1"
         moved = taken.session
         assert moved is not None and set(moved.subscriptions) == {"a/#", "$share/g/b"}
-        assert set(moved.inflight) == {5, 6} and len(moved.queue) == 1
+        assert set(moved.inflight) == {5, 6} and len(moved.queue) == 2
         assert await w2.sessions.claim("c1", clean_start=False) is None   # already here: no takeover
         assert sink2.exported == []
     run(scenario)

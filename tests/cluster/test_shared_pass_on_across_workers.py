@@ -69,3 +69,35 @@ def test_a_qos1_message_of_a_member_that_leaves_goes_to_the_member_on_another_wo
     assert publisher.recv_packet() == Puback(2)
     marker = other.recv_packet(timeout=5.0)
     assert isinstance(marker, Publish) and marker.payload == b"marker", marker   # not passed on twice
+
+
+def test_a_clean_start_on_another_worker_passes_the_old_session_s_shared_messages_on(
+        clients: Clients) -> None:
+    """The member keeps its session (expiry 300) when it leaves, so the message waits for it; it
+    comes back with clean start on the other worker, which takes the session over and ends it:
+    the message goes to the remaining member then."""
+    from kushi.protocol.properties import Properties
+
+    group = Subscription("$share/g/xpc/t", 1)
+    kept = Properties(session_expiry_interval=300)
+    first, first_worker = clients.on("xpc-a", clean_start=False, properties=kept)
+    assert subscribe(first, group) == (1,)
+    second, second_worker = clients.on("xpc-b", clients.apart_from(first_worker))
+    assert subscribe(second, group) == (1,)
+    publisher, _ = clients.on("xpc-pub")
+    payload = 0
+    while True:   # until the member with the kept session is chosen (round robin: soon)
+        payload += 1
+        publisher.send(Publish("xpc/t", b"%d" % payload, 1, packet_id=payload))
+        assert publisher.recv_packet() == Puback(payload)
+        chosen, packet = first_publish_of([first, second])
+        if chosen == 0:
+            break
+        second.send(Puback(packet.packet_id))
+    first.close()                                  # no PUBACK; its session stays
+    with pytest.raises(NoPacket):                  # waiting for its member to come back
+        second.recv_packet(timeout=0.5)
+    again, _ = clients.on("xpc-a", lambda w: w == second_worker, clean_start=True)
+    passed = second.recv_packet(timeout=5.0)
+    assert isinstance(passed, Publish), passed
+    assert (bytes(passed.payload), passed.dup) == (packet.payload, False)

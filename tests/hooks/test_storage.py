@@ -259,3 +259,36 @@ def test_sqlite_storage_refuses_a_bad_autosave_interval(tmp_path) -> None:
 
     with pytest.raises(ConfigurationError):
         SqliteStorage(tmp_path / "x.db", autosave_interval=0)
+
+
+def test_sqlite_storage_keeps_the_shared_group_that_chose_a_message(tmp_path) -> None:
+    """A queued message from a shared subscription keeps its (group, filter) through the file, so
+    it can still go to another member if its session ends unfinished after a restart."""
+    from kushi.hooks.records import SessionRecords
+
+    storage = SqliteStorage(tmp_path / "kushi.db")
+    storage.init(None)
+    client = StoredClient("member", MQTT_5, None, 300)
+    messages = (StoredMessage("member", Publish("jobs/1", b"a", qos=1), time.time(), shared=("g", "jobs/#")),
+                StoredMessage("member", Publish("own/1", b"b", qos=1), time.time()))
+    storage.write_session(SessionRecords(client, (), messages))
+    assert [m.shared for m in storage.stored_inflight()] == [("g", "jobs/#"), None]
+    storage.stop()
+
+
+def test_sqlite_storage_opens_a_file_of_the_first_schema(tmp_path) -> None:
+    """Schema 1 had no messages.shared column: it is added, the rows stay."""
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE messages (client_id TEXT NOT NULL, position INTEGER NOT NULL, state TEXT "
+               "NOT NULL, packet_id INTEGER NOT NULL, sent INTEGER NOT NULL, stored_at REAL NOT NULL, "
+               "message BLOB NOT NULL, PRIMARY KEY (client_id, position))")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    storage = SqliteStorage(path)
+    storage.init(None)
+    assert storage.stored_inflight() == []
+    columns = [row[1] for row in storage.db.execute("PRAGMA table_info(messages)")]
+    assert columns[-1] == "shared"
+    storage.stop()
