@@ -20,8 +20,10 @@ called back with two (the *sink*: ``deliver_remote``, ``apply_retained``):
   (one QoS, one topic, one client, no properties) as ONE item of the bytes
   the client sent (``kushi.cluster.wire.run_to_wire``): no encoding, one
   match, and the receiver hands the whole run to ``sink.deliver_remote_run``
-  (the broker's ``route_run``: one write per subscriber), as its own
-  worker would. The messages of a run get consecutive sequence numbers.
+  as a ``ReceivedRun`` (topic, QoS, count, longest packet read off the item's
+  header): the broker writes the received bytes to each subscriber that takes
+  them so without making a message object (``Delivery.route_received_run``),
+  as its own worker would. The messages of a run get consecutive sequence numbers.
 - **Retained messages.** Every change is broadcast with an order (hybrid
   logical clock + node name). Each node keeps, per topic, the greatest order
   it has seen, including for clears (tombstones): a write ordered before the
@@ -60,7 +62,7 @@ from ..router.trie import SubscriptionTrie
 from .session_link import DIRECTORY, SessionLink
 from .shared_groups import SharedGroups
 from .wire import (
-    MessageId, decode_message, encode_message, run_from_wire, run_to_wire, split_sequence,
+    MessageId, ReceivedRun, decode_message, encode_message, run_to_wire, split_sequence,
     with_sequence,
 )
 
@@ -326,18 +328,19 @@ class BusFabric:
         self._deliver(sink, sink.deliver_remote, decode_message(body), (sender, sequence))
 
     def _on_publish_run(self, sender: str, payload: bytes) -> None:
-        first, version, run = run_from_wire(payload)
-        self.stats.delivered_remote += len(run)
+        run = ReceivedRun(payload)
+        self.stats.delivered_remote += run.count
         sink = self._sink
-        if sink is None or not run:
+        if sink is None or not run.count:
             return
         deliver_run = getattr(sink, "deliver_remote_run", None)
         if deliver_run is not None and not self.sessions.windows:
-            deliver_run(run, version)
+            deliver_run(run, run.version)   # as received: read into messages only if needed
             return
         deliver_remote = sink.deliver_remote   # takes MQTT 5 raw bytes, or none
-        for offset, message in enumerate(run):
-            if version != MQTT_5:
+        first = run.first_sequence
+        for offset, message in enumerate(run.messages()):
+            if run.version != MQTT_5:
                 message = replace(message, raw=None)
             self._deliver(sink, deliver_remote, message, (sender, first + offset))
 

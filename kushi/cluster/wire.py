@@ -7,8 +7,9 @@ pickling. Encoded once per forward, whatever the number of recipients.
 A *run* (messages of one QoS on one topic from one client, with no
 properties, as ``Broker.publish_run`` takes them) crosses as the very bytes
 the client sent, in its protocol version, all in one bus item: nothing is
-encoded, and the receiver reads them with the connection's own fast reader
-and delivers them as a run again (``run_to_wire`` / ``run_from_wire``).
+encoded, and the receiver writes them on as they are to the subscribers that
+take them so (``run_to_wire`` / ``ReceivedRun``), reading them into messages
+only for the subscribers that need more.
 """
 
 from __future__ import annotations
@@ -57,18 +58,51 @@ def split_sequence(payload: bytes) -> tuple[int, bytes]:
     return int.from_bytes(payload[:SEQUENCE_SIZE], "big"), payload[SEQUENCE_SIZE:]
 
 
-RUN_HEADER = struct.Struct(">QB")   # the first message's sequence number, the protocol version
+RUN_HEADER = struct.Struct(">QBIIH")
+"""The first message's sequence number, the protocol version, the number of messages, the
+longest packet's size, the topic's length in bytes (the topic follows, then the packets)."""
+
+
+class ReceivedRun:
+    """A run from another worker as it crossed the bus: what its delivery needs, read off the
+    header, and the packets as the client sent them, still joined (``data``).
+
+    A subscriber that takes the run as received is written ``data`` as it is: no message
+    object is made. ``messages()`` reads the packets into Publish objects (with the
+    connection's own fast reader), once, for the paths that need them one by one.
+    """
+
+    __slots__ = ("first_sequence", "version", "count", "longest", "topic", "qos", "data", "_messages")
+
+    def __init__(self, payload: bytes) -> None:
+        first_sequence, version, count, longest, topic_size = RUN_HEADER.unpack_from(payload)
+        start = RUN_HEADER.size + topic_size
+        self.first_sequence = first_sequence
+        self.version = version
+        self.count = count
+        self.longest = longest
+        self.topic = payload[RUN_HEADER.size:start].decode()
+        self.data = payload[start:]
+        self.qos = (self.data[0] & QOS_BITS) >> 1 if count else 0
+        self._messages: list[Publish] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def messages(self) -> list[Publish]:
+        """The run's messages, each with its received bytes as ``raw`` (read once, then kept)."""
+        messages = self._messages
+        if messages is None:
+            reader = PacketReader()
+            reader.version = self.version
+            reader.feed(self.data)
+            messages = self._messages = reader.read_packets()
+        return messages
 
 
 def run_to_wire(first_sequence: int, version: int, run: list[Publish]) -> bytes:
-    """A run as one bus item: its first sequence number, the version, the received bytes."""
-    return RUN_HEADER.pack(first_sequence, version) + b"".join([message.raw for message in run])
-
-
-def run_from_wire(payload: bytes) -> tuple[int, int, list[Publish]]:
-    """(first sequence number, protocol version, messages) of what ``run_to_wire`` made."""
-    first_sequence, version = RUN_HEADER.unpack_from(payload)
-    reader = PacketReader()
-    reader.version = version
-    reader.feed(payload[RUN_HEADER.size:])
-    return first_sequence, version, reader.read_packets()
+    """A run as one bus item: the header of ``ReceivedRun``, the topic, the received bytes."""
+    raws = [message.raw for message in run]
+    topic = run[0].topic.encode()
+    return b"".join([RUN_HEADER.pack(first_sequence, version, len(run), max(map(len, raws)), len(topic)),
+                     topic, *raws])

@@ -27,7 +27,7 @@ import logging
 from dataclasses import replace
 from struct import pack
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, ReceiveMaximumExceeded, SessionTakenOver
 from ..hooks.base import PublishDropped, PublishRejected
@@ -50,6 +50,9 @@ from .options import Options
 from .session import Session
 from .shared_pass_on import pass_on_shared
 from .subscriptions import Subscriptions
+
+if TYPE_CHECKING:
+    from ..cluster.wire import ReceivedRun
 
 log = logging.getLogger("kushi.broker")
 
@@ -524,16 +527,17 @@ class Broker(Connecting, Subscriptions, Delivery):
         """
         self.route(message, None, monotonic(), source_version, shared_groups=False)
 
-    def deliver_remote_run(self, run: list[Publish], source_version: int) -> None:
-        """Messages another worker took as a run (``publish_run``) and sent as one: delivered
-        to local subscribers only, as ``route_run`` delivers a local run (``source_version``:
-        the protocol version of their ``raw`` bytes). Through ``route`` one by one while
-        coroutine filters are in front of it (kushi.worker.async_filters)."""
+    def deliver_remote_run(self, run: ReceivedRun, source_version: int) -> None:
+        """Messages another worker took as a run (``publish_run``) and sent as one item of the
+        bytes its client sent (``source_version``: their protocol version): delivered to local
+        subscribers only, as ``route_run`` delivers a local run (``route_received_run``).
+        Through ``route`` one by one while coroutine filters are in front of it
+        (kushi.worker.async_filters)."""
         if getattr(self, "async_filters", None) is not None:
-            for message in run:
+            for message in run.messages():
                 self.deliver_remote(message, source_version)
             return
-        self.route_run(run, None, monotonic(), source_version, shared_groups=False)
+        self.route_received_run(run, monotonic())
 
     def apply_retained(self, message: Publish) -> None:
         """A retained change made on another worker: store it, do not announce it again."""

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..protocol.codec import PublishBuilder, encode
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
@@ -33,6 +33,7 @@ from .fabric import LocalFabric
 from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
 
 if TYPE_CHECKING:
+    from ..cluster.wire import ReceivedRun
     from .connection import MQTTConnection
 
 log = logging.getLogger("kushi.delivery")
@@ -206,16 +207,12 @@ class Delivery:
         first = run[0]
         topic = first.topic
         match = self.matcher.match(topic)
-        hooks = self.hooks
         qos = first.qos
-        if ((match.shared and shared_groups) or first.raw is None or hooks.provides("on_select_subscribers")
-                or (shared_groups and self.fabric.__class__ is not LocalFabric
-                    and self.remote_shared_groups(topic, ()))
-                or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
-                or qos and hooks.provides("on_qos_publish")):
+        if first.raw is None or not self.may_route_as_run(match, topic, qos, shared_groups):
             targets = None
         else:
-            targets = self.run_targets(run, match, publisher_id, source_version)
+            targets = self.run_targets(topic, qos, len(run), lambda: max(len(message.raw) for message in run),
+                                       match, publisher_id, source_version)
         if targets is None:
             for message in run:
                 self.route(message, publisher_id, now, source_version, shared_groups)
@@ -223,10 +220,8 @@ class Delivery:
         if not targets:
             return
         if not qos:
-            data = first.raw if len(run) == 1 else b"".join([message.raw for message in run])
-            for conn in targets:
-                conn.write(data)
-            self.messages_sent += len(run) * len(targets)
+            self.write_run(targets, first.raw if len(run) == 1 else b"".join([message.raw for message in run]),
+                           len(run))
             return
         # QoS 1: one in-flight record per message and subscriber. The record keeps the received
         # message itself (its packet id is the publisher's; ours is the record's). Small packets:
@@ -269,16 +264,55 @@ class Delivery:
             session._last_packet_id = packet_id
         self.messages_sent += len(run) * len(targets)
 
-    def run_targets(self, run: list[Publish], match: Any, publisher_id: str,
-                    source_version: int) -> list[MQTTConnection] | None:
-        """The connections that take ``run`` as received (see ``route_run``); None if any cannot."""
-        topic = run[0].topic
-        qos = run[0].qos
+    def may_route_as_run(self, match: Any, topic: str, qos: int, shared_groups: bool) -> bool:
+        """May a run on ``topic`` go to its subscribers as received (``route_run``)?
+
+        Not if a shared group matches (here or, with ``shared_groups``, on another worker)
+        or a hook chooses subscribers or sees the packets sent.
+        """
+        hooks = self.hooks
+        return not ((match.shared and shared_groups) or hooks.provides("on_select_subscribers")
+                    or (shared_groups and self.fabric.__class__ is not LocalFabric
+                        and self.remote_shared_groups(topic, ()))
+                    or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
+                    or qos and hooks.provides("on_qos_publish"))
+
+    def route_received_run(self, run: ReceivedRun, now: float) -> None:
+        """Route a run another worker received and sent on as one bus item (``kushi.cluster.wire``).
+
+        At QoS 0, when every subscriber here takes it as received (``run_targets``),
+        the bytes that crossed the bus are written to each as they are: no message
+        object is made, the run is not joined again. Otherwise its messages are read
+        and go through ``route_run``. Shared groups are left out, as in ``route``.
+        """
+        if not run.qos:
+            topic = run.topic
+            match = self.matcher.match(topic)
+            if self.may_route_as_run(match, topic, 0, False):
+                targets = self.run_targets(topic, 0, run.count, lambda: run.longest, match, None,
+                                           run.version)
+                if targets is not None:
+                    self.write_run(targets, run.data, run.count)
+                    return
+        self.route_run(run.messages(), None, now, run.version, shared_groups=False)
+
+    def write_run(self, targets: list[MQTTConnection], data: bytes, count: int) -> None:
+        """Write ``data``, the ``count`` QoS 0 messages of a run, to each of ``targets``."""
+        for conn in targets:
+            conn.write(data)
+        self.messages_sent += count * len(targets)
+
+    def run_targets(self, topic: str, qos: int, count: int, longest: Callable[[], int], match: Any,
+                    publisher_id: str | None, source_version: int) -> list[MQTTConnection] | None:
+        """The connections that take a run as received (see ``route_run``); None if any cannot.
+
+        ``count`` messages of ``qos`` on ``topic``; ``longest()``: the size of its longest packet.
+        """
         hooks = self.hooks
         acl = hooks.provides("on_acl_check")
         connections = self.connections
         v5 = source_version == MQTT_5
-        longest = 0
+        size = 0   # of the longest packet, once a connection has a limit
         targets = []
         for key, granted, _, identifiers, entry, has_no_local in self.folds_of(topic, match):
             if entry.callback is not None:
@@ -293,13 +327,13 @@ class Delivery:
                 return None
             if qos:
                 session = conn.session
-                if session.queue or len(session.inflight) + len(run) > session.send_quota_limit:
+                if session.queue or len(session.inflight) + count > session.send_quota_limit:
                     return None
             limit = conn.maximum_packet_size
             if limit:
-                if not longest:
-                    longest = max(len(message.raw) for message in run)
-                if longest > limit:
+                if not size:
+                    size = longest()
+                if size > limit:
                     return None
             if acl and not hooks.on_acl_check(conn, topic, False):
                 continue

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.support.paho import PahoClient, publish_properties, subscribe_properties
+from tests.support.paho import PahoClient, connect_properties, publish_properties, subscribe_properties
 
 from cluster_support import KushiCluster, running_cluster
 
@@ -47,12 +48,12 @@ def clients(request) -> Iterator[list[PahoClient]]:
 
 def client_on(cluster: KushiCluster, made: list[PahoClient], client_id: str,
               accept: Callable[[int], bool], clean: bool = True,
-              version: int = 5) -> tuple[PahoClient, int]:
-    """A connected client whose connection a worker accepted by ``accept(worker_id)``."""
+              version: int = 5, properties: Properties | None = None) -> tuple[PahoClient, int]:
+    """A connected client (CONNECT ``properties``) whose connection a worker accepted by ``accept(worker_id)``."""
     for _ in range(ATTEMPTS):
         client = PahoClient(cluster.host, cluster.port, client_id, version, clean=clean)
         made.append(client)
-        client.connect()
+        client.connect(properties=properties)
         worker = cluster.worker_of(client.client.socket().getsockname()[1])
         if worker is not None and accept(worker):
             return client, worker
@@ -279,3 +280,30 @@ def test_runs_of_messages_cross_the_bus_to_every_kind_of_subscriber(cluster, cli
         assert [(int(m.payload), m.qos) for m in messages] == [(i, qos_of(i)) for i in range(count)]
         subscriber.expect_no_message()
     assert tagged.messages.empty() and messages[0].properties.SubscriptionIdentifier == [3]
+
+
+def test_a_qos0_run_is_written_on_as_it_crossed_within_each_maximum_packet_size(cluster, clients) -> None:
+    """[invariant 1, issue 5, MQTT-3.1.2-25] A QoS 0 run that crossed the bus goes to the
+    subscribers that take it as received in the bytes that crossed (kushi.cluster.wire.ReceivedRun):
+    every message once, in order. A run with a message larger than one subscriber's Maximum
+    Packet Size goes message by message: that subscriber gets the others, the rest get all."""
+    from cluster_support import raw_client_on
+
+    from kushi.protocol.codec import encode
+    from kushi.protocol.packets import Publish
+
+    plain, sub_worker = client_on(cluster, clients, "asrun-plain", lambda w: True)
+    small, _ = client_on(cluster, clients, "asrun-small", lambda w: w == sub_worker,
+                         properties=connect_properties(MaximumPacketSize=64))
+    plain.subscribe("asrun/t", qos=0)
+    small.subscribe("asrun/t", qos=0)
+    publisher, _ = raw_client_on(cluster, lambda w: w != sub_worker)
+    publisher.connect_ok("asrun-pub", version=5)
+    for payloads in ([b"%d" % i for i in range(100)],                                  # all fit
+                     [b"%d" % i + (b"" if i % 10 else b"x" * 100) for i in range(100)]):  # not all
+        publisher.send(b"".join(encode(Publish("asrun/t", payload), 5) for payload in payloads))
+        assert receive(plain, len(payloads), 10) == payloads
+        fitting = [payload for payload in payloads if len(payload) < 40]
+        assert receive(small, len(fitting), 10) == fitting
+        plain.expect_no_message()
+        small.expect_no_message()
