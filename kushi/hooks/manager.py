@@ -130,6 +130,11 @@ class HookManager:
         """True if at least one hook provides ``event``; the broker asks this before calling."""
         return event in self._provided
 
+    def providers(self, event: str) -> list[Callable[..., Any]]:
+        """The functions registered for ``event``, in order (the broker runs the connect-time
+        hooks one by one itself, so that a CONNECT whose hooks are plain functions needs no task)."""
+        return self._providers[event]
+
     def _register(self, event: str, function: Callable[..., Any]) -> None:
         self._providers[event].append(function)
         self._provided.add(event)

@@ -11,11 +11,12 @@ what was in flight [MQTT-4.4.0-1].
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
 from dataclasses import replace
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Awaitable
 
 from ..errors import (
     BadAuthenticationMethod, BadUsernameOrPassword, ClientIdentifierNotValid, ConnectRefused,
@@ -38,23 +39,82 @@ CONNACK_CACHE_SIZE = 64
 """Encoded CONNACKs kept (not those with an assigned client id: they never repeat)."""
 
 
+def _judge_connect_hook(is_authenticate: bool, answer: Any) -> None:
+    """Raise if a connect-time hook's answer refuses the client (as ``HookManager`` decides:
+    ``on_connect`` refuses with a reason code >= 0x80, ``on_connect_authenticate`` with anything
+    but True)."""
+    if is_authenticate:
+        if answer is not True:
+            raise BadUsernameOrPassword("authentication failed")
+    elif answer is not None and answer >= 0x80:
+        raise ConnectRefused("refused by a hook", reason_code=answer)
+
+
 class Connecting:
     """CONNECT and AUTH handling, mixed into ``Broker``."""
 
     _connack_cache: dict[tuple, bytes]   # provided by Broker
 
     def begin_connect(self, conn: MQTTConnection, packet: Connect, now: float) -> None:
-        """Answer a CONNECT: at once when no hook must be awaited, else in a task."""
-        hooks = self.hooks
-        if (packet.properties.authentication_method is None
-                and not hooks.provides("on_connect")
-                and not hooks.provides("on_connect_authenticate")):
-            self._check_connect(conn, packet)
-            self._accept(conn, packet, now, None)
+        """Answer a CONNECT: at once when no hook must be awaited, else in a task.
+
+        The connect-time hooks are called here one by one; only when one returns
+        something to await (a coroutine hook: the cluster's session claim) does the
+        rest go on in a task. A CONNECT whose hooks are plain functions, or none
+        (``kushi serve``'s AllowAllHook), costs no task, future or extra loop turn.
+        """
+        if packet.properties.authentication_method is not None:
+            self.spawn(self._connect_with_hooks(conn, packet))  # AUTH exchanges: always awaited
             return
-        self.spawn(self._connect_with_hooks(conn, packet))
+        self._check_connect(conn, packet)
+        try:
+            waiting = self._run_connect_hooks(conn, packet, 0)
+        except KushiError:
+            raise
+        except Exception as error:  # a hook failed: refuse rather than crash the worker
+            self._hook_failed(conn, packet, error)
+            return
+        if waiting is None:
+            self._accept(conn, packet, now, None)
+        else:
+            self.spawn(self._connect_awaiting(conn, packet, *waiting))
+
+    def _run_connect_hooks(self, conn: MQTTConnection, packet: Connect,
+                           position: int) -> tuple[int, Awaitable[Any]] | None:
+        """Call the ``on_connect`` then ``on_connect_authenticate`` providers from ``position``.
+
+        Raises on a refusal; returns None once all have let the client in, or
+        (position, what to await) at the first provider that answered with an awaitable.
+        """
+        hooks = self.hooks
+        on_connect = hooks.providers("on_connect")
+        authenticate = hooks.providers("on_connect_authenticate")
+        if not on_connect and not authenticate:
+            return None
+        providers = on_connect + authenticate
+        for position in range(position, len(providers)):
+            answer = providers[position](conn, packet)
+            if inspect.isawaitable(answer):
+                return position, answer
+            _judge_connect_hook(position >= len(on_connect), answer)
+        return None
+
+    async def _connect_awaiting(self, conn: MQTTConnection, packet: Connect,
+                                position: int, answer: Awaitable[Any]) -> None:
+        """The rest of ``begin_connect`` once a hook answered with an awaitable."""
+        try:
+            waiting: tuple[int, Awaitable[Any]] | None = (position, answer)
+            while waiting is not None:
+                position, answer = waiting
+                is_authenticate = position >= len(self.hooks.providers("on_connect"))
+                _judge_connect_hook(is_authenticate, await answer)
+                waiting = self._run_connect_hooks(conn, packet, position + 1)
+            self._accept_awaited(conn, packet, None)
+        except BaseException as error:
+            self._connect_failed(conn, packet, error)
 
     async def _connect_with_hooks(self, conn: MQTTConnection, packet: Connect) -> None:
+        """A CONNECT with enhanced authentication: hooks and AUTH exchanges, in a task."""
         hooks = self.hooks
         try:
             self._check_connect(conn, packet)
@@ -68,17 +128,33 @@ class Connecting:
             if hooks.provides("on_connect_authenticate"):
                 if not await hooks.on_connect_authenticate(conn, packet):
                     raise BadUsernameOrPassword("authentication failed")
-            if conn.state is not State.CONNECTING:
-                return
-            self._accept(conn, packet, monotonic(), method)
-            conn.release_input()
-        except KushiError as error:
+            self._accept_awaited(conn, packet, method)
+        except BaseException as error:
+            self._connect_failed(conn, packet, error)
+
+    def _accept_awaited(self, conn: MQTTConnection, packet: Connect, method: str | None) -> None:
+        """Accept after awaiting, unless the connection went away meanwhile; read on."""
+        if conn.state is not State.CONNECTING:
+            return
+        self._accept(conn, packet, monotonic(), method)
+        conn.release_input()
+
+    def _connect_failed(self, conn: MQTTConnection, packet: Connect, error: BaseException) -> None:
+        """A CONNECT answered in a task ended in ``error``: refuse it, or close."""
+        if isinstance(error, KushiError):
             conn.fail(error)
-        except (asyncio.CancelledError, TimeoutError):  # server closing, or no AUTH answer in time
-            conn.abort()
-        except Exception as error:  # a hook failed: refuse rather than crash the worker
-            log.exception("CONNECT of %r failed", packet.client_id)
-            conn.fail(KushiError(str(error)))
+        elif isinstance(error, (asyncio.CancelledError, TimeoutError)):
+            conn.abort()  # server closing, or no AUTH answer in time
+        elif isinstance(error, Exception):
+            self._hook_failed(conn, packet, error)
+        else:
+            raise error
+
+    @staticmethod
+    def _hook_failed(conn: MQTTConnection, packet: Connect, error: Exception) -> None:
+        """A hook raised: refuse the CONNECT rather than crash the worker."""
+        log.error("CONNECT of %r failed", packet.client_id, exc_info=error)
+        conn.fail(KushiError(str(error)))
 
     async def _authenticate(self, conn: MQTTConnection, packet: Connect, method: str) -> None:
         """Enhanced authentication (MQTT 5 section 4.12): AUTH exchanges until a hook decides."""
@@ -203,10 +279,15 @@ class Connecting:
         if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
             conn.send(connack)
             return
-        key = (conn.protocol_version == MQTT_5, connack)  # frozen records: hashable
+        version = conn.protocol_version
+        # 3.1 and 3.1.1 CONNACKs carry no properties: two numbers tell them apart, cheaper to
+        # hash than the record; v5 ones are keyed by the record (frozen: hashable), properties
+        # and all, since they follow options that a reload may change
+        key: tuple = ((version, connack.session_present, connack.reason_code) if version != MQTT_5
+                      else (version, connack))
         data = self._connack_cache.get(key)
         if data is None:
-            data = encode(connack, conn.protocol_version)
+            data = encode(connack, version)
             if (connack.properties.assigned_client_identifier is None   # unique: never again
                     and len(self._connack_cache) < CONNACK_CACHE_SIZE):
                 self._connack_cache[key] = data

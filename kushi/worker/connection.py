@@ -204,7 +204,10 @@ class MQTTConnection(asyncio.BufferedProtocol):
                 broker.begin_connect(self, packet, now)
             elif state is State.CONNECTING:
                 if self.auth_waiter is None:
-                    self.hold_input()  # keep the bytes until the CONNECT is answered
+                    # bytes after the CONNECT wait until it is answered; the socket is paused
+                    # only once such bytes came (a system call less for most CONNECTs)
+                    if self.reader.buffered():
+                        self.hold_input()
                     return
                 packet = reader.next_packet()
                 if packet is None:

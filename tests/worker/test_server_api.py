@@ -11,6 +11,7 @@ import queue
 import pytest
 
 from kushi.hooks.base import Hook
+from kushi.protocol.codec import encode
 from kushi.protocol.packets import Connect, Publish
 from support.waiting import wait_until
 
@@ -214,6 +215,51 @@ def test_packets_sent_behind_the_connect_wait_for_an_async_hook(make_broker, raw
     assert isinstance(client.recv_packet(), Connack)
     suback = client.recv_packet()
     assert isinstance(suback, Suback) and suback.reason_codes == (1,)
+
+
+class Gate(Hook):
+    """One link of a connect-time chain: notes its turn, lets in whoever its rule allows."""
+
+    def __init__(self, name, calls, rule, awaited=False):
+        self.id = name
+        self.calls = calls
+        self.rule = rule
+        if awaited:
+            self.on_connect_authenticate = self._awaited
+
+    def on_connect_authenticate(self, client, packet):
+        self.calls.append((self.id, packet.client_id))
+        return self.rule(packet)
+
+    async def _awaited(self, client, packet):
+        import asyncio
+
+        await asyncio.sleep(0.01)
+        return Gate.on_connect_authenticate(self, client, packet)
+
+
+@pytest.mark.parametrize("awaited", [(), ("b",), ("a", "c")])
+def test_connect_hooks_run_in_order_whether_plain_or_awaited(make_broker, raw, awaited):
+    """Plain hooks are answered at once and a coroutine hook is awaited, in the order added:
+    a refusal by any link (before or after an awaited one) refuses the CONNECT, and links
+    after a refusal are not asked; a hook that raises refuses, the broker goes on."""
+    calls = []
+    rules = {"a": lambda p: p.username != "a-says-no",
+             "b": lambda p: p.username != "b-says-no",
+             "c": lambda p: (1 / 0) if p.username == "c-raises" else p.username != "c-says-no"}
+    broker = make_broker(hooks=[Gate(name, calls, rule, name in awaited) for name, rule in rules.items()])
+    for who, asked, code in [("a-says-no", "a", 0x86), ("b-says-no", "ab", 0x86),
+                             ("c-says-no", "abc", 0x86), ("c-raises", "abc", 0x80)]:
+        calls.clear()
+        client = raw(broker, 5)
+        client.send(encode(Connect(5, who, username=who), 5))
+        assert client.recv_packet().reason_code == code
+        assert client.expect_closed()
+        assert calls == [(name, who) for name in asked]
+    calls.clear()
+    client = raw(broker, 5)
+    assert client.connect_ok("welcome", username="ok").reason_code == 0
+    assert calls == [("a", "welcome"), ("b", "welcome"), ("c", "welcome")]
 
 
 @pytest.mark.parametrize("setting", [
