@@ -59,6 +59,7 @@ from ..protocol.topics import parse_shared
 from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
+from ..worker.delivery import shared_groups_in
 from .session_link import DIRECTORY, SessionLink
 from .shared_groups import SharedGroups
 from .wire import (
@@ -120,6 +121,7 @@ class BusFabric:
         self.interest = SubscriptionTrie()      # remote interest: filter -> node names
         self._interest_keys: dict[str, set[str]] = {}   # node -> its keys in self.interest
         self._targets: dict[str, frozenset[str]] = {}   # topic -> interested nodes (a cache)
+        self._groups: dict[str, frozenset[tuple[str, str]]] = {}   # topic -> shared groups (a cache)
         self._local_interest: set[str] = set()
         self._retained: dict[str, _RetainedEntry] = {}
         self._tombstones = 0
@@ -225,6 +227,25 @@ class BusFabric:
         for node in targets:
             self.bus.send(node, PUBLISH_RUN, payload)
         self.stats.forwarded += len(targets) * len(run)
+
+    def shared_groups_matching(self, topic: str) -> frozenset[tuple[str, str]]:
+        """(group, filter) of the other nodes' shared groups matching ``topic``.
+
+        Asked by the broker for every message and run it routes; read from the
+        interest trie once per topic and kept, like ``_targets``, until interest changes.
+        """
+        groups = self._groups.get(topic)
+        if groups is None:
+            groups = frozenset(shared_groups_in(self.interest, topic))
+            if len(self._groups) >= TARGET_CACHE_SIZE:
+                self._groups.clear()
+            self._groups[topic] = groups
+        return groups
+
+    def _interest_changed(self) -> None:
+        """Another node's interest changed: what was worked out from it per topic is forgotten."""
+        self._targets.clear()
+        self._groups.clear()
 
     def _targets_of(self, topic: str) -> frozenset[str]:
         """The other nodes interested in ``topic`` (kept in a cache cleared on any change)."""
@@ -371,7 +392,7 @@ class BusFabric:
         announced = payload.decode()
         filter, key = _interest_entry(sender, announced)
         self.interest.remove(filter, key)
-        self._targets.clear()
+        self._interest_changed()
         group, _ = parse_shared(announced)
         if group is not None:
             self.shared.remove(group, filter, sender)
@@ -379,7 +400,7 @@ class BusFabric:
     def _add_interest(self, node: str, announced: str) -> None:
         filter, key = _interest_entry(node, announced)
         self.interest.add(filter, key, None)
-        self._targets.clear()
+        self._interest_changed()
         self._interest_keys.setdefault(node, set()).add(key)
         group, _ = parse_shared(announced)
         if group is not None:
@@ -455,7 +476,7 @@ class BusFabric:
 
     def _on_peer_left(self, node: str) -> None:
         dropped = sum(len(self.interest.remove_key(key)) for key in self._interest_keys.pop(node, ()))
-        self._targets.clear()
+        self._interest_changed()
         self.shared.remove_node(node)
         log.info("%s left the bus; %d interest entries dropped", node, dropped)
         waiter = self._snapshots.get(node)
