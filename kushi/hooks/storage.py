@@ -71,6 +71,7 @@ log = logging.getLogger("kushi.storage")
 SCHEMA_VERSION = 2   # 2: messages.shared
 DEFAULT_AUTOSAVE_INTERVAL = 1.0
 BUSY_TIMEOUT_MS = 5000
+OPEN_RETRY_SECONDS = 0.02
 NEVER = 0xFFFFFFFF
 
 SCHEMA = """
@@ -109,17 +110,24 @@ class SqliteStorage(Hook):
 
     # ---- lifecycle ----------------------------------------------------------------------
     def init(self, config: Any) -> None:
-        """Open (or create) the file; runs in each worker process, after the fork."""
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            with _transaction(db):
-                _create_schema(db)
-        except sqlite3.Error as exc:
-            raise ConfigurationError(f"cannot open the storage file {self.path}: {exc}") from exc
-        self.db = db
+        """Open (or create) the file; runs in each worker process, after the fork.
+
+        The workers open the file at the same moment. Switching a new file to WAL
+        needs it to itself, and SQLite answers "database is locked" at once, without
+        the busy timeout, when another worker holds it meanwhile: so the opening is
+        tried again for up to the busy timeout before it counts as a failure.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.db = _open(self.path)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise ConfigurationError(f"cannot open the storage file {self.path}: {exc}") from exc
+                time.sleep(OPEN_RETRY_SECONDS)   # another worker is setting the file up: try again
+            except sqlite3.Error as exc:
+                raise ConfigurationError(f"cannot open the storage file {self.path}: {exc}") from exc
 
     def on_started(self, server: Any) -> None:
         """Keep the server (its sessions are read from it) and start the autosave."""
@@ -342,6 +350,21 @@ class SqliteStorage(Hook):
         self._saved.pop(client_id, None)
         for table in ("clients", "subscriptions", "messages"):
             self.db.execute(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place; closed again if a step fails."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        with _transaction(db):
+            _create_schema(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
