@@ -211,7 +211,7 @@ class Hook:
     def on_retained_expired(self, topic: str) -> None:
         """A retained message expired and was removed."""
 
-    # ---- storage loaders (used at start to restore state) ------------------
+    # ---- storage loaders (used at start to restore state; may be coroutines) ----
     def stored_clients(self) -> list[StoredClient]:
         """Persistent sessions to restore at start: ``kushi.hooks.records.StoredClient``."""
         return []

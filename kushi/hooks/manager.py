@@ -52,11 +52,8 @@ from .base import (
 
 log = logging.getLogger("kushi.hooks")
 
-#: Events that must be plain functions: a coroutine is refused for them (``on_packet_encode``
-#: and the storage loaders).
-SYNC_ONLY_EVENTS = frozenset(
-    (FILTER_EVENTS - ASYNC_FILTER_EVENTS) | {e for e in EVENTS if e.startswith("stored_")}
-)
+#: Events that must be plain functions: a coroutine is refused for them (``on_packet_encode``).
+SYNC_ONLY_EVENTS = frozenset(FILTER_EVENTS - ASYNC_FILTER_EVENTS)
 
 #: The filters the pipelines prepare as ``(value given, value returned or exception)``.
 CHAINED_EVENTS = ("on_packet_read", "on_publish", "on_subscribe", "on_unsubscribe", "on_will")
@@ -145,12 +142,9 @@ class HookManager:
     @staticmethod
     def _refuse_coroutine(event: str, function: Callable[..., Any]) -> None:
         if event in SYNC_ONLY_EVENTS and inspect.iscoroutinefunction(function):
-            if event == "on_packet_encode":
-                why = ("it runs inside every write to a client (acknowledgements, deliveries, the "
-                       "DISCONNECT of a failing connection), where the broker cannot wait; "
-                       "see docs/hooks.md")
-            else:
-                why = "storage loaders are read once, synchronously, when the server starts"
+            why = ("it runs inside every write to a client (acknowledgements, deliveries, the "
+                   "DISCONNECT of a failing connection), where the broker cannot wait; "
+                   "see docs/hooks.md")
             raise ConfigurationError(
                 f"{_name_of(function)} is a coroutine, but {event} must be a plain function: {why}"
             )
@@ -317,11 +311,15 @@ class HookManager:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _collect(self, event: str) -> list[Any]:
-        """Concatenate what every provider of a storage loader returns."""
+    async def _collect(self, event: str) -> list[Any]:
+        """Concatenate what every provider of a storage loader returns (awaited if a coroutine:
+        the loaders run while the server starts, before it serves, so they may do I/O)."""
         collected: list[Any] = []
         for provider in self._providers[event]:
-            collected.extend(provider() or ())
+            result = provider()
+            if inspect.isawaitable(result):
+                result = await result
+            collected.extend(result or ())
         return collected
 
     # ---- lifecycle notifications --------------------------------------------
@@ -453,17 +451,17 @@ class HookManager:
         self._notify("on_retained_expired", topic)
 
     # ---- storage loaders ----------------------------------------------------
-    def stored_clients(self) -> list[Any]:
-        return self._collect("stored_clients")
+    async def stored_clients(self) -> list[Any]:
+        return await self._collect("stored_clients")
 
-    def stored_subscriptions(self) -> list[Any]:
-        return self._collect("stored_subscriptions")
+    async def stored_subscriptions(self) -> list[Any]:
+        return await self._collect("stored_subscriptions")
 
-    def stored_inflight(self) -> list[Any]:
-        return self._collect("stored_inflight")
+    async def stored_inflight(self) -> list[Any]:
+        return await self._collect("stored_inflight")
 
-    def stored_retained(self) -> list[Any]:
-        return self._collect("stored_retained")
+    async def stored_retained(self) -> list[Any]:
+        return await self._collect("stored_retained")
 
 
 class _Answering:

@@ -185,14 +185,14 @@ def is_expired(record: StoredClient, wall_now: float) -> bool:
     return wall_now >= record.disconnected_at + record.expiry_interval
 
 
-def stored_clients_to_restore(broker: Broker) -> list[StoredClient]:
+async def stored_clients_to_restore(broker: Broker) -> list[StoredClient]:
     """The hooks' stored clients whose sessions have not expired and are not here already."""
     hooks = broker.hooks
     if not hooks.provides("stored_clients"):
         return []
     wall_now = time.time()
     kept: list[StoredClient] = []
-    for record in hooks.stored_clients():
+    for record in await hooks.stored_clients():
         if not isinstance(record, StoredClient):
             log.warning("stored_clients gave %r, not a StoredClient: ignored", type(record).__name__)
         elif not is_expired(record, wall_now) and record.client_id not in broker.sessions:
@@ -200,15 +200,16 @@ def stored_clients_to_restore(broker: Broker) -> list[StoredClient]:
     return kept
 
 
-def install_sessions(broker: Broker, clients: list[StoredClient], wills: bool = True) -> int:
+async def install_sessions(broker: Broker, clients: list[StoredClient], wills: bool = True) -> int:
     """Restore the sessions of ``clients`` into ``broker`` (detached); the number installed."""
     if not clients:
         return 0
     hooks = broker.hooks
     wanted = {record.client_id for record in clients}
-    subscriptions = [s for s in (hooks.stored_subscriptions() if hooks.provides("stored_subscriptions")
-                                 else ()) if isinstance(s, StoredSubscription) and s.client_id in wanted]
-    messages = [m for m in (hooks.stored_inflight() if hooks.provides("stored_inflight") else ())
+    stored_subscriptions = await hooks.stored_subscriptions()
+    subscriptions = [s for s in stored_subscriptions
+                     if isinstance(s, StoredSubscription) and s.client_id in wanted]
+    messages = [m for m in await hooks.stored_inflight()
                 if isinstance(m, StoredMessage) and m.client_id in wanted]
     count = _install(broker, clients, subscriptions, messages, wills)
     if count:

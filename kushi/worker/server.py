@@ -100,7 +100,7 @@ class Server:
         self._stopped = asyncio.Event()
         self.hooks.init_all()
         self.broker = Broker(self.options, self.hooks, self.fabric, loop)
-        self._restore_retained()
+        await self._restore_retained()
         attach = getattr(self.fabric, "attach", None)
         if attach is not None:
             # before any listener opens: what the fabric synced (retained messages of the
@@ -124,7 +124,7 @@ class Server:
         if self.hooks.provides("on_started"):
             self.hooks.on_started(self)
 
-    def _restore_retained(self) -> None:
+    async def _restore_retained(self) -> None:
         """Retained messages a storage hook kept (``stored_retained``: Publish records).
 
         Put in the store directly: a restore is no change, so no hook hears of it
@@ -134,7 +134,7 @@ class Server:
         if not self.hooks.provides("stored_retained"):
             return
         now = monotonic()
-        for message in self.hooks.stored_retained():
+        for message in await self.hooks.stored_retained():
             if isinstance(message, Publish):
                 self.broker.retained_store.set(message.topic, replace(message, retain=True), now)
             else:
@@ -151,12 +151,12 @@ class Server:
         broker = self.broker
         if broker is None or self._closing:
             return 0
-        clients = stored_clients_to_restore(broker)
+        clients = await stored_clients_to_restore(broker)
         if clients and self.adopt is not None:
             adopted = await self.adopt([record.client_id for record in clients])
             clients = [record for record in clients
                        if record.client_id in adopted and record.client_id not in broker.sessions]
-        return install_sessions(broker, clients, self.restore_wills)
+        return await install_sessions(broker, clients, self.restore_wills)
 
     def restore_stored_session(self, client_id: str) -> bool:
         """Restore ``client_id``'s stored session now, if a hook with ``stored_session`` has it.

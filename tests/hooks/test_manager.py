@@ -117,7 +117,7 @@ def test_acl_check_treats_a_missing_return_as_a_refusal(make_client) -> None:
 
 
 @pytest.mark.parametrize("event", sorted(SYNC_ONLY_EVENTS))
-def test_a_coroutine_for_on_packet_encode_or_a_storage_loader_is_refused(event: str) -> None:
+def test_a_coroutine_for_on_packet_encode_is_refused(event: str) -> None:
     async def coroutine_hook(*args: Any) -> Any:
         return None
 
@@ -382,6 +382,12 @@ def test_reload_all_reports_a_hook_that_kept_its_old_rules() -> None:
 def test_storage_loaders_concatenate_what_every_provider_returns() -> None:
     manager = HookManager()
     manager.on("stored_retained", lambda: [1, 2])
-    manager.on("stored_retained", lambda: [3])
-    assert manager.stored_retained() == [1, 2, 3]
-    assert manager.stored_clients() == []
+
+    async def from_a_database() -> list[int]:   # a loader may be a coroutine: it is awaited
+        await asyncio.sleep(0)
+        return [3]
+
+    manager.on("stored_retained", from_a_database)
+    manager.on("stored_retained", lambda: [4])
+    assert asyncio.run(manager.stored_retained()) == [1, 2, 3, 4]
+    assert asyncio.run(manager.stored_clients()) == []

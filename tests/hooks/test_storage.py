@@ -9,6 +9,7 @@ its session [MQTT-3.1.2-5] [MQTT-3.2.2-3].
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 
@@ -48,6 +49,27 @@ class Stored(Hook):
         return self.retained
 
 
+class StoredInADatabase(Stored):
+    """The same records from coroutine loaders, as a hook reading a database with an async
+    driver would give them: the server awaits them while it starts."""
+
+    async def stored_clients(self):
+        await asyncio.sleep(0)
+        return self.clients
+
+    async def stored_subscriptions(self):
+        await asyncio.sleep(0)
+        return self.subscriptions
+
+    async def stored_inflight(self):
+        await asyncio.sleep(0)
+        return self.messages
+
+    async def stored_retained(self):
+        await asyncio.sleep(0)
+        return self.retained
+
+
 def resume(raw, broker, client_id: str, expiry: int = HOUR):
     """Connect ``client_id`` with clean start 0 (v5); returns (client, CONNACK)."""
     client = raw(broker, MQTT_5)
@@ -69,6 +91,24 @@ def test_stored_clients_restores_a_session(make_broker, raw) -> None:
     assert connack.session_present
     _, connack = resume(raw, broker, "other")
     assert not connack.session_present
+
+
+def test_coroutine_loaders_are_awaited_and_restore_the_same(make_broker, raw, paho) -> None:
+    """Storage loaders may be coroutines: a session, its subscription, its queued message and
+    a retained message come back from them."""
+    hook = StoredInADatabase(
+        [StoredClient("kept", MQTT_5, None, HOUR, disconnected_at=offline_since(5))],
+        [StoredSubscription("kept", "jobs/#", 1)],
+        [StoredMessage("kept", Publish("jobs/1", b"queued", qos=1), offline_since(2))],
+        [Publish("state/x", b"retained", retain=True)])
+    broker = make_broker(hooks=[hook])
+    client, connack = resume(raw, broker, "kept")
+    assert connack.session_present
+    delivered = client.recv_packet()
+    assert isinstance(delivered, Publish) and delivered.payload == b"queued"
+    reader = paho.connected(broker, "reader", 5)
+    reader.subscribe("state/#", 0)
+    reader.expect_message("state/x", b"retained")
 
 
 def test_an_expired_stored_session_is_not_restored(make_broker, raw) -> None:
