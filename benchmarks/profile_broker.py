@@ -10,6 +10,7 @@ a few percent).
 
     .venv/bin/python benchmarks/profile_broker.py S1 -d 5
     .venv/bin/python benchmarks/profile_broker.py S3 --raw /tmp/s3.txt   # keep the folded stacks
+    .venv/bin/python benchmarks/profile_broker.py S3 --workers 2         # both workers sampled
 
 py-spy is a development tool: ``.venv/bin/pip install py-spy`` (not a kushi dependency).
 """
@@ -60,12 +61,13 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--raw", type=Path, help="keep py-spy's folded stacks in this file")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--workers", type=int, default=1, help="kushi worker processes")
     args = parser.parse_args()
     scenario = next(sc for sc in run.SCENARIOS if sc.name == args.scenario)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     workdir = Path(tempfile.mkdtemp(prefix="kushi-profile-"))
     folded = args.raw or workdir / "folded.txt"
-    with run.Broker("kushi", 1, workdir) as broker:
+    with run.Broker("kushi", args.workers, workdir) as broker:
         assert broker.proc is not None
         spy = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", str(args.rate),
                                 "--nonblocking", "--subprocesses", "-o", str(folded),

@@ -12,6 +12,10 @@ brokers' own calls, per delivered message:
 
     .venv/bin/python benchmarks/profile_crossing.py              # local, sender, receiver
     .venv/bin/python benchmarks/profile_crossing.py --cprofile receiver   # where its time goes
+    .venv/bin/python benchmarks/profile_crossing.py --qos 1   # S3's shape: QoS 1, PUBACKs counted
+
+At QoS 1 each subscriber acknowledges what it got after each read (its PUBACKs
+counted with the local delivery and the receiver).
 
 crossing / local = (sender + receiver) / local.
 """
@@ -34,7 +38,7 @@ from kushi.cluster.fabric import BusFabric  # noqa: E402
 from kushi.hooks.allow_all import AllowAllHook  # noqa: E402
 from kushi.hooks.manager import HookManager  # noqa: E402
 from kushi.protocol.codec import encode  # noqa: E402
-from kushi.protocol.packets import MQTT_3_1_1, Publish, Subscribe, Subscription  # noqa: E402
+from kushi.protocol.packets import MQTT_3_1_1, Puback, Publish, Subscribe, Subscription  # noqa: E402
 from kushi.worker.broker import Broker  # noqa: E402
 from kushi.worker.options import Options  # noqa: E402
 
@@ -73,14 +77,26 @@ def make_broker(loop: asyncio.AbstractEventLoop, fabric: Any = None) -> Broker:
     return Broker(Options(), hooks, fabric, loop)
 
 
-def subscribe(broker: Broker) -> list[Any]:
+def subscribe(broker: Broker, qos: int) -> list[Any]:
     subscribers = [connect(broker, f"sub-{i}") for i in range(PAIRS)]
     for i, sub in enumerate(subscribers):
-        sub.data_received(encode(Subscribe(1, (Subscription(f"bench/{i}"),)), MQTT_3_1_1))
+        sub.data_received(encode(Subscribe(1, (Subscription(f"bench/{i}", qos),)), MQTT_3_1_1))
     return subscribers
 
 
-def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2) -> tuple[float, float, float]:
+PUBACKS = [encode(Puback(packet_id), MQTT_3_1_1) for packet_id in range(65536)]   # index 0 unused
+
+
+def acknowledge(subscribers: list[Any]) -> None:
+    """Each subscriber's PUBACKs for what it has in flight (QoS 1)."""
+    for sub in subscribers:
+        inflight = sub.session.inflight
+        if inflight:
+            sub.data_received(b"".join([PUBACKS[packet_id] for packet_id in inflight]))
+
+
+def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2,
+            qos: int = 0) -> tuple[float, float, float]:
     """Microseconds of CPU per delivered message: local, crossing's sender, crossing's receiver.
 
     ``profile`` is enabled around one of the three (``profiled``: 0, 1, 2, in that order).
@@ -88,10 +104,11 @@ def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2) ->
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     payload = b"x" * 64
-    reads = [b"".join(encode(Publish(f"bench/{i}", payload), MQTT_3_1_1) for _ in range(PER_READ))
+    reads = [b"".join(encode(Publish(f"bench/{i}", payload, qos, packet_id=n + 1 if qos else None),
+                             MQTT_3_1_1) for n in range(PER_READ))
              for i in range(PAIRS)]
     local = make_broker(loop)
-    subscribe(local)
+    local_subscribers = subscribe(local, qos)
     local_publishers = [connect(local, f"pub-{i}") for i in range(PAIRS)]
     done = loop.create_future()
     done.set_result(None)
@@ -102,23 +119,27 @@ def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2) ->
         fabric.barrier = lambda: done   # type: ignore[method-assign]  (no other node to wait for)
     fabric_a.attach(sender)
     fabric_b.attach(receiver)
-    subscribe(receiver)
+    remote_subscribers = subscribe(receiver, qos)
     for i in range(PAIRS):
         fabric_a._add_interest("w2", f"bench/{i}")
     publishers = [connect(sender, f"pub-{i}") for i in range(PAIRS)]
     turn(loop)
     cpu = [0.0, 0.0, 0.0]
 
-    def read_all(publishers: list[Any]) -> None:
+    def read_all(publishers: list[Any], subscribers: list[Any] = ()) -> None:  # type: ignore[assignment]
         for conn, data in zip(publishers, reads):
             conn.data_received(data)
+        if qos:
+            acknowledge(subscribers)
 
     def receive_all() -> None:
         items, bus_a.sent = bus_a.sent, []
         for _, _, item in items:
             fabric_b._on_publish_run("w1", item)
+        if qos:
+            acknowledge(remote_subscribers)
 
-    steps = [lambda: read_all(local_publishers), lambda: read_all(publishers), receive_all]
+    steps = [lambda: read_all(local_publishers, local_subscribers), lambda: read_all(publishers), receive_all]
     for _ in range(rounds):
         for index, step in enumerate(steps):
             if profile is not None and index == profiled:
@@ -140,19 +161,20 @@ def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000, help="deliveries per measure (about)")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=0, help="0: S2's shape, 1: S3's")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
     parser.add_argument("--cprofile", choices=("local", "sender", "receiver"),
                         help="print the top functions of one side (cProfile)")
     args = parser.parse_args()
     rounds = max(1, args.messages // (PAIRS * PER_READ))
-    runs = [measure(rounds, None) for _ in range(args.repeat)]
+    runs = [measure(rounds, None, qos=args.qos) for _ in range(args.repeat)]
     local, sent, received = (min(run[k] for run in runs) for k in range(3))
-    print(f"S2 shape, us CPU per delivered message (best of {args.repeat}): local {local:.3f}, "
+    print(f"{'S3' if args.qos else 'S2'} shape, us CPU per delivered message (best of {args.repeat}): local {local:.3f}, "
           f"crossing: sender {sent:.3f} + receiver {received:.3f} = {sent + received:.3f} "
           f"({(sent + received) / local:.2f}x local)")
     if args.cprofile:
         profile = cProfile.Profile()
-        measure(rounds, profile, ("local", "sender", "receiver").index(args.cprofile))
+        measure(rounds, profile, ("local", "sender", "receiver").index(args.cprofile), args.qos)
         pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(14)
     return 0
 

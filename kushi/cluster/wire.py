@@ -72,7 +72,8 @@ class ReceivedRun:
     connection's own fast reader), once, for the paths that need them one by one.
     """
 
-    __slots__ = ("first_sequence", "version", "count", "longest", "topic", "qos", "data", "_messages")
+    __slots__ = ("first_sequence", "version", "count", "longest", "topic", "topic_size", "qos", "data",
+                 "_messages")
 
     def __init__(self, payload: bytes) -> None:
         first_sequence, version, count, longest, topic_size = RUN_HEADER.unpack_from(payload)
@@ -82,6 +83,7 @@ class ReceivedRun:
         self.count = count
         self.longest = longest
         self.topic = payload[RUN_HEADER.size:start].decode()
+        self.topic_size = topic_size
         self.data = payload[start:]
         self.qos = (self.data[0] & QOS_BITS) >> 1 if count else 0
         self._messages: list[Publish] | None = None
@@ -98,6 +100,24 @@ class ReceivedRun:
             reader.feed(self.data)
             messages = self._messages = reader.read_packets()
         return messages
+
+
+    def packet_id_positions(self) -> list[int]:
+        """Where each QoS 1 packet's id sits in ``data`` (the packets have one topic, no properties)."""
+        data = self.data
+        id_at = 2 + self.topic_size   # after the Remaining Length: the topic (length, bytes), then the id
+        positions = []
+        pos = 0
+        end = len(data)
+        while pos < end:
+            length = data[pos + 1]
+            if length < 128:
+                body = pos + 2
+            else:
+                length, body = read_varint(data, pos + 1, end)
+            positions.append(body + id_at)
+            pos = body + length
+        return positions
 
 
 def run_to_wire(first_sequence: int, version: int, run: list[Publish]) -> bytes:

@@ -23,14 +23,15 @@ import asyncio
 import logging
 from dataclasses import replace
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..protocol.codec import PublishBuilder, encode
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from ..protocol.properties import NO_PROPERTIES
+from ..protocol.reader import LARGE_PUBLISH
 from ..protocol.topics import topic_matches
 from .fabric import LocalFabric
-from .session import Outbound, Session, SubscriptionEntry, remaining_expiry
+from .session import Outbound, RunOutbound, Session, SubscriptionEntry, remaining_expiry
 
 if TYPE_CHECKING:
     from ..cluster.wire import ReceivedRun
@@ -225,44 +226,59 @@ class Delivery:
             return
         # QoS 1: one in-flight record per message and subscriber. The record keeps the received
         # message itself (its packet id is the publisher's; ours is the record's). Small packets:
-        # the run's received bytes joined once per subscriber, our packet ids written in place.
+        # the run's received bytes joined once, copied per subscriber, our packet ids written in.
         id_offset = 3 if source_version == MQTT_5 else 2   # the packet id (and v5's empty properties)
-        large = any(type(message.raw) is memoryview for message in run)
-        if not large:
+        if not any(type(message.raw) is memoryview for message in run):
             positions = []   # where each message's packet id sits in the joined run
             position = 0
             for message in run:
                 raw = message.raw
                 positions.append(position + len(raw) - len(message.payload) - id_offset)
                 position += len(raw)
-            raws = [message.raw for message in run]
+            self.write_qos1_run(targets, b"".join([message.raw for message in run]), positions, run,
+                                Outbound, now)
+            return
         for conn in targets:
             session = conn.session
             inflight = session.inflight
             packet_id = session._last_packet_id
-            if large:
-                for message in run:
-                    packet_id = packet_id % 65535 + 1   # allocate_packet_id, inlined: run_targets
-                    while packet_id in inflight:        # checked that the window has room
-                        packet_id = packet_id % 65535 + 1
-                    inflight[packet_id] = Outbound(message, now, packet_id, False, True)
-                    raw = message.raw
-                    offset = len(raw) - len(message.payload) - id_offset
-                    # the head rewritten, the rest (the payload) as it came: no copy
-                    conn.write(bytes(raw[:offset]) + packet_id.to_bytes(2, "big"))
-                    conn.write(raw[offset + 2:])
-            else:
-                data = bytearray().join(raws)
-                for message, offset in zip(run, positions):
+            for message in run:
+                packet_id = packet_id % 65535 + 1   # allocate_packet_id, inlined: run_targets
+                while packet_id in inflight:        # checked that the window has room
                     packet_id = packet_id % 65535 + 1
-                    while packet_id in inflight:
-                        packet_id = packet_id % 65535 + 1
-                    inflight[packet_id] = Outbound(message, now, packet_id, False, True)
-                    data[offset] = packet_id >> 8
-                    data[offset + 1] = packet_id & 0xFF
-                conn.write(data)
+                inflight[packet_id] = Outbound(message, now, packet_id, False, True)
+                raw = message.raw
+                offset = len(raw) - len(message.payload) - id_offset
+                # the head rewritten, the rest (the payload) as it came: no copy
+                conn.write(bytes(raw[:offset]) + packet_id.to_bytes(2, "big"))
+                conn.write(raw[offset + 2:])
             session._last_packet_id = packet_id
         self.messages_sent += len(run) * len(targets)
+
+    def write_qos1_run(self, targets: list[MQTTConnection], data: bytes, positions: list[int],
+                       sources: Sequence[Any], record: Callable[..., Outbound], now: float) -> None:
+        """Write a QoS 1 run, its packets joined in ``data``, to each of ``targets`` with packet ids
+        of the subscriber's own written in at ``positions`` (one per message), in one write.
+
+        Each message gets an in-flight record ``record(source, now, packet id, False, True)``,
+        ``source`` its item of ``sources``: the message itself (``Outbound``), or where to read
+        it from (``RunOutbound``). ``run_targets`` has checked that the windows have room.
+        """
+        for conn in targets:
+            session = conn.session
+            inflight = session.inflight
+            packet_id = session._last_packet_id
+            copy = bytearray(data)
+            for source, offset in zip(sources, positions):
+                packet_id = packet_id % 65535 + 1   # allocate_packet_id, inlined
+                while packet_id in inflight:
+                    packet_id = packet_id % 65535 + 1
+                inflight[packet_id] = record(source, now, packet_id, False, True)
+                copy[offset] = packet_id >> 8
+                copy[offset + 1] = packet_id & 0xFF
+            conn.write(copy)
+            session._last_packet_id = packet_id
+        self.messages_sent += len(positions) * len(targets)
 
     def may_route_as_run(self, match: Any, topic: str, qos: int, shared_groups: bool) -> bool:
         """May a run on ``topic`` go to its subscribers as received (``route_run``)?
@@ -280,19 +296,27 @@ class Delivery:
     def route_received_run(self, run: ReceivedRun, now: float) -> None:
         """Route a run another worker received and sent on as one bus item (``kushi.cluster.wire``).
 
-        At QoS 0, when every subscriber here takes it as received (``run_targets``),
-        the bytes that crossed the bus are written to each as they are: no message
-        object is made, the run is not joined again. Otherwise its messages are read
-        and go through ``route_run``. Shared groups are left out, as in ``route``.
+        When every subscriber here takes it as received (``run_targets``), the bytes
+        that crossed the bus are written to each, at QoS 0 as they are, at QoS 1 with
+        the subscriber's packet ids written in (``write_qos1_run``; packets below
+        LARGE_PUBLISH bytes): no message object is made, the in-flight records read
+        the run only if a message is asked for (``RunOutbound``). Otherwise its
+        messages are read and go through ``route_run``. Shared groups are left out,
+        as in ``route``.
         """
-        if not run.qos:
+        qos = run.qos
+        if not qos or run.longest < LARGE_PUBLISH:
             topic = run.topic
             match = self.matcher.match(topic)
-            if self.may_route_as_run(match, topic, 0, False):
-                targets = self.run_targets(topic, 0, run.count, lambda: run.longest, match, None,
+            if self.may_route_as_run(match, topic, qos, False):
+                targets = self.run_targets(topic, qos, run.count, lambda: run.longest, match, None,
                                            run.version)
                 if targets is not None:
-                    self.write_run(targets, run.data, run.count)
+                    if not qos:
+                        self.write_run(targets, run.data, run.count)
+                    elif targets:
+                        self.write_qos1_run(targets, run.data, run.packet_id_positions(),
+                                            [(run, index) for index in range(run.count)], RunOutbound, now)
                     return
         self.route_run(run.messages(), None, now, run.version, shared_groups=False)
 

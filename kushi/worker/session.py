@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocol.packets import Publish, Will
 
@@ -55,6 +56,42 @@ class Outbound:
     forms: object = None         # the WireForms of the routed message, to share its encoding
     shared: tuple[str, str] | None = None   # (group, filter) if a shared group chose this client:
                                             # its session's end passes it on (shared_pass_on.py)
+
+
+class RunOutbound(Outbound):
+    """An in-flight record of one message of a run another worker sent as received bytes.
+
+    ``Delivery.route_received_run`` writes such a run on without reading it into
+    messages; ``source`` is (the ``ReceivedRun``, the message's index in it). The
+    message is read from the run's bytes only when asked for (a resend, a
+    hand-over, storage), all of the run's at once and then kept; a PUBACK needs
+    none. Otherwise an ``Outbound`` like any other.
+    """
+
+    __slots__ = ("source", "_message")
+
+    def __init__(self, source: tuple[Any, int], received_at: float, packet_id: int = 0,
+                 released: bool = False, sent: bool = False) -> None:
+        self.source = source
+        self._message: Publish | None = None
+        self.received_at = received_at
+        self.packet_id = packet_id
+        self.released = released
+        self.sent = sent
+        self.forms = None
+        self.shared = None
+
+    @property  # type: ignore[override]
+    def message(self) -> Publish:
+        message = self._message
+        if message is None:
+            run, index = self.source
+            message = self._message = run.messages()[index]
+        return message
+
+    @message.setter
+    def message(self, value: Publish) -> None:
+        self._message = value
 
 
 @dataclass(slots=True)

@@ -307,3 +307,36 @@ def test_a_qos0_run_is_written_on_as_it_crossed_within_each_maximum_packet_size(
         assert receive(small, len(fitting), 10) == fitting
         plain.expect_no_message()
         small.expect_no_message()
+
+
+def test_a_qos1_run_that_crossed_is_resent_from_its_bytes_to_a_subscriber_back(cluster, clients) -> None:
+    """[MQTT-4.4.0-1, issue 5] A QoS 1 run that crossed the bus is written on in the bytes that
+    crossed, its in-flight records reading the messages from them only when asked
+    (kushi.worker.session.RunOutbound): a subscriber that did not acknowledge them and comes back,
+    on that worker or another, gets each again with DUP set, its packet id, in order."""
+    from cluster_support import raw_client_on
+
+    from kushi.protocol.codec import encode
+    from kushi.protocol.packets import Puback, Publish, Suback, Subscribe, Subscription
+
+    subscriber, sub_worker = raw_client_on(cluster, lambda w: True)
+    subscriber.connect_ok("resend-sub", version=4, clean_start=False)
+    subscriber.send(Subscribe(1, (Subscription("resend/t", 1),)))
+    assert isinstance(subscriber.recv_packet(), Suback)
+    publisher, _ = raw_client_on(cluster, lambda w: w != sub_worker)
+    publisher.connect_ok("resend-pub", version=4)
+    payloads = [b"%d" % index for index in range(50)]
+    publisher.send(b"".join(encode(Publish("resend/t", payload, 1, packet_id=index + 1), 4)
+                            for index, payload in enumerate(payloads)))
+    assert [publisher.recv_packet() for _ in payloads] == [Puback(index + 1) for index in range(50)]
+    first = [subscriber.recv_packet() for _ in payloads]
+    assert [(packet.payload, packet.qos, packet.dup) for packet in first] == [(p, 1, False) for p in payloads]
+    assert len({packet.packet_id for packet in first}) == len(payloads)
+    subscriber.close()   # nothing acknowledged
+    again, _ = raw_client_on(cluster, lambda w: True)
+    assert again.connect_ok("resend-sub", version=4, clean_start=False).session_present
+    resent = [again.recv_packet() for _ in payloads]
+    assert [(packet.payload, packet.dup, packet.packet_id) for packet in resent] == \
+        [(packet.payload, True, packet.packet_id) for packet in first]
+    again.send(b"".join(encode(Puback(packet.packet_id), 4) for packet in resent))
+    again.close()
