@@ -29,7 +29,6 @@ from typing import Any
 from ..hooks.base import Hook
 from ..protocol.packets import MQTT_5, Connect
 from ..worker.session import NEVER
-from ..worker.shared_pass_on import pass_on_shared
 from .fabric import BusFabric
 
 
@@ -69,14 +68,9 @@ class ClusterSessionHook(Hook):
         is dropped. Its subscriptions were never in this worker's matcher: nothing to remove."""
         broker = self.server.broker
         now = time.monotonic()
-        client = session.client or broker.server_info
         if session.will is not None and session.will_due_at is not None:
-            broker.publish_will(session, client, now)
-        pass_on_shared(broker, session, now)
-        hooks = broker.hooks
-        if session.inflight and hooks.provides("on_qos_dropped"):
-            for item in session.inflight.values():
-                hooks.on_qos_dropped(client, item.message)
+            broker.publish_will(session, session.client or broker.server_info, now)
+        broker.drop_session_messages(session, now)
 
     def _session_expiry(self, packet: Connect) -> int:
         """The session expiry the broker will grant (it caps the will delay) [MQTT-3.1.3-9]."""

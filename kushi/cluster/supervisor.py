@@ -214,10 +214,10 @@ class Supervisor:
         get them as ``on_sys_info_tick`` (``kushi.worker.sys_info``)."""
         ticker = SysInfoTicker(self.options.sys_interval, time.monotonic())
         while self.bus is not None:
-            await asyncio.sleep(self.options.sys_interval)
-            now = time.monotonic()
-            if ticker.due(now) and self.bus is not None:
-                self.bus.broadcast(SYS_INFO, msgpack.packb(ticker.info(self.stats(), now, None)))
+            await asyncio.sleep(self.options.sys_interval)   # the loop is the interval: always due
+            if self.bus is not None:
+                info = ticker.info(self.stats(), time.monotonic(), None)
+                self.bus.broadcast(SYS_INFO, msgpack.packb(info))
 
     async def wait(self) -> int:
         """Wait until the supervisor has stopped; returns the exit code."""

@@ -164,19 +164,24 @@ class Broker(Connecting, Subscriptions, Delivery):
         client_id = session.client_id
         if session.will_due_at is not None:
             self.publish_will(session, session.client or self.server_info, now)
-        hooks = self.hooks
         if session.subscriptions:
             for filter in self.matcher.remove_key(client_id):
                 self._interest_down(filter)
             session.subscriptions.clear()
-        if session.inflight or session.queue:
-            pass_on_shared(self, session, now)
-        if session.inflight and hooks.provides("on_qos_dropped"):
-            for item in session.inflight.values():
-                hooks.on_qos_dropped(session.client or self.server_info, item.message)
+        self.drop_session_messages(session, now)
         self.detached.discard(client_id)
         if self.sessions.get(client_id) is session:
             del self.sessions[client_id]
+
+    def drop_session_messages(self, session: Session, now: float) -> None:
+        """The messages of an ended session: what shared groups gave it and the client did not
+        get goes to other members (``shared_pass_on``); the in-flight rest is dropped
+        (``on_qos_dropped``). Call it once the session's subscriptions are gone."""
+        if session.inflight or session.queue:
+            pass_on_shared(self, session, now)
+        if session.inflight and self.hooks.provides("on_qos_dropped"):
+            for item in session.inflight.values():
+                self.hooks.on_qos_dropped(session.client or self.server_info, item.message)
 
     def tick(self, now: float) -> None:
         """Run every timer that is due (called about once a second)."""
