@@ -8,7 +8,9 @@ hook events the broker already has:
   every auth hook accepted): claim the client id; if another worker held
   the session, it is taken over from there (0x8E to the old connection) and
   installed here, its subscriptions re-added and known on every worker
-  (barrier) before the CONNACK says "session present".
+  (barrier) before the CONNACK says "session present". A clean start
+  without a will does not wait for the claim: its CONNACK goes at once, and
+  a session another worker held is taken over and ended just after.
   The claim carries the will: the directory keeps a copy before the client
   has its CONNACK, so it is published even if this worker crashes.
 - ``on_disconnect`` / ``on_will_sent`` / ``on_client_expired``: the copy is
@@ -24,12 +26,14 @@ gives it up, see ``kushi.cluster.worker``) and ``Broker.import_session``.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from ..hooks.base import Hook
 from ..protocol.packets import MQTT_5, Connect
 from ..worker.session import NEVER
 from .fabric import BusFabric
+from .session_link import TakenOver
 
 
 class ClusterSessionHook(Hook):
@@ -41,8 +45,25 @@ class ClusterSessionHook(Hook):
         self.fabric = fabric
         self.server = server
 
-    async def on_connect_authenticate(self, client: Any, packet: Connect) -> bool:
-        """Claim the client id; bring the session here if another worker held it."""
+    def on_connect_authenticate(self, client: Any, packet: Connect) -> bool | Awaitable[bool]:
+        """Claim the client id; bring the session here if another worker held it.
+
+        A clean start without a will answers at once (no task, no round trip
+        before the CONNACK: ``SessionLink.claim_without_waiting``); any other
+        CONNECT waits for the claim, since its CONNACK depends on the answer
+        (session present) or its will must be kept safe first.
+        """
+        if packet.clean_start and packet.will is None:
+            self.fabric.sessions.claim_without_waiting(client.client_id, self._taken_after_connack)
+            return True
+        return self._claim(client, packet)
+
+    def _taken_after_connack(self, taken: TakenOver) -> None:
+        """Another worker held the session of a clean start answered at once: end it there."""
+        self._end_taken_session(taken.session)
+        self.fabric.sessions.handover_done(taken.node, taken.session.client_id)
+
+    async def _claim(self, client: Any, packet: Connect) -> bool:
         client_id = client.client_id
         taken = await self.fabric.sessions.claim(client_id, packet.clean_start, packet.will,
                                                 self._session_expiry(packet))

@@ -6,7 +6,8 @@ Used by ``kushi.cluster.session_hook`` (on the CONNECT path) and
 - ``claim``: before a CONNACK, ask the session directory (the supervisor) to
   record this worker as the holder of the client id, with the connection's
   will; if another worker held the session, ask it over request/reply to
-  give it up (``takeover``) and return it.
+  give it up (``takeover``) and return it. ``claim_without_waiting``: the
+  same for a clean start without a will, whose CONNACK need not wait for it.
 - ``forward_to_client`` / ``deliver_early``: messages the previous holder
   forwards for the moved client ("pub-for"), kept until the session is here.
 - ``handover_done``: tell the previous holder the client's new place is known
@@ -72,6 +73,16 @@ class TakenOver:
     node: str
 
 
+@dataclass(slots=True)
+class _QueuedClaim:
+    """A claim waiting for the directory's answer: awaited (``answer``) or not (``on_taken``)."""
+
+    number: int
+    claim: tuple[Any, ...]                  # (client id, clean start, held will)
+    answer: asyncio.Future[Any] | None      # set to the previous holder, for ``claim``
+    on_taken: Callable[[TakenOver], None] | None = None   # for ``claim_without_waiting``
+
+
 Forwarded = tuple   # (message id, QoS, retain, subscription identifiers, message)
 
 
@@ -114,10 +125,13 @@ class SessionLink:
         self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
         self.stats = HandOverStats()
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
-        # claims of this loop iteration, sent as one request (connection storms): (claim, answer)
-        self._claim_batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        # claims waiting to go, sent as one request (connection storms)
+        self._claim_batch: list[_QueuedClaim] = []
         self._claim_tasks: set[asyncio.Task[None]] = set()
         self._claims_in_flight = False
+        self._claim_number = 0                          # numbers our claims, in order
+        self._unanswered: dict[str, int] = {}           # client id -> its latest claim not answered yet
+        self._release_when_answered: set[int] = set()   # claims whose session ended before the answer
         bus.serve(TAKEOVER, self._serve_takeover)
         bus.on(PUBLISH_FOR, self._on_publish_for)
         bus.on(HANDOVER_DONE, self._on_handover_done)
@@ -141,10 +155,35 @@ class SessionLink:
         held_will = None
         if will is not None:
             held_will = (will_to_wire(will), will.properties.will_delay_interval or 0, session_expiry)
-        generation, previous = await self._claim_with_others((client_id, clean_start, held_will))
-        self._claims[client_id] = generation
-        if previous is None or previous == self.bus.name or previous not in self.bus.peers:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue_claim((client_id, clean_start, held_will), answer)
+        previous = await answer
+        if not self._held_elsewhere(previous):
             return None   # nobody else held it, or its holder has left the bus with it
+        return await self._take_over(client_id, clean_start, previous)
+
+    def claim_without_waiting(self, client_id: str,
+                              on_taken: Callable[[TakenOver], None]) -> None:
+        """A clean start without a will: claim ``client_id``, and let the CONNACK go at once.
+
+        Nothing in such a CONNACK depends on the directory's answer (session
+        present is 0 whatever another worker held, and there is no will to keep
+        safe first), so the client does not wait a round trip for it: in a
+        connection storm the claims go in batches while the CONNACKs go out
+        (benchmarks/PROFILE.md, S5). When the answer names another worker, the
+        session there is taken over as for any claim (its connection gets 0x8E),
+        a moment after this CONNACK rather than before it, and handed to
+        ``on_taken``, which ends it (a clean start's new session never gets the
+        old one's messages).
+        """
+        self._queue_claim((client_id, True, None), None, on_taken)
+
+    def _held_elsewhere(self, previous: str | None) -> bool:
+        """Did the directory name another worker, still on the bus, as the previous holder?"""
+        return previous is not None and previous != self.bus.name and previous in self.bus.peers
+
+    async def _take_over(self, client_id: str, clean_start: bool, previous: str) -> TakenOver | None:
+        """Ask ``previous`` to hand ``client_id``'s session over; None if it had none."""
         if self.on_arriving is not None:
             self.on_arriving(client_id)
         self._close_window(client_id)
@@ -167,8 +206,16 @@ class SessionLink:
                                                              client_id, window)
         return TakenOver(session, previous)
 
-    def _claim_with_others(self, claim: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """The directory's (generation, previous holder) for ``claim``.
+    async def _take_over_after_connack(self, client_id: str, previous: str,
+                                       on_taken: Callable[[TakenOver], None]) -> None:
+        taken = await self._take_over(client_id, True, previous)
+        if taken is not None:
+            on_taken(taken)
+
+    # ---- claims on the wire: batched, answered in order ------------------------
+    def _queue_claim(self, claim: tuple[Any, ...], answer: asyncio.Future[Any] | None,
+                     on_taken: Callable[[TakenOver], None] | None = None) -> None:
+        """Queue ``claim`` for the directory; ``answer`` gets the previous holder, if awaited.
 
         Claims go in order, batched like Nagle's algorithm: with no claim request
         in flight, the claims of this loop iteration go at once as one request;
@@ -176,13 +223,13 @@ class SessionLink:
         together. A lone CONNECT waits for nothing more; a storm of them costs one
         round trip per batch, not one per client (benchmarks/PROFILE.md, S5).
         """
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self._claim_batch.append((claim, answer))
+        client_id = claim[0]
+        self._claim_number += 1
+        self._unanswered[client_id] = self._claim_number
+        self._claim_batch.append(_QueuedClaim(self._claim_number, claim, answer, on_taken))
         if len(self._claim_batch) == 1 and not self._claims_in_flight:
             self._claims_in_flight = True
-            loop.call_soon(self._send_claims)
-        return answer
+            asyncio.get_running_loop().call_soon(self._send_claims)
 
     def _send_claims(self) -> None:
         batch, self._claim_batch = self._claim_batch, []
@@ -190,15 +237,18 @@ class SessionLink:
         self._claim_tasks.add(task)
         task.add_done_callback(self._claim_tasks.discard)
 
-    async def _ask_claims(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    async def _ask_claims(self, batch: list[_QueuedClaim]) -> None:
         try:
             reply = await self.bus.request(self.directory, CLAIM,
-                                           msgpack.packb([claim for claim, _ in batch]))
+                                           msgpack.packb([queued.claim for queued in batch]))
             answers = msgpack.unpackb(reply)
         except (Exception, asyncio.CancelledError) as exc:   # BusError, the bus closing: all fail
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(BusError(f"claim failed: {exc!r}"))
+            for queued in batch:
+                self._answered(queued, None)
+                if queued.answer is None:
+                    log.warning("claim of %r not recorded: %r", queued.claim[0], exc)
+                elif not queued.answer.done():
+                    queued.answer.set_exception(BusError(f"claim failed: {exc!r}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             answers = []
@@ -207,9 +257,32 @@ class SessionLink:
                 self._send_claims()   # what came meanwhile: the next batch
             else:
                 self._claims_in_flight = False
-        for (_, answer), result in zip(batch, answers):
-            if not answer.done():
-                answer.set_result(result)
+        for queued, (generation, previous) in zip(batch, answers):
+            self._answered(queued, generation)
+            if queued.answer is not None:
+                if not queued.answer.done():
+                    queued.answer.set_result(previous)
+            elif queued.on_taken is not None and self._held_elsewhere(previous):
+                self._spawn(self._take_over_after_connack(queued.claim[0], previous,
+                                                          queued.on_taken))
+
+    def _answered(self, queued: _QueuedClaim, generation: int | None) -> None:
+        """The directory answered ``queued`` (``generation`` None: it failed). A session that
+        ended here before the answer came is released now, with the generation to name."""
+        client_id = queued.claim[0]
+        if self._unanswered.get(client_id) == queued.number:
+            del self._unanswered[client_id]
+            if generation is not None:
+                self._claims[client_id] = generation
+        if queued.number in self._release_when_answered:
+            self._release_when_answered.discard(queued.number)
+            if generation is not None:
+                self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._claim_tasks.add(task)
+        task.add_done_callback(self._claim_tasks.discard)
 
     async def adopt(self, client_ids: list[str]) -> set[str]:
         """Storage: which of these stored sessions this node may restore (no live node holds
@@ -331,6 +404,13 @@ class SessionLink:
 
     def session_ended(self, client_id: str) -> None:
         """The session of ``client_id`` ended here (clean start, expiry): tell the directory."""
+        unanswered = self._unanswered.pop(client_id, None)
+        if unanswered is not None:
+            # the claim has not been answered: a release sent now could reach the directory
+            # before the claim (another socket) and leave it naming this node for good
+            self._release_when_answered.add(unanswered)
+            self._claims.pop(client_id, None)
+            return
         generation = self._claims.pop(client_id, None)
         self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
 

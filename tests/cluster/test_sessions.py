@@ -160,3 +160,43 @@ def test_an_arriving_session_gets_each_message_once_and_its_window_is_forgotten(
         await until(lambda: w2.sessions.stats.stale_dropped == 1)
         assert len(sink2.to_sessions) == 1
     run(scenario)
+
+
+def test_a_claim_without_waiting_takes_the_session_over_once_the_answer_names_its_holder() -> None:
+    """A clean start without a will gets its CONNACK at once (``claim_without_waiting`` returns
+    nothing to await); when the directory's answer names another worker, the session there is
+    taken over (0x8E there) and handed to the callback, which ends it."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, _, _ = await cluster.add("sup", -1)
+        directory = DirectoryNode(sup_bus, lambda message: None).directory
+        (_, w1, _), (_, w2, sink2) = await cluster.add("w1", 1), await cluster.add("w2", 2)
+        await w2.sessions.claim("c1", clean_start=False)
+        sink2.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
+        taken: list = []
+        assert w1.sessions.claim_without_waiting("c1", taken.append) is None
+        await until(lambda: taken)
+        assert sink2.exported == ["c1"]
+        assert taken[0].node == "w2" and taken[0].session.client_id == "c1"
+        assert directory.owner("c1").node == "w1"
+        assert not w1.sessions.windows   # a clean start keeps no hand-over window
+    run(scenario)
+
+
+def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_answer() -> None:
+    """A client that connects (clean start, not waiting) and ends its session at once: the
+    release must not overtake the claim (they travel on different sockets), or the directory
+    would name this worker for that client id for good."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, _, _ = await cluster.add("sup", -1)
+        directory = DirectoryNode(sup_bus, lambda message: None).directory
+        (_, w1, _), _ = await cluster.add("w1", 1), await cluster.add("w2", 2)
+        names = [f"brief-{n}" for n in range(50)]
+        for name in names:
+            w1.sessions.claim_without_waiting(name, lambda taken: None)
+            w1.sessions.session_ended(name)
+        w1.sessions.claim_without_waiting("stays", lambda taken: None)
+        await until(lambda: directory.owner("stays") is not None)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)   # every release sent is handled by now
+        assert [name for name in names if directory.owner(name) is not None] == []
+        assert "stays" in w1.sessions._claims
+    run(scenario)

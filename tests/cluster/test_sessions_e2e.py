@@ -67,6 +67,17 @@ def test_a_live_duplicate_on_another_worker_takes_the_session_over(cluster) -> N
     old.expect_disconnect(0x8E)
 
 
+def test_a_clean_start_duplicate_on_another_worker_takes_the_connection_over(cluster) -> None:
+    """[MQTT-3.1.4-3] A clean start without a will gets its CONNACK without waiting for the
+    session directory; the old connection, on another worker, still gets 0x8E (that the old
+    session ends, will and all: the delayed-will test below)."""
+    old, old_worker = raw_client_on(cluster, lambda w: True)
+    old.connect_ok("clean-twin", clean_start=True, properties=PERSISTENT)
+    new, _ = raw_client_on(cluster, lambda w: w != old_worker)
+    assert not new.connect_ok("clean-twin", clean_start=True).session_present
+    old.expect_disconnect(0x8E)
+
+
 def test_the_will_of_a_client_survives_the_crash_of_its_worker() -> None:
     """[invariant 6] kill -9 of the worker holding a connection: its will reaches a subscriber elsewhere."""
     with running_cluster(2) as cluster:
