@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
 """The broker's Python cost per CONNECT, without sockets: a connection storm replayed.
 
-Each client as mqbench's storm (S5) does it: the connection is made, CONNECT (3.1.1,
-keep alive 60) arrives, then PINGREQ, then DISCONNECT, and the connection is lost;
-the loop's callbacks (flushes, connect tasks) are run after each step, as one loop
-iteration would. Real ``MQTTConnection`` and ``Broker`` objects on fake transports
-(``profile_hotpath.FakeTransport``); what it leaves out is the kernel and uvloop.
+As mqbench's storm (S5) does it: every client connects (CONNECT 3.1.1, keep alive 60),
+then each sends PINGREQ, then each sends DISCONNECT and its connection is lost; the
+broker's once-a-second ``tick`` runs after each of the three phases (a real storm of
+10,000 clients at 10,000/s sees a tick or two while most of them are connected). Bytes
+arrive as a TCP transport hands them over (``get_buffer``/``buffer_updated``); the loop's
+callbacks (flushes, connect tasks) are run after each step, as one loop iteration would.
+Real ``MQTTConnection`` and ``Broker`` objects on fake transports
+(``profile_hotpath.FakeTransport``); what it leaves out is the kernel and the loop's I/O.
 
     .venv/bin/python benchmarks/profile_connect.py                 # us of CPU per client
     .venv/bin/python benchmarks/profile_connect.py allow --cprofile
-    valgrind --tool=callgrind .venv/bin/python benchmarks/profile_connect.py allow -n 2000
+    valgrind --tool=callgrind .venv/bin/python benchmarks/profile_connect.py allow -n 1000
+    (and -n 3000: the difference of the two totals / 2000 = instructions per client)
 
 Hooks: ``none`` (an embedding program without hooks), ``allow`` (AllowAllHook, as
 ``kushi serve`` without authentication), ``claim`` (AllowAllHook and a coroutine
 ``on_connect_authenticate`` that awaits one loop turn, as the cluster's session claim).
+``--loop uvloop`` runs the broker on uvloop (as ``kushi serve`` does; a loop turn is then
+``run_forever`` until a ``stop`` callback, whose own cost is counted too); the default,
+asyncio's pure-Python loop, runs the ready callbacks directly and counts only them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_hotpath import FakeTransport, turn  # noqa: E402
@@ -50,9 +57,42 @@ class AwaitedClaim(Hook):
         return True
 
 
-def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None) -> float:
-    """Microseconds of CPU per client (connect, ping, disconnect, lost)."""
+WINDOW = 64
+"""uvloop: steps (a CONNECT, a PINGREQ or a DISCONNECT) handled per loop turn."""
+
+
+def receive(conn: MQTTConnection, data: bytes) -> None:
+    """Bytes from the socket, handed over as uvloop's TCP transport does (BufferedProtocol)."""
+    buffer = conn.get_buffer(-1)
+    buffer[:len(data)] = data
+    conn.buffer_updated(len(data))
+
+
+def new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, Callable[[bool], None]]:
+    """An event loop of ``kind`` and its ``turn(phase_ends)``: run what the broker scheduled."""
+    if kind == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+
+        steps = 0
+
+        def uvloop_turn(phase_ends: bool = False) -> None:
+            # a run_forever costs tens of microseconds of its own (signals, the loop's set-up):
+            # one turn per WINDOW steps, as mqbench keeps --conn-window 64 connects in progress
+            nonlocal steps
+            steps += 1
+            if phase_ends or steps % WINDOW == 0:
+                loop.call_soon(loop.stop)
+                loop.run_forever()
+        return loop, uvloop_turn
     loop = asyncio.new_event_loop()
+    return loop, lambda phase_ends=False: turn(loop)
+
+
+def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None,
+          loop_kind: str = "asyncio") -> float:
+    """Microseconds of CPU per client (connect, ping, disconnect, lost; three ticks)."""
+    loop, run_ready = new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     hooks = HookManager()
     if hooks_kind in ("allow", "claim"):
@@ -63,19 +103,29 @@ def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None) -> fl
     connects = [encode(Connect(protocol_version=MQTT_3_1_1, client_id=f"storm-{i}", keep_alive=60),
                        MQTT_3_1_1) for i in range(clients)]
     ping, disconnect = encode(Pingreq(), MQTT_3_1_1), encode(Disconnect(), MQTT_3_1_1)
+    conns: list[MQTTConnection] = []
     if profile is not None:
         profile.enable()
     started = time.process_time()
     for data in connects:
         conn = MQTTConnection(broker, "bench")
+        conns.append(conn)
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
-        conn.data_received(data)
-        turn(loop)
-        conn.data_received(ping)
-        turn(loop)
-        conn.data_received(disconnect)
+        receive(conn, data)
+        run_ready()
+    run_ready(True)
+    broker.tick(time.monotonic())
+    for conn in conns:
+        receive(conn, ping)
+        run_ready()
+    run_ready(True)
+    broker.tick(time.monotonic())
+    for conn in conns:
+        receive(conn, disconnect)
         conn.connection_lost(None)
-        turn(loop)
+        run_ready()
+    run_ready(True)
+    broker.tick(time.monotonic())
     cpu = time.process_time() - started
     if profile is not None:
         profile.disable()
@@ -90,10 +140,11 @@ def main() -> int:
     parser.add_argument("hooks", nargs="*", help="none, allow, claim (default: all three)")
     parser.add_argument("-n", "--clients", type=int, default=20_000)
     parser.add_argument("--cprofile", action="store_true", help="and print where the time goes")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     for kind in args.hooks or ["none", "allow", "claim"]:
         profile = cProfile.Profile() if args.cprofile else None
-        print(f"{kind:6} {storm(kind, args.clients, profile):6.1f} us of CPU per client")
+        print(f"{kind:6} {storm(kind, args.clients, profile, args.loop):6.1f} us of CPU per client")
         if profile is not None:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     return 0
