@@ -279,7 +279,7 @@ class Broker(Connecting, Subscriptions, Delivery):
 
     def acknowledge_run(self, conn: MQTTConnection, packet_ids: list[int], now: float) -> None:
         """PUBACKs with reason 0 for ``packet_ids``: their send slots are free, the queue moves on."""
-        if self.hooks.provides("on_qos_complete"):
+        if self.hooks.has.on_qos_complete:
             for packet_id in packet_ids:
                 self.handle_completion(conn, packet_id, PubackBuilder(packet_id), now)
             return
@@ -293,8 +293,8 @@ class Broker(Connecting, Subscriptions, Delivery):
     def hooks_per_publish(self) -> bool:
         """Must every packet go through ``handle_packet`` (a hook or a setting sees each one)?"""
         hooks = self.hooks
-        return bool(hooks.provides("on_packet_read") or hooks.provides("on_packet_processed")
-                    or hooks.provides("on_publish") or hooks.provides("on_published")
+        return bool(hooks.has.on_packet_read or hooks.has.on_packet_processed
+                    or hooks.has.on_publish or hooks.has.on_published
                     or self.options.maximum_message_expiry)
 
     def publish_run(self, conn: MQTTConnection, run: list[Publish], now: float) -> None:
@@ -310,7 +310,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         qos = first.qos
         topic = first.topic
         if qos > self.options.maximum_qos or topic.startswith("$SYS") or (
-                hooks.provides("on_acl_check") and not hooks.on_acl_check(conn, topic, True)):
+                hooks.has.on_acl_check and not hooks.on_acl_check(conn, topic, True)):
             for message in run:
                 self.handle_publish(conn, message, now)
             return
@@ -325,7 +325,7 @@ class Broker(Connecting, Subscriptions, Delivery):
                 for message in run:
                     fabric.forward(message)
         if qos:
-            if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+            if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
                 for message in run:
                     self.send_ack(conn, Puback, message.packet_id, 0)
             else:
@@ -346,9 +346,9 @@ class Broker(Connecting, Subscriptions, Delivery):
                 self.handle_packet(conn, PubackBuilder(packet_id), now)
             return
         hooks = self.hooks
-        if hooks.provides("on_packet_read"):
+        if hooks.has.on_packet_read:
             packet = hooks.on_packet_read(conn, packet)
-        if not hooks.provides("on_packet_processed"):
+        if not hooks.has.on_packet_processed:
             self.dispatch_packet(conn, packet, now)
             return
         try:
@@ -371,7 +371,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         elif kind is PacketType.PUBREL:
             self.handle_pubrel(conn, packet)
         elif kind is PacketType.PINGREQ:
-            if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+            if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
                 conn.send(Pingresp())
             else:
                 conn.write(PINGRESP)
@@ -422,10 +422,10 @@ class Broker(Connecting, Subscriptions, Delivery):
         if packet.topic.startswith("$SYS"):
             reason_code = 0x87  # only the server publishes there: clients cannot fake its state
             packet = None
-        elif hooks.provides("on_acl_check") and not hooks.on_acl_check(conn, packet.topic, True):
+        elif hooks.has.on_acl_check and not hooks.on_acl_check(conn, packet.topic, True):
             reason_code = 0x87
             packet = None
-        elif hooks.provides("on_publish"):
+        elif hooks.has.on_publish:
             try:
                 changed = hooks.on_publish(conn, packet)
                 if changed is not packet:
@@ -437,7 +437,7 @@ class Broker(Connecting, Subscriptions, Delivery):
                 packet = None
         if packet is not None:
             self.publish(packet, conn.client_id, now, conn.protocol_version)
-            if hooks.provides("on_published"):
+            if hooks.has.on_published:
                 hooks.on_published(conn, packet)
         if not v5:
             reason_code = 0
@@ -474,7 +474,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         session = conn.session
         if session.acknowledge(packet_id) is None:
             return
-        if self.hooks.provides("on_qos_complete"):
+        if self.hooks.has.on_qos_complete:
             self.hooks.on_qos_complete(conn, packet)
         if session.queue:
             self.drain(session, conn, now)

@@ -287,11 +287,11 @@ class Delivery:
         or a hook chooses subscribers or sees the packets sent.
         """
         hooks = self.hooks
-        return not ((match.shared and shared_groups) or hooks.provides("on_select_subscribers")
+        return not ((match.shared and shared_groups) or hooks.has.on_select_subscribers
                     or (shared_groups and self.fabric.__class__ is not LocalFabric
                         and self.remote_shared_groups(topic, ()))
-                    or hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent")
-                    or qos and hooks.provides("on_qos_publish"))
+                    or hooks.has.on_packet_encode or hooks.has.on_packet_sent
+                    or qos and hooks.has.on_qos_publish)
 
     def route_received_run(self, run: ReceivedRun, now: float) -> None:
         """Route a run another worker received and sent on as one bus item (``kushi.cluster.wire``).
@@ -333,7 +333,7 @@ class Delivery:
         ``count`` messages of ``qos`` on ``topic``; ``longest()``: the size of its longest packet.
         """
         hooks = self.hooks
-        acl = hooks.provides("on_acl_check")
+        acl = hooks.has.on_acl_check
         connections = self.connections
         v5 = source_version == MQTT_5
         size = 0   # of the longest packet, once a connection has a limit
@@ -381,10 +381,10 @@ class Delivery:
         if not folds and not (shared_groups and match.shared):
             return
         hooks = self.hooks
-        if hooks.provides("on_select_subscribers"):
+        if hooks.has.on_select_subscribers:
             selected = hooks.on_select_subscribers({fold[0]: fold[4] for fold in folds}, message)
             folds = [fold for fold in folds if fold[0] in selected]
-        may_read = self.may_read if hooks.provides("on_acl_check") else None
+        may_read = self.may_read if hooks.has.on_acl_check else None
         forms = WireForms(message, source_version)
         sessions = self.sessions
         qos = message.qos
@@ -458,7 +458,7 @@ class Delivery:
             self.call_inline(entry, message)
             return True
         session = self.sessions.get(key)
-        if session is None or (self.hooks.provides("on_acl_check") and not self.may_read(session, message)):
+        if session is None or (self.hooks.has.on_acl_check and not self.may_read(session, message)):
             return False
         self.deliver(session, message, min(message.qos, entry.qos),
                      message.retain and entry.retain_as_published,
@@ -498,9 +498,9 @@ class Delivery:
                 return  # QoS 0 is not queued for an absent client
             alias = conn.outbound_alias(message.topic) if conn.topic_alias_out_maximum else None
             hooks = self.hooks
-            if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+            if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
                 packet = with_alias(forms.publish_for(0, retain, identifiers), alias)
-                if hooks.provides("on_packet_encode"):
+                if hooks.has.on_packet_encode:
                     packet = hooks.on_packet_encode(conn, packet)
                 self.put_publish(conn, message.topic, alias, packet, encode(packet, conn.protocol_version))
             else:
@@ -522,7 +522,7 @@ class Delivery:
             self.count_dropped(conn, item.message)
             return
         if not session.start_inflight(item):
-            if self.hooks.provides("on_packet_id_exhausted"):
+            if self.hooks.has.on_packet_id_exhausted:
                 self.hooks.on_packet_id_exhausted(conn, item.message)
             self.count_dropped(conn, item.message)
             return
@@ -534,7 +534,7 @@ class Delivery:
         message = item.message
         properties = message.properties
         hooks = self.hooks
-        encode_hook = hooks.provides("on_packet_encode")
+        encode_hook = hooks.has.on_packet_encode
         packet = message
         alias = conn.outbound_alias(message.topic) if conn.topic_alias_out_maximum else None
         if (not dup and not encode_hook and item.forms is not None
@@ -552,7 +552,7 @@ class Delivery:
             session.inflight.pop(item.packet_id, None)  # as if delivered [MQTT-3.1.2-25]
             return
         item.sent = True
-        if hooks.provides("on_qos_publish"):
+        if hooks.has.on_qos_publish:
             if packet is message:
                 packet = replace(message, packet_id=item.packet_id)
             hooks.on_qos_publish(conn, packet, item.received_at, int(dup))
@@ -567,14 +567,14 @@ class Delivery:
             return False
         conn.write(data)
         self.messages_sent += 1
-        if self.hooks.provides("on_packet_sent"):
+        if self.hooks.has.on_packet_sent:
             self.hooks.on_packet_sent(conn, packet, data)
         return True
 
     def send_ack(self, conn: MQTTConnection, kind: type, packet_id: int, reason_code: int) -> None:
         """Send PUBACK/PUBREC/PUBREL/PUBCOMP; as ready-made bytes unless a hook watches packets."""
         hooks = self.hooks
-        if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
+        if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
             conn.send(kind(packet_id, reason_code))
         else:
             conn.write(ack_bytes(kind, packet_id, reason_code))
@@ -598,7 +598,7 @@ class Delivery:
     def count_dropped(self, client: Any, message: Publish) -> None:
         """A message was dropped for one client (queue full, too large, expired)."""
         self.messages_dropped += 1
-        if self.hooks.provides("on_publish_dropped"):
+        if self.hooks.has.on_publish_dropped:
             self.hooks.on_publish_dropped(client, message)
 
     def call_inline(self, entry: SubscriptionEntry, message: Publish) -> None:

@@ -44,6 +44,18 @@ def test_provides_only_the_events_a_hook_overrides() -> None:
     assert not manager.provides("stored_clients")
 
 
+def test_has_flags_answer_as_provides_for_every_event_as_hooks_and_functions_are_added() -> None:
+    """``hooks.has.EVENT`` (read on the message path) never disagrees with ``provides(EVENT)``."""
+    manager = HookManager()
+    assert all(getattr(manager.has, event) is False for event in EVENTS)
+    manager.add(Recorder("a", []))
+    manager.on("on_acl_check", lambda client, topic, write: True)
+    assert all(getattr(manager.has, event) is manager.provides(event) for event in EVENTS)
+    assert manager.has.on_publish and manager.has.on_acl_check and not manager.has.on_subscribe
+    with pytest.raises(AttributeError):
+        manager.has.on_no_such_event   # a misspelt event fails loudly, never reads False
+
+
 def test_a_plain_base_hook_provides_nothing() -> None:
     manager = HookManager()
     manager.add(Hook())
