@@ -65,8 +65,9 @@ class DirectoryNode:
         return msgpack.packb(self.directory.adopt(msgpack.unpackb(payload), sender, live))
 
     def _on_release(self, sender: str, payload: bytes) -> None:
-        client_id, generation = msgpack.unpackb(payload)
-        self.directory.release(client_id, sender, generation)
+        """The sessions that ended on ``sender`` in one of its loop iterations."""
+        for client_id, generation in msgpack.unpackb(payload):
+            self.directory.release(client_id, sender, generation)
 
     def _on_will_cleared(self, sender: str, payload: bytes) -> None:
         self.directory.clear_will(payload.decode(), sender)

@@ -132,6 +132,8 @@ class SessionLink:
         self._claim_number = 0                          # numbers our claims, in order
         self._unanswered: dict[str, int] = {}           # client id -> its latest claim not answered yet
         self._release_when_answered: set[int] = set()   # claims whose session ended before the answer
+        self._releases: list[tuple[str, int | None]] = []   # sessions ended, sent once per iteration
+        self._wills_kept: set[str] = set()   # client ids whose will the directory keeps for us
         bus.serve(TAKEOVER, self._serve_takeover)
         bus.on(PUBLISH_FOR, self._on_publish_for)
         bus.on(HANDOVER_DONE, self._on_handover_done)
@@ -155,6 +157,9 @@ class SessionLink:
         held_will = None
         if will is not None:
             held_will = (will_to_wire(will), will.properties.will_delay_interval or 0, session_expiry)
+            self._wills_kept.add(client_id)
+        else:
+            self._wills_kept.discard(client_id)   # the directory drops an earlier connection's
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue_claim((client_id, clean_start, held_will), answer)
         previous = await answer
@@ -176,6 +181,7 @@ class SessionLink:
         ``on_taken``, which ends it (a clean start's new session never gets the
         old one's messages).
         """
+        self._wills_kept.discard(client_id)
         self._queue_claim((client_id, True, None), None, on_taken)
 
     def _held_elsewhere(self, previous: str | None) -> bool:
@@ -277,7 +283,7 @@ class SessionLink:
         if queued.number in self._release_when_answered:
             self._release_when_answered.discard(queued.number)
             if generation is not None:
-                self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
+                self._release(client_id, generation)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -297,6 +303,7 @@ class SessionLink:
         """Another worker took ``client_id`` over: give the session up (empty answer: none here)."""
         client_id = payload.decode()
         self._claims.pop(client_id, None)
+        self._wills_kept.discard(client_id)   # the new holder's claim replaced it there
         self._close_window(client_id)   # it moves on: what comes for it here is forwarded
         export = getattr(self.sink, "export_session", None)
         session = export(client_id, sender) if export is not None else None
@@ -411,10 +418,22 @@ class SessionLink:
             self._release_when_answered.add(unanswered)
             self._claims.pop(client_id, None)
             return
-        generation = self._claims.pop(client_id, None)
-        self.bus.send(self.directory, RELEASE, msgpack.packb((client_id, generation)))
+        self._release(client_id, self._claims.pop(client_id, None))
+
+    def _release(self, client_id: str, generation: int | None) -> None:
+        """Tell the directory, with the other releases of this loop iteration (one bus item)."""
+        if not self._releases:
+            asyncio.get_running_loop().call_soon(self._send_releases)
+        self._releases.append((client_id, generation))
+
+    def _send_releases(self) -> None:
+        releases, self._releases = self._releases, []
+        self.bus.send(self.directory, RELEASE, msgpack.packb(releases))
 
     def will_cleared(self, client_id: str) -> None:
-        """The will of ``client_id`` was sent, or must not be: the directory forgets its copy."""
-        self.bus.send(self.directory, WILL_CLEARED, client_id.encode())
+        """The will of ``client_id`` was sent, or must not be: the directory forgets its copy
+        (if it keeps one: only a claim that carried a will left one there)."""
+        if client_id in self._wills_kept:
+            self._wills_kept.discard(client_id)
+            self.bus.send(self.directory, WILL_CLEARED, client_id.encode())
 

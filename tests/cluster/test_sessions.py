@@ -13,6 +13,7 @@ from fabric_support import DEADLINE, Cluster, run, until
 
 from kushi.cluster.directory import SessionDirectory
 from kushi.cluster.directory_node import DirectoryNode
+from kushi.cluster.session_link import WILL_CLEARED
 from kushi.cluster.session_transfer import session_from_wire, session_to_wire
 from kushi.protocol.packets import Publish, Will
 from kushi.protocol.properties import Properties
@@ -199,4 +200,23 @@ def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_ans
         await asyncio.wait_for(w1.barrier(), DEADLINE)   # every release sent is handled by now
         assert [name for name in names if directory.owner(name) is not None] == []
         assert "stays" in w1.sessions._claims
+    run(scenario)
+
+
+def test_only_a_will_the_directory_keeps_is_cleared_over_the_bus() -> None:
+    """A client whose claim carried no will leaves nothing to clear: its disconnect sends the
+    directory nothing (a connection storm's every DISCONNECT did); a kept will is cleared once."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, _, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, lambda message: None)
+        cleared: list[bytes] = []
+        sup_bus.on(WILL_CLEARED, lambda sender, payload: cleared.append(payload))
+        _, w1, _ = await cluster.add("w1", 1)
+        w1.sessions.claim_without_waiting("plain", lambda taken: None)
+        await w1.sessions.claim("persistent", clean_start=False)
+        await w1.sessions.claim("willing", False, Will("will/w", b"w"), session_expiry=60)
+        for client_id in ("plain", "persistent", "willing", "willing"):
+            w1.sessions.will_cleared(client_id)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        assert cleared == [b"willing"]
     run(scenario)
