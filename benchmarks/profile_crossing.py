@@ -18,6 +18,14 @@ At QoS 1 each subscriber acknowledges what it got after each read (its PUBACKs
 counted with the local delivery and the receiver).
 
 crossing / local = (sender + receiver) / local.
+
+Instruction counts (load-independent): ``--only`` runs one part, so that callgrind's
+total is that part's plus start-up; two message counts cancel the start-up out:
+
+    valgrind --tool=callgrind .venv/bin/python benchmarks/profile_crossing.py --repeat 1 \
+        --only sender --messages 20000      # and 60000: (Ir(60k) - Ir(20k)) / deliveries between
+
+``--only receiver`` runs the sender too (the receiver needs its items): subtract ``sender``.
 """
 
 from __future__ import annotations
@@ -95,11 +103,16 @@ def acknowledge(subscribers: list[Any]) -> None:
             sub.data_received(b"".join([PUBACKS[packet_id] for packet_id in inflight]))
 
 
+SIDES = ("local", "sender", "receiver")
+
+
 def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2,
-            qos: int = 0) -> tuple[float, float, float]:
+            qos: int = 0, only: str | None = None) -> tuple[float, float, float]:
     """Microseconds of CPU per delivered message: local, crossing's sender, crossing's receiver.
 
     ``profile`` is enabled around one of the three (``profiled``: 0, 1, 2, in that order).
+    ``only``: run the local delivery alone, the sender alone (its bus items dropped), or
+    the sender and the receiver; the other figures are then 0.
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -140,8 +153,12 @@ def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2,
             acknowledge(remote_subscribers)
 
     steps = [lambda: read_all(local_publishers, local_subscribers), lambda: read_all(publishers), receive_all]
+    running = {None: (0, 1, 2), "local": (0,), "sender": (1,), "receiver": (1, 2)}[only]
     for _ in range(rounds):
-        for index, step in enumerate(steps):
+        if only == "sender":
+            bus_a.sent = []   # nobody receives them
+        for index in running:
+            step = steps[index]
             if profile is not None and index == profiled:
                 profile.enable()
             started = time.process_time()
@@ -151,11 +168,12 @@ def measure(rounds: int, profile: cProfile.Profile | None, profiled: int = 2,
             if profile is not None and index == profiled:
                 profile.disable()
     delivered = rounds * PAIRS * PER_READ
-    for broker in (local, receiver):
-        if broker.messages_sent != delivered:
+    for index, broker in ((0, local), (2, receiver)):
+        if index in running and broker.messages_sent != delivered:
             raise SystemExit(f"{broker.messages_sent} deliveries, expected {delivered}")
     loop.close()
-    return tuple(value / delivered * 1e6 for value in cpu)  # type: ignore[return-value]
+    return tuple(value / delivered * 1e6 if index in running else 0.0   # type: ignore[return-value]
+                 for index, value in enumerate(cpu))
 
 
 def main() -> int:
@@ -163,18 +181,25 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000, help="deliveries per measure (about)")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=0, help="0: S2's shape, 1: S3's")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
-    parser.add_argument("--cprofile", choices=("local", "sender", "receiver"),
+    parser.add_argument("--cprofile", choices=SIDES,
                         help="print the top functions of one side (cProfile)")
+    parser.add_argument("--only", choices=SIDES,
+                        help="run one part (receiver: with its sender), for instruction counts")
     args = parser.parse_args()
     rounds = max(1, args.messages // (PAIRS * PER_READ))
-    runs = [measure(rounds, None, qos=args.qos) for _ in range(args.repeat)]
+    runs = [measure(rounds, None, qos=args.qos, only=args.only) for _ in range(args.repeat)]
     local, sent, received = (min(run[k] for run in runs) for k in range(3))
+    delivered = f"({rounds * PAIRS * PER_READ:,} deliveries)"
+    if args.only:
+        print(f"{'S3' if args.qos else 'S2'} shape, --only {args.only}: local {local:.3f}, "
+              f"sender {sent:.3f}, receiver {received:.3f} us CPU per delivered message {delivered}")
+        return 0
     print(f"{'S3' if args.qos else 'S2'} shape, us CPU per delivered message (best of {args.repeat}): local {local:.3f}, "
           f"crossing: sender {sent:.3f} + receiver {received:.3f} = {sent + received:.3f} "
-          f"({(sent + received) / local:.2f}x local)")
+          f"({(sent + received) / local:.2f}x local) {delivered}")
     if args.cprofile:
         profile = cProfile.Profile()
-        measure(rounds, profile, ("local", "sender", "receiver").index(args.cprofile), args.qos)
+        measure(rounds, profile, SIDES.index(args.cprofile), args.qos)
         pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(14)
     return 0
 
