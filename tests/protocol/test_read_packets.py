@@ -8,6 +8,7 @@ in any split, valid or not.
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +19,8 @@ from kushi.errors import KushiError, MalformedPacket, ProtocolError
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
 from kushi.protocol.properties import Properties
-from kushi.protocol.reader import LARGE_PUBLISH, PacketReader, PubackRun
+from kushi.protocol import reader as reader_module
+from kushi.protocol.reader import LANDING_READ, LARGE_PUBLISH, PacketReader, PubackRun
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -248,16 +250,21 @@ def outcome_in_place(chunks: list[bytes], version: int) -> tuple[list[object], t
     return received, None
 
 
+@pytest.mark.parametrize("landing_read", [LANDING_READ, 2 * LARGE_PUBLISH])
 @pytest.mark.parametrize("version", VERSIONS)
 @SETTINGS
 @given(data=st.data())
-def test_reading_in_place_gives_what_next_packet_gives(version: int, data: st.DataObject) -> None:
+def test_reading_in_place_gives_what_next_packet_gives(version: int, landing_read: int,
+                                                       data: st.DataObject) -> None:
     """Small and large packets in any split, read into the reader's buffers: the same packets,
-    the same raw bytes, and a large PUBLISH's payload a view of one buffer of its own."""
+    the same raw bytes, and a large PUBLISH's payload a view of a landing buffer. With landing
+    buffers of room for one or two packets, reads fill them and cut packets off where they do
+    not fit (moved to the next buffer)."""
     sent = data.draw(st.lists(packets(version) | large_publishes(version), min_size=1, max_size=6))
     stream = b"".join(encode(packet, version) for packet in sent)
     chunks = split(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
-    received, error = outcome_in_place(chunks, version)
+    with mock.patch.object(reader_module, "LANDING_READ", landing_read):
+        received, error = outcome_in_place(chunks, version)
     assert error is None
     assert received == sent
     assert [bytes(p.raw) for p in received if isinstance(p, Publish)] == \
@@ -283,11 +290,13 @@ def test_reading_in_place_a_corrupted_stream_gives_the_same_packets_and_error(
     assert in_place == expected
 
 
-def test_after_a_large_publish_the_next_is_read_into_a_landing_buffer_of_its_own() -> None:
-    """Once a connection has sent a large PUBLISH, a read offers a buffer of that size; a large
-    PUBLISH starting there is read into it up to its end and its payload is a view of it."""
-    first, second = (encode(Publish("big", bytes([n]) * 2 * LARGE_PUBLISH, qos=1, packet_id=n), MQTT_3_1_1)
-                     for n in (1, 2))
+def test_after_a_large_publish_one_read_lands_several_in_one_buffer() -> None:
+    """Once a connection has sent a large PUBLISH, a read offers a landing buffer with room for
+    as many of that size as fit in LANDING_READ; the large PUBLISH packets a read brings are
+    views of it, and one cut off at the end of the read is read on into place up to its end."""
+    first, *rest = (encode(Publish("big", bytes([n]) * 2 * LARGE_PUBLISH, qos=1, packet_id=n), MQTT_3_1_1)
+                    for n in range(1, 5))
+    size = len(first)
     reader = reader_for(MQTT_3_1_1)
     for piece in (first[:5000], first[5000:]):   # the first: read as it comes, joined
         buffer = reader.get_buffer()
@@ -295,14 +304,18 @@ def test_after_a_large_publish_the_next_is_read_into_a_landing_buffer_of_its_own
         reader.buffer_updated(len(piece))
     assert [bytes(p.raw) for p in reader.read_packets()] == [first]
     landing = reader.get_buffer()
-    assert len(landing) == len(first)
-    landing[:100] = second[:100]
-    reader.buffer_updated(100)
+    assert len(landing) == size * (LANDING_READ // size) > 3 * size
+    stream = b"".join(rest)
+    landing[:2 * size + 100] = stream[:2 * size + 100]   # two whole packets and the third's start
+    reader.buffer_updated(2 * size + 100)
+    two = reader.read_packets()
+    assert [bytes(p.raw) for p in two] == rest[:2] and all(p.payload.obj is landing.obj for p in two)
     assert reader.read_packets() == []
-    rest = reader.get_buffer()
-    assert len(rest) == len(second) - 100 and rest.obj is landing.obj   # up to its end, no further
-    rest[:] = second[100:]
-    reader.buffer_updated(len(rest))
-    [packet] = reader.read_packets()
-    assert bytes(packet.raw) == second and packet.payload.obj is landing.obj
-    assert reader.get_buffer().obj is not landing.obj   # the next read: a new landing buffer
+    tail = reader.get_buffer()
+    assert len(tail) == size - 100 and tail.obj is landing.obj   # up to its end, no further
+    tail[:] = stream[2 * size + 100:]
+    reader.buffer_updated(len(tail))
+    [third] = reader.read_packets()
+    assert bytes(third.raw) == rest[2] and third.payload.obj is landing.obj
+    after = reader.get_buffer()   # the next read: on in the same buffer, behind them
+    assert after.obj is landing.obj and len(after) == len(landing) - 3 * size

@@ -689,12 +689,14 @@ def test_large_messages_received_in_place_arrive_whole(
     every_listener: ServerOnEveryListener, paho: Any, certs: dict[str, tuple[str, str]],
     listener_id: str, transport: str, tls: str | None
 ) -> None:
-    """TCP, TLS and Unix read into the broker's buffers (asyncio.BufferedProtocol); a large
-    PUBLISH is read into a buffer of its own: several of them, back to back, each arrive whole."""
+    """TCP, TLS and Unix read into the broker's buffers (asyncio.BufferedProtocol); large
+    PUBLISH packets are read into landing buffers with room for several of their size, the
+    larger ones cut off and moved on: several of them, back to back, each arrive whole."""
     publisher = connect_over(paho, every_listener, certs, listener_id, transport, tls)
     subscriber = connect_over(paho, every_listener, certs, "ws", "websockets", None)
     subscriber.subscribe("e2e/large", qos=1)
-    payloads = [os.urandom(size) for size in (4_000, 65_536, 200_000, 70_001, 900_000)]
+    payloads = [os.urandom(size) for size in (4_000, 65_536, 65_536, 65_536, 65_536, 200_000, 70_001,
+                                              65_536, 900_000, 65_536)]
     for payload in payloads:
         publisher.publish("e2e/large", payload, qos=1)
     for payload in payloads:
