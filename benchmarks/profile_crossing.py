@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_hotpath import connect, turn  # noqa: E402  (a script beside this one)
 
 from kushi.cluster.fabric import BusFabric  # noqa: E402
-from kushi.hooks.allow_all import AllowAllHook  # noqa: E402
 from kushi.hooks.manager import HookManager  # noqa: E402
 from kushi.protocol.codec import encode  # noqa: E402
 from kushi.protocol.packets import MQTT_3_1_1, Puback, Publish, Subscribe, Subscription  # noqa: E402
@@ -80,9 +79,7 @@ class KeptBus:
 
 
 def make_broker(loop: asyncio.AbstractEventLoop, fabric: Any = None) -> Broker:
-    hooks = HookManager()
-    hooks.add(AllowAllHook())   # as `kushi serve` without authentication
-    return Broker(Options(), hooks, fabric, loop)
+    return Broker(Options(), HookManager(), fabric, loop)   # no hook: `kushi serve` without authentication
 
 
 def subscribe(broker: Broker, qos: int) -> list[Any]:

@@ -1,8 +1,10 @@
 """AllowAllHook: every client may connect, publish and subscribe.
 
-The default of ``kushi serve`` when no authentication is configured (the
-server logs a warning then). Use it in development, or behind a network that
-already decides who may reach the broker.
+A broker with no authentication or ACL hook already behaves so, which is how
+``kushi serve`` runs when no authentication is configured (it logs a warning
+then, and adds no hook: this one would only cost calls per CONNECT and per
+message). Use it where a hook list must say so explicitly, in development, or
+behind a network that already decides who may reach the broker.
 """
 
 from __future__ import annotations

@@ -277,11 +277,16 @@ def log_http_listener(metrics: MetricsServer) -> None:
 
 
 def build_auth_hooks(auth: AuthFiles) -> list[Hook]:
-    """The hooks for the configured auth files; allow-all (with a warning) when there are none."""
+    """The hooks for the configured auth files; none (with a warning) when there are none.
+
+    With no authentication hook the broker lets every client in and allows every topic,
+    exactly as ``AllowAllHook`` would; leaving that hook out spares its calls on every
+    CONNECT and its two ACL calls per message or run (the ACL checks are skipped when no
+    hook provides them).
+    """
     if not auth.configured:
-        from ..hooks.allow_all import AllowAllHook
         log.warning("no authentication configured: every client is allowed")
-        return [AllowAllHook()]
+        return []
     hooks: list[Hook] = []
     if auth.password_file or auth.acl_file:
         from ..hooks.mosquitto import MosquittoHook

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kushi.ops.cli import run_workers
-from kushi.ops.config import ServeConfig
+from kushi.ops.cli import build_auth_hooks, run_workers
+from kushi.ops.config import AuthFiles, ServeConfig
 from kushi.worker.options import Options
 from support.paho import PahoClient
 from support.waiting import wait_until
@@ -88,6 +88,21 @@ def test_serves_tcp_and_websocket_and_logs_bound_ports(serve: Any, paho: Any) ->
     publisher = paho.connected(kushi, "tcp-pub", version=4)
     publisher.publish("ops/hello", b"over tcp, to ws", qos=1)
     subscriber.expect_message("ops/hello", b"over tcp, to ws")
+
+
+def test_without_authentication_serve_adds_no_hook_and_allows_everyone(
+        serve: Any, paho: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """No auth files: no hook at all (the AllowAllHook's calls per CONNECT and per message are
+    spared), and still every client gets in, with any credentials, and may use any topic."""
+    assert build_auth_hooks(AuthFiles()) == []
+    assert "no authentication configured: every client is allowed" in caplog.text
+    kushi = serve(*LOCAL)
+    anyone = paho(kushi, "anyone")
+    anyone.client.username_pw_set("whoever", "whatever")
+    anyone.connect()
+    assert anyone.subscribe("any/#", qos=1) == [1]
+    anyone.publish("any/topic", b"allowed", qos=1)
+    anyone.expect_message("any/topic", b"allowed")
 
 
 def test_metrics_counters_move_after_a_publish(serve: Any, paho: Any) -> None:
