@@ -228,15 +228,16 @@ class Delivery:
         # message itself (its packet id is the publisher's; ours is the record's). Small packets:
         # the run's received bytes joined once, copied per subscriber, our packet ids written in.
         id_offset = 3 if source_version == MQTT_5 else 2   # the packet id (and v5's empty properties)
-        if not any(type(message.raw) is memoryview for message in run):
+        raws = [message.raw for message in run]
+        # no view of a large packet among them: one loop for the positions, the rest in C
+        # (callgrind, profile_hotpath.py S3: -1.9% per message against three passes)
+        if memoryview not in map(type, raws):
             positions = []   # where each message's packet id sits in the joined run
-            position = 0
-            for message in run:
-                raw = message.raw
-                positions.append(position + len(raw) - len(message.payload) - id_offset)
-                position += len(raw)
-            self.write_qos1_run(targets, b"".join([message.raw for message in run]), positions, run,
-                                Outbound, now)
+            position = -id_offset
+            for raw, message in zip(raws, run):
+                position += len(raw)   # this message's end, less id_offset
+                positions.append(position - len(message.payload))
+            self.write_qos1_run(targets, b"".join(raws), positions, run, Outbound, now)
             return
         for conn in targets:
             session = conn.session
