@@ -43,9 +43,11 @@ IN_PLACE_MAX = 1_048_576
 """The largest PUBLISH received in place (``get_buffer``)."""
 
 LANDING_READ = 262_144
-"""A landing buffer holds as many packets of the connection's large size as fit in this many
-bytes (at least one): one read takes every such packet the socket holds up to there, and they
-are handled as one batch (one run, one route) instead of one read and one route each."""
+"""A landing buffer has room for one packet of the connection's large size at first, twice as
+many after each read that filled one to its end (the socket held more), up to as many as fit
+in this many bytes: one read then takes several large packets, handled as one batch (one run,
+one route) instead of one read and one route each, while a connection that sends a large
+packet now and then keeps a buffer of one."""
 
 LANDING_POOL = 24
 """Landing buffers a connection keeps for reuse once their packets are let go of (more than a
@@ -91,7 +93,7 @@ class PacketReader:
 
     __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "_error",
                  "_big", "_big_start", "_big_body", "_big_fill", "_big_end", "_done", "_landing",
-                 "_landing_at", "_landing_size", "_offered", "_retired")
+                 "_landing_at", "_landing_size", "_landing_packets", "_offered", "_retired")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.version: int | None = None
@@ -109,6 +111,7 @@ class PacketReader:
         self._landing: bytearray | None = None   # the landing buffer reads go to (see get_buffer) ...
         self._landing_at = 0                     # ... from this offset on
         self._landing_size = 0                   # 0 until a large PUBLISH came; then its size
+        self._landing_packets = 1                # room in a new landing buffer, in such packets
         self._offered: bytearray | None = None   # the landing buffer get_buffer gave, if it did
         self._retired: deque[bytearray] | None = None   # landing buffers whose packets may be held
         # PUBLISH packets read in place, an error last; () while there are none (an idle
@@ -139,9 +142,9 @@ class PacketReader:
         Between packets, a scratch buffer shared by the thread's readers, whose bytes
         ``buffer_updated`` copies out (as a transport's new ``bytes`` would be). Once a
         connection has sent a large PUBLISH (LARGE_PUBLISH to IN_PLACE_MAX bytes), the
-        rest of a *landing* buffer instead, room for several packets of that size
+        rest of a *landing* buffer instead, with room for one or more packets of that size
         (LANDING_READ): the large PUBLISH packets a read brings are views of it, so their
-        bytes are never copied or joined in Python, and one read takes several of them.
+        bytes are never copied or joined in Python, and one read may take several of them.
         One cut off at the end of a read is read on into place, up to its end and no further.
         """
         big = self._big
@@ -195,6 +198,8 @@ class PacketReader:
         """A read put ``landing[pos:end]``: its whole large PUBLISH packets are taken as views
         of it, and one cut off at the end is read on into place. Anything else (small packets)
         goes the general way, copied out as a scratch read would be."""
+        if end == len(landing) and self._landing_packets < LANDING_READ // self._landing_size:
+            self._landing_packets *= 2   # the read filled the buffer: the next one has more room
         if not self._done:
             self._done = []
         done = self._done
@@ -229,11 +234,11 @@ class PacketReader:
             self.feed(memoryview(landing)[pos:end])
 
     def _free_landing(self) -> bytearray:
-        """A landing buffer for packets of ``_landing_size`` (as many as fit in LANDING_READ):
-        the oldest one handed out before if its packets are let go of by now (no view of it
-        left: not in flight, not being written), else a new one."""
+        """A landing buffer for ``_landing_packets`` packets of ``_landing_size`` (at most as many
+        as fit in LANDING_READ, at least one): the oldest one handed out before if its packets
+        are let go of by now (no view of it left: not in flight, not being written), else a new one."""
         size = self._landing_size
-        capacity = size * max(1, LANDING_READ // size)
+        capacity = size * max(1, min(self._landing_packets, LANDING_READ // size))
         retired = self._retired
         length = max(2, min(LANDING_POOL, LANDING_POOL_BYTES // capacity))
         if retired is None or retired.maxlen != length:

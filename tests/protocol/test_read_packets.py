@@ -290,12 +290,13 @@ def test_reading_in_place_a_corrupted_stream_gives_the_same_packets_and_error(
     assert in_place == expected
 
 
-def test_after_a_large_publish_one_read_lands_several_in_one_buffer() -> None:
-    """Once a connection has sent a large PUBLISH, a read offers a landing buffer with room for
-    as many of that size as fit in LANDING_READ; the large PUBLISH packets a read brings are
-    views of it, and one cut off at the end of the read is read on into place up to its end."""
+def test_landing_buffers_grow_while_reads_fill_them() -> None:
+    """Once a connection has sent a large PUBLISH, a read offers a landing buffer of its size (one
+    large packet now and then: no more is kept); each read that fills one to its end doubles the
+    next, up to LANDING_READ. The large PUBLISH packets a read brings are views of the buffer,
+    and one cut off at the end of a read is read on into place, up to its end and no further."""
     first, *rest = (encode(Publish("big", bytes([n]) * 2 * LARGE_PUBLISH, qos=1, packet_id=n), MQTT_3_1_1)
-                    for n in range(1, 5))
+                    for n in range(1, 8))
     size = len(first)
     reader = reader_for(MQTT_3_1_1)
     for piece in (first[:5000], first[5000:]):   # the first: read as it comes, joined
@@ -303,19 +304,33 @@ def test_after_a_large_publish_one_read_lands_several_in_one_buffer() -> None:
         buffer[:len(piece)] = piece
         reader.buffer_updated(len(piece))
     assert [bytes(p.raw) for p in reader.read_packets()] == [first]
-    landing = reader.get_buffer()
-    assert len(landing) == size * (LANDING_READ // size) > 3 * size
-    stream = b"".join(rest)
+
+    def read_whole(packets: list[bytes]) -> memoryview:
+        """Read ``packets`` into one landing buffer that they fill; their payloads are views of it."""
+        landing = reader.get_buffer()
+        assert len(landing) == len(packets) * size
+        landing[:] = b"".join(packets)
+        reader.buffer_updated(len(landing))
+        received = reader.read_packets()
+        assert [bytes(p.raw) for p in received] == packets
+        assert all(p.payload.obj is landing.obj for p in received)
+        return landing
+
+    read_whole(rest[:1])
+    read_whole(rest[1:3])   # doubled: the last read filled its buffer
+    landing = reader.get_buffer()   # doubled again
+    assert len(landing) == min(4, LANDING_READ // size) * size
+    stream = b"".join(rest[3:])
     landing[:2 * size + 100] = stream[:2 * size + 100]   # two whole packets and the third's start
     reader.buffer_updated(2 * size + 100)
     two = reader.read_packets()
-    assert [bytes(p.raw) for p in two] == rest[:2] and all(p.payload.obj is landing.obj for p in two)
+    assert [bytes(p.raw) for p in two] == rest[3:5] and all(p.payload.obj is landing.obj for p in two)
     assert reader.read_packets() == []
     tail = reader.get_buffer()
     assert len(tail) == size - 100 and tail.obj is landing.obj   # up to its end, no further
     tail[:] = stream[2 * size + 100:]
     reader.buffer_updated(len(tail))
     [third] = reader.read_packets()
-    assert bytes(third.raw) == rest[2] and third.payload.obj is landing.obj
+    assert bytes(third.raw) == rest[5] and third.payload.obj is landing.obj
     after = reader.get_buffer()   # the next read: on in the same buffer, behind them
     assert after.obj is landing.obj and len(after) == len(landing) - 3 * size
