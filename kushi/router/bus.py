@@ -38,9 +38,9 @@ member. Ping and pong carry the sender's current sequence numbers, which is
 where a receiver starts counting gaps.
 
 pyzmq's file descriptor is edge-triggered: every wake-up drains the socket
-until EAGAIN (or a budget, then continues on the next iteration), and every
-send on a DEALER/ROUTER is followed by a drain, since a send may consume the
-readiness edge of pending input.
+until ZMQ_EVENTS shows no more input (or a budget, then continues on the next
+iteration), and every send on a DEALER/ROUTER is followed by a drain, since a
+send may consume the readiness edge of pending input.
 """
 
 from __future__ import annotations
@@ -211,18 +211,26 @@ class Bus:
         self._loop.call_soon(self._drain, sock, on_frames)
 
     def _drain(self, sock: zmq.Socket, on_frames: Callable[[list[bytes]], None]) -> None:
-        """Read until EAGAIN (the FD is edge-triggered), or a budget, then continue later."""
+        """Read until no input is left (the FD is edge-triggered), or a budget, then continue later.
+
+        After a message, ZMQ_EVENTS says whether another is waiting: asking costs less than
+        the receive that fails with EAGAIN (callgrind, benchmarks/profile_bus.py: 140,747 ->
+        130,346 instructions per batch sent and handled between two nodes). ZeroMQ signals
+        the FD again for input that comes after ZMQ_EVENTS said there was none.
+        """
         if self._closed or sock.closed:
             return
         for _ in range(DRAIN_BUDGET):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            except zmq.Again:   # woken with nothing to read (a drain after a send, say)
                 return
             try:
                 on_frames(frames)
             except Exception:
                 log.exception("bus %s: handling a message failed", self.name)
+            if sock.closed or not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                return
         assert self._loop is not None
         self._loop.call_soon(self._drain, sock, on_frames)
 
