@@ -7,8 +7,8 @@ What a packet *means* is the broker's business (``kushi.worker.broker``): the
 connection decodes, checks the connection-level rules, and hands packets over.
 
 Reading: TCP, TLS and Unix transports read into the reader's buffers
-(``get_buffer``/``buffer_updated``: a large PUBLISH lands in a buffer of its own
-and is passed on as views of it, never copied in Python); the WebSocket layer
+(``get_buffer``/``buffer_updated``: large PUBLISH packets land in buffers kept for
+them, several to a read, and are passed on as views, never copied in Python); the WebSocket layer
 hands over bytes (``data_received``). Every read's packets are *all* parsed before
 anything is written. Writing: packets are collected in a list and flushed once
 per loop iteration (the broker flushes every connection written to with one
