@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The cost of one batch on the bus between two nodes: ZeroMQ, msgpack, the drain, the loop.
 
-Two real ``kushi.router.bus.Bus`` nodes in one process over ipc://: node ``a`` sends
+Two real ``kushi.router.bus.Bus`` nodes in one process over ipc://, on uvloop as the
+workers run: node ``a`` sends
 one item (a 1 KiB payload) to ``b`` and waits until ``b``'s handler has it, ROUNDS
 times. ``profile_crossing.py`` leaves the bus out (a stand-in keeps the items); this
 is the part it leaves out, per batch. Wall time here is mostly the two ZeroMQ I/O
@@ -57,8 +58,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rounds", type=int, nargs="?", default=5000, help="batches sent (default 5000)")
     args = parser.parse_args()
+    try:   # the workers run on uvloop (kushi.cluster.worker)
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = asyncio.new_event_loop
     started = time.process_time()
-    handled = asyncio.run(exchange(args.rounds))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        handled = runner.run(exchange(args.rounds))
     cpu = time.process_time() - started
     print(f"{handled:,} batches handled ({handled:,} deliveries), {cpu / max(handled, 1) * 1e6:.1f} us CPU "
           f"per batch, start-up included (all threads)")

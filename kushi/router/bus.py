@@ -214,8 +214,8 @@ class Bus:
         """Read until no input is left (the FD is edge-triggered), or a budget, then continue later.
 
         After a message, ZMQ_EVENTS says whether another is waiting: asking costs less than
-        the receive that fails with EAGAIN (callgrind, benchmarks/profile_bus.py: 140,747 ->
-        130,346 instructions per batch sent and handled between two nodes). ZeroMQ signals
+        the receive that fails with EAGAIN (callgrind, benchmarks/profile_bus.py: 100,550 ->
+        90,227 instructions per batch sent and handled between two nodes). ZeroMQ signals
         the FD again for input that comes after ZMQ_EVENTS said there was none.
         """
         if self._closed or sock.closed:
