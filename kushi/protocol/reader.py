@@ -240,10 +240,11 @@ class PacketReader:
         size = self._landing_size
         capacity = size * max(1, min(self._landing_packets, LANDING_READ // size))
         retired = self._retired
-        length = max(2, min(LANDING_POOL, LANDING_POOL_BYTES // capacity))
-        if retired is None or retired.maxlen != length:
-            retired = self._retired = deque(retired or (), maxlen=length)
-        landing = retired[0] if retired and len(retired[0]) == capacity else None
+        if not retired or len(retired[-1]) != capacity:
+            # a new size: the pool keeps none of the old (their packets hold them while they need them)
+            length = max(2, min(LANDING_POOL, LANDING_POOL_BYTES // capacity))
+            retired = self._retired = deque(maxlen=length)
+        landing = retired[0] if retired else None
         if landing is not None:
             try:   # a bytearray with views alive cannot be resized: a packet of it is still held
                 del landing[-1:]

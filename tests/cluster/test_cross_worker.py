@@ -340,3 +340,34 @@ def test_a_qos1_run_that_crossed_is_resent_from_its_bytes_to_a_subscriber_back(c
         [(packet.payload, True, packet.packet_id) for packet in first]
     again.send(b"".join(encode(Puback(packet.packet_id), 4) for packet in resent))
     again.close()
+
+
+def test_large_qos1_messages_read_several_at_once_cross_the_bus_whole_and_in_order(cluster, clients) -> None:
+    """[issue 5] 64 KiB PUBLISH packets sent back to back land several to a read on the
+    publisher's worker, as views of landing buffers (kushi.protocol.reader) that are not used
+    again while a message in them is in flight; they reach a subscriber on another worker
+    (across the bus) and one on the same worker whole, in order."""
+    from cluster_support import raw_client_on
+
+    from kushi.protocol.codec import encode
+    from kushi.protocol.packets import Puback, Publish, Suback, Subscribe, Subscription
+
+    subscriber, sub_worker = raw_client_on(cluster, lambda w: True)
+    subscriber.connect_ok("large-sub", version=4)
+    publisher, pub_worker = raw_client_on(cluster, lambda w: w != sub_worker)
+    publisher.connect_ok("large-pub", version=4)
+    local, _ = raw_client_on(cluster, lambda w: w == pub_worker)
+    local.connect_ok("large-local", version=4)
+    for client in (subscriber, local):
+        client.send(Subscribe(1, (Subscription("large/t", 1),)))
+        assert isinstance(client.recv_packet(), Suback)
+    payloads = [bytes([index]) * 65_536 for index in range(60)]   # more than the buffers kept
+    publisher.send(b"".join(encode(Publish("large/t", payload, 1, packet_id=index + 1), 4)
+                            for index, payload in enumerate(payloads)))
+    assert [publisher.recv_packet() for _ in payloads] == [Puback(index + 1) for index in range(60)]
+    for client in (subscriber, local):
+        received = [client.recv_packet() for _ in payloads]
+        assert [packet.payload for packet in received] == payloads
+        client.send(b"".join(encode(Puback(packet.packet_id), 4) for packet in received))
+    for client in (subscriber, local, publisher):
+        client.close()
