@@ -44,6 +44,7 @@ from ..router.retained import RetainedStore
 from .async_filters import install as install_async_filters
 from .connect import Connecting
 from .connection import MQTTConnection, State
+from .deadlines import DeadlineBuckets
 from .delivery import Delivery
 from .fabric import Fabric, LocalFabric
 from .options import Options
@@ -88,6 +89,8 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, MQTTConnection] = {}      # connected clients by client id
         self.open_connections: set[MQTTConnection] = set()     # every open network connection
+        # open connections by when their connect timeout or keep alive may run out (the tick)
+        self.deadlines: DeadlineBuckets[MQTTConnection] = DeadlineBuckets()
         self.detached: set[str] = set()                        # sessions without a connection
         self.interest: dict[str, int] = {}                     # filter -> local subscriptions
         self._folds: dict[str, Any] = {}                       # route's per-topic cache
@@ -114,10 +117,13 @@ class Broker(Connecting, Subscriptions, Delivery):
     def connection_opened(self, conn: MQTTConnection) -> None:
         self.open_connections.add(conn)
         self.connections_accepted += 1
+        # its connect timeout (conn.timer_deadline(), written out: one call less per connection)
+        self.deadlines.file(conn, conn.opened_at + self.options.connect_timeout)
 
     def connection_lost(self, conn: MQTTConnection, error: BaseException | None, now: float) -> None:
         """A connection ended (or was taken over): will, session detach or end."""
         self.open_connections.discard(conn)
+        self.deadlines.remove(conn)
         session = conn.session
         client_id = conn.client_id
         if session is None or self.connections.get(client_id) is not conn:
@@ -185,8 +191,11 @@ class Broker(Connecting, Subscriptions, Delivery):
 
     def tick(self, now: float) -> None:
         """Run every timer that is due (called about once a second)."""
-        for conn in list(self.open_connections):
-            conn.check_timers(now)
+        deadlines = self.deadlines
+        for conn in deadlines.take_due(now):   # only connections filed up to now, not all
+            deadline = conn.check_timers(now)
+            if deadline is not None:            # a packet moved keep alive on: file it there
+                deadlines.file(conn, deadline)
         for client_id in list(self.detached):
             session = self.sessions.get(client_id)
             if session is None:

@@ -266,6 +266,9 @@ class Connecting:
         conn.session = session
         session.client = conn
         conn.state = State.CONNECTED
+        if conn.keep_alive and 1.5 * conn.keep_alive < options.connect_timeout:
+            # filed by its connect timeout; a keep alive that may run out sooner is filed sooner
+            self.deadlines.file(conn, conn.timer_deadline())
         self.connections[client_id] = conn
         properties = self._connack_properties(conn, packet, requested_expiry,
                                               session.expiry_interval, authentication_method)

@@ -280,15 +280,31 @@ class MQTTConnection(asyncio.BufferedProtocol):
         if alias is not None and alias[1]:
             del self.outbound_aliases[topic]
 
-    def check_timers(self, now: float) -> None:
-        """Called by the broker's tick: connect timeout and keep alive [MQTT-3.1.2-22]."""
+    def timer_deadline(self) -> float | None:
+        """When this connection's timer runs out: the connect timeout until the CONNACK, then
+        1.5 x keep alive after the last packet [MQTT-3.1.2-22]; None once closed, or without
+        keep alive. The broker files the connection by it (``kushi.worker.deadlines``)."""
         state = self.state
         if state is State.CONNECTED:
-            if self.keep_alive and now - self.last_received > 1.5 * self.keep_alive:
-                self.fail(KeepAliveTimeout("no packet within 1.5 x keep alive"))
-        elif state is not State.CLOSED:
-            if now - self.opened_at > self.broker.options.connect_timeout:
-                self.abort()
+            return self.last_received + 1.5 * self.keep_alive if self.keep_alive else None
+        if state is State.CLOSED:
+            return None
+        return self.opened_at + self.broker.options.connect_timeout
+
+    def check_timers(self, now: float) -> float | None:
+        """Called by the broker's tick: connect timeout and keep alive [MQTT-3.1.2-22].
+
+        Closes the connection if its timer ran out before ``now``; returns the deadline
+        still ahead (None: none, or the connection is closing).
+        """
+        deadline = self.timer_deadline()
+        if deadline is None or now <= deadline:
+            return deadline
+        if self.state is State.CONNECTED:
+            self.fail(KeepAliveTimeout("no packet within 1.5 x keep alive"))
+        else:
+            self.abort()
+        return None
 
     # ---- writing ------------------------------------------------------------------
     def send(self, packet: Packet) -> None:
