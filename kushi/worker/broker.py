@@ -136,7 +136,7 @@ class Broker(Connecting, Subscriptions, Delivery):
             else:
                 session.will_due_at = now + min(session.will_delay, session.expiry_interval)
         ends = session.expiry_interval == 0
-        if self.hooks.provides("on_disconnect"):
+        if self.hooks.has.on_disconnect:
             self.hooks.on_disconnect(conn, error, ends)
         if ends:
             self.end_session(session, now)

@@ -227,7 +227,7 @@ class Connecting:
         hooks = self.hooks
         client_id = conn.client_id
         version = packet.protocol_version
-        if hooks.provides("on_session_establish"):
+        if hooks.has.on_session_establish:
             hooks.on_session_establish(conn, packet)
         previous = self.connections.get(client_id)
         if previous is not None:
@@ -270,28 +270,37 @@ class Connecting:
             # filed by its connect timeout; a keep alive that may run out sooner is filed sooner
             self.deadlines.file(conn, conn.timer_deadline())
         self.connections[client_id] = conn
-        properties = self._connack_properties(conn, packet, requested_expiry,
-                                              session.expiry_interval, authentication_method)
-        self._send_connack(conn, Connack(session_present, 0, properties))
-        if hooks.provides("on_session_established"):
+        self._send_connack(conn, packet, session_present, requested_expiry, authentication_method)
+        if hooks.has.on_session_established:
             hooks.on_session_established(conn, packet)
         if session_present:
             self.resume(session, conn, now)
 
-    def _send_connack(self, conn: MQTTConnection, connack: Connack) -> None:
-        """Send a CONNACK; the common ones are encoded once per broker (connection storms)."""
-        hooks = self.hooks
-        if hooks.provides("on_packet_encode") or hooks.provides("on_packet_sent"):
-            conn.send(connack)
-            return
+    def _send_connack(self, conn: MQTTConnection, packet: Connect, session_present: bool,
+                      requested_expiry: int, authentication_method: str | None) -> None:
+        """Send the CONNACK of an accepted CONNECT; the common ones are encoded once per broker
+        (connection storms)."""
         version = conn.protocol_version
-        # 3.1 and 3.1.1 CONNACKs carry no properties: two numbers tell them apart, cheaper to
-        # hash than the record; v5 ones are keyed by the record (frozen: hashable), properties
-        # and all, since they follow options that a reload may change
-        key: tuple = ((version, connack.session_present, connack.reason_code) if version != MQTT_5
-                      else (version, connack))
-        data = self._connack_cache.get(key)
+        # 3.1 and 3.1.1 CONNACKs carry no properties: (version, session present) tells them
+        # apart, and no record is made unless one must be encoded; v5 ones are keyed by the
+        # record (frozen: hashable), properties and all, since they follow options that a
+        # reload may change
+        if version == MQTT_5:
+            connack: Connack | None = Connack(session_present, 0, self._connack_properties(
+                conn, packet, requested_expiry, conn.session.expiry_interval, authentication_method))
+            key: tuple = (version, connack)
+        else:
+            connack = None   # made only if it must be encoded
+            key = (version, session_present)
+        hooks = self.hooks
+        through_hooks = hooks.has.on_packet_encode or hooks.has.on_packet_sent
+        data = None if through_hooks else self._connack_cache.get(key)
         if data is None:
+            if connack is None:
+                connack = Connack(session_present, 0, NO_PROPERTIES)
+            if through_hooks:
+                conn.send(connack)
+                return
             data = encode(connack, version)
             if (connack.properties.assigned_client_identifier is None   # unique: never again
                     and len(self._connack_cache) < CONNACK_CACHE_SIZE):
@@ -300,8 +309,7 @@ class Connecting:
 
     def _connack_properties(self, conn: MQTTConnection, packet: Connect, requested_expiry: int,
                             granted_expiry: int, authentication_method: str | None) -> Properties:
-        if packet.protocol_version != MQTT_5:
-            return NO_PROPERTIES
+        """The properties of a v5 CONNACK [MQTT-3.2.2-*]."""
         options = self.options
         return Properties(
             session_expiry_interval=granted_expiry if granted_expiry != requested_expiry else None,
