@@ -35,7 +35,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_hotpath import FakeTransport, turn  # noqa: E402  (the fake transport and loop turn)
 
-from kushi.hooks.allow_all import AllowAllHook  # noqa: E402
 from kushi.hooks.manager import HookManager  # noqa: E402
 from kushi.protocol.codec import encode  # noqa: E402
 from kushi.protocol.packets import MQTT_3_1_1, Connect, Publish, Subscribe, Subscription  # noqa: E402
@@ -70,9 +69,7 @@ def measure(messages: int, per_read: int, profile: cProfile.Profile | None) -> t
     """(microseconds of CPU per delivered message, deliveries) for about ``messages`` deliveries."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    hooks = HookManager()
-    hooks.add(AllowAllHook())   # as kushi serve without authentication
-    broker = Broker(Options(), hooks, loop=loop)
+    broker = Broker(Options(), HookManager(), loop=loop)   # no hooks: kushi serve without authentication
     subscribers = [connect(broker, f"sub-{i}") for i in range(PAIRS)]
     for i, sub in enumerate(subscribers):
         read_into(sub, encode(Subscribe(1, (Subscription(f"bench/{i}", qos=1),)), MQTT_3_1_1))
