@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import replace
+from struct import unpack_from
 
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
@@ -35,6 +36,9 @@ __all__ = ["PacketReader", "PubackRun", "DEFAULT_MAX_PACKET_SIZE"]
 
 DEFAULT_MAX_PACKET_SIZE = 268_435_460
 """The largest packet MQTT can express: 1 + 4 + 268,435,455 bytes."""
+
+PUBACK_WORDS = 64
+"""How many 4-byte words behind a PUBACK ``read_packets`` unpacks at once to find the PUBACKs after it."""
 
 LARGE_PUBLISH = 4096
 """From this size on, a PUBLISH's ``raw`` and ``payload`` are memoryviews of the bytes read."""
@@ -433,7 +437,16 @@ class PacketReader:
                         elif acks is not None and type(packets[-1]) is PubackRun:
                             acks.append(data[pos + 2] << 8 | data[pos + 3])
                         else:
+                            # a subscriber acknowledges a burst in one write: the PUBACKs
+                            # right behind this one are taken as 32-bit words, 0x4002 <id>
+                            count = min((size - end) >> 2, PUBACK_WORDS)
                             acks = [data[pos + 2] << 8 | data[pos + 3]]
+                            if count:
+                                for word in unpack_from(f">{count}I", data, end):
+                                    if word >> 16 != 0x4002:
+                                        break
+                                    acks.append(word & 0xFFFF)
+                                    end += 4
                             append(PubackRun(acks))
                     else:
                         append(decode_at(first_byte, data, pos + 2, end, version))

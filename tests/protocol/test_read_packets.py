@@ -20,7 +20,7 @@ from kushi.protocol.codec import encode
 from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
 from kushi.protocol.properties import Properties
 from kushi.protocol import reader as reader_module
-from kushi.protocol.reader import LANDING_READ, LARGE_PUBLISH, PacketReader, PubackRun
+from kushi.protocol.reader import LANDING_READ, LARGE_PUBLISH, PUBACK_WORDS, PacketReader, PubackRun
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -176,6 +176,19 @@ def test_consecutive_pubacks_come_as_one_run_when_asked() -> None:
     assert [type(first), type(second), type(third)] == [PubackRun] * 3
     assert (first.packet_ids, second.packet_ids, third.packet_ids) == ([1, 2], [4], [5, 6])
     assert coded == Puback(3, 0x10) and publish == Publish("t", b"x")
+
+
+def test_a_burst_of_pubacks_longer_than_one_look_ahead_is_one_run_in_order() -> None:
+    """The PUBACKs behind a PUBACK are taken PUBACK_WORDS at a time: a longer burst, and one
+    ending in a half-received PUBACK, still give every id once, in wire order."""
+    ids = [(n * 7919) % 65535 + 1 for n in range(3 * PUBACK_WORDS + 5)]
+    data = b"".join(encode(Puback(packet_id), MQTT_3_1_1) for packet_id in ids)
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(data + b"\x40\x02\x00")   # the next PUBACK, one byte short
+    (run,) = reader.read_packets(puback_runs=True)
+    assert type(run) is PubackRun and run.packet_ids == ids
+    reader.feed(b"\x09")
+    assert reader.read_packets(puback_runs=True) == [Puback(9)]   # completed across reads: read whole
 
 
 @pytest.mark.parametrize("version", VERSIONS)
