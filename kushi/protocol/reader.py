@@ -28,7 +28,7 @@ from struct import unpack_from
 
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
-from .codec import PubackBuilder, PublishBuilder, decode_at, decode_publish
+from .codec import PubackBuilder, decode_at, decode_publish, new_publish
 from .packets import MQTT_5, Connect, Packet, Publish
 from .properties import NO_PROPERTIES
 
@@ -408,8 +408,8 @@ class PacketReader:
                     end = pos + run_size
                     packet_id = data[pos + run_id_at] << 8 | data[pos + run_id_at + 1] if run_id_at else None
                     if packet_id != 0 and not (v5 and data[pos + run_body - 1]):
-                        append(PublishBuilder(run_topic, data[pos + run_body:end], run_qos, run_retain,
-                                              False, packet_id, NO_PROPERTIES, data[pos:end]))
+                        append(new_publish(run_topic, data[pos + run_body:end], run_qos, run_retain,
+                                           False, packet_id, NO_PROPERTIES, data[pos:end]))
                         pos = end
                         continue
                 length = data[pos + 1] if pos + 2 <= size else 128
@@ -486,9 +486,9 @@ class PacketReader:
                     raw = data[pos:end]
                     append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
                 else:
-                    append(PublishBuilder(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
-                                          first_byte & 8 == 8, packet_id, NO_PROPERTIES,
-                                          data[pos:end]))
+                    append(new_publish(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
+                                       first_byte & 8 == 8, packet_id, NO_PROPERTIES,
+                                       data[pos:end]))
                     if run_head is not last_head and not first_byte & 8:   # (DUP: never a run)
                         run_head = last_head
                         run_topic = topic

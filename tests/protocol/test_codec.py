@@ -6,6 +6,8 @@ decoder is checked against the spec's layout, not against the encoder.
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 from support.rawclient import connect_body, mqtt_string, varint
 
@@ -16,7 +18,7 @@ from kushi.errors import (
     TopicAliasInvalid,
     UnsupportedProtocolVersion,
 )
-from kushi.protocol.codec import MAX_VARINT, decode, encode, encode_varint
+from kushi.protocol.codec import MAX_VARINT, decode, encode, encode_varint, new_publish
 from kushi.protocol.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -39,7 +41,7 @@ from kushi.protocol.packets import (
     Unsubscribe,
     Will,
 )
-from kushi.protocol.properties import Properties
+from kushi.protocol.properties import NO_PROPERTIES, Properties
 
 V5_PROPERTIES = Properties(user_properties=(("k", "v"),), reason_string="why")
 
@@ -586,3 +588,14 @@ def test_3_1_1_suback_return_codes_are_0_1_2_and_0x80() -> None:
     """3.1.1 [MQTT-3.9.3-2]"""
     assert decode(0x90, b"\x00\x01\x00\x01\x02\x80", MQTT_3_1_1) == Suback(1, (0, 1, 2, 0x80))
     assert isinstance(refused(0x90, b"\x00\x01\x03", MQTT_3_1_1), ProtocolError)
+
+
+def test_new_publish_makes_the_same_frozen_publish_as_the_class() -> None:
+    """The reader's ``new_publish`` (no class call) gives what ``Publish(...)`` gives: every field
+    set, equal, same hash, and frozen."""
+    made = new_publish("t/1", b"payload", 1, True, False, 7, NO_PROPERTIES, b"raw")
+    expected = Publish("t/1", b"payload", 1, True, False, 7, NO_PROPERTIES, b"raw")
+    assert type(made) is Publish
+    assert made == expected and hash(made) == hash(expected) and made.raw == b"raw"
+    with pytest.raises(FrozenInstanceError):
+        made.topic = "other"  # type: ignore[misc]
