@@ -7,7 +7,8 @@ later claim wins, as the later CONNECT would with one process.
 
 - ``claim(client_id, node)``: ``node`` now holds the session. The answer is
   the claim's generation and the previous holder, if another node: the
-  claimer asks that node to hand the session over (takeover, 0x8E).
+  claimer asks that node to hand the session over (takeover, 0x8E). With
+  ``only_if_free`` nothing changes if another node holds it.
 - ``release(client_id, node, generation)``: the session ended on ``node``
   (clean start, expiry); ignored if a newer claim has been made since.
 - ``adopt(client_ids, node, live)``: with storage, a worker restores stored
@@ -67,10 +68,17 @@ class SessionDirectory:
     def owner(self, client_id: str) -> Claim | None:
         return self._claims.get(client_id)
 
-    def claim(self, client_id: str, node: str) -> tuple[int, str | None]:
-        """Record ``node`` as the holder; returns (generation, previous holder if another node)."""
-        self._generation += 1
+    def claim(self, client_id: str, node: str, only_if_free: bool = False) -> tuple[int, str | None]:
+        """Record ``node`` as the holder; returns (generation, previous holder if another node).
+
+        ``only_if_free``: record it only if no other node holds the client id;
+        otherwise return (0, that node) and change nothing (a clean start that did
+        not wait for the answer: ``SessionLink.claim_without_waiting``).
+        """
         previous = self._claims.get(client_id)
+        if only_if_free and previous is not None and previous.node != node:
+            return 0, previous.node
+        self._generation += 1
         self._claims[client_id] = Claim(node, self._generation)
         if previous is None or previous.node == node:
             return self._generation, None

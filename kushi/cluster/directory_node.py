@@ -44,14 +44,17 @@ class DirectoryNode:
         """The claims of one loop iteration of ``sender`` (``SessionLink``), answered in order."""
         return msgpack.packb([self._claim(sender, *claim) for claim in msgpack.unpackb(payload)])
 
-    def _claim(self, sender: str, client_id: str, clean_start: bool, will: Any) -> tuple[int, str | None]:
+    def _claim(self, sender: str, client_id: str, clean_start: bool, will: Any,
+               only_if_free: bool = False) -> tuple[int, str | None]:
+        generation, previous = self.directory.claim(client_id, sender, only_if_free)
+        if not generation:
+            return generation, previous   # held by another worker: nothing recorded, nothing changes
         pending = self._pending_wills.pop(client_id, None)
         if pending is not None:
             timer, body = pending
             timer.cancel()
             if clean_start:   # the old session ends now: its will goes out now [MQTT-3.1.3-9]
                 self._publish_will(client_id, body)
-        generation, previous = self.directory.claim(client_id, sender)
         if will is None:
             self.directory.will_resumed(client_id)
         else:

@@ -78,7 +78,7 @@ class _QueuedClaim:
     """A claim waiting for the directory's answer: awaited (``answer``) or not (``on_taken``)."""
 
     number: int
-    claim: tuple[Any, ...]                  # (client id, clean start, held will)
+    claim: tuple[Any, ...]                  # (client id, clean start, held will[, only if free])
     answer: asyncio.Future[Any] | None      # set to the previous holder, for ``claim``
     on_taken: Callable[[TakenOver], None] | None = None   # for ``claim_without_waiting``
 
@@ -175,14 +175,26 @@ class SessionLink:
         present is 0 whatever another worker held, and there is no will to keep
         safe first), so the client does not wait a round trip for it: in a
         connection storm the claims go in batches while the CONNACKs go out
-        (benchmarks/PROFILE.md, S5). When the answer names another worker, the
-        session there is taken over as for any claim (its connection gets 0x8E),
-        a moment after this CONNACK rather than before it, and handed to
-        ``on_taken``, which ends it (a clean start's new session never gets the
-        old one's messages).
+        (benchmarks/PROFILE.md, S5).
+
+        The claim is recorded only if no other worker holds the client id
+        (``SessionDirectory.claim``, ``only_if_free``): the usual case, a new
+        client. If one does, nothing is recorded, and if the connection here is
+        still there when that answer comes, an ordinary claim follows: the
+        session there is taken over (its connection gets 0x8E), a moment after
+        this CONNACK rather than before it, and handed to ``on_taken``, which
+        ends it. A connection already gone by then claims nothing: it must not
+        take over a newer connection that reached the directory first.
         """
         self._wills_kept.discard(client_id)
-        self._queue_claim((client_id, True, None), None, on_taken)
+        self._queue_claim((client_id, True, None, True), None, on_taken)
+
+    async def _claim_after_connack(self, client_id: str,
+                                   on_taken: Callable[[TakenOver], None]) -> None:
+        """The client id was held elsewhere when a clean start claimed it without waiting."""
+        taken = await self.claim(client_id, clean_start=True)
+        if taken is not None:
+            on_taken(taken)
 
     def _held_elsewhere(self, previous: str | None) -> bool:
         """Did the directory name another worker, still on the bus, as the previous holder?"""
@@ -211,12 +223,6 @@ class SessionLink:
         window.timer = asyncio.get_running_loop().call_later(WINDOW_AT_MOST, self._close_window,
                                                              client_id, window)
         return TakenOver(session, previous)
-
-    async def _take_over_after_connack(self, client_id: str, previous: str,
-                                       on_taken: Callable[[TakenOver], None]) -> None:
-        taken = await self._take_over(client_id, True, previous)
-        if taken is not None:
-            on_taken(taken)
 
     # ---- claims on the wire: batched, answered in order ------------------------
     def _queue_claim(self, claim: tuple[Any, ...], answer: asyncio.Future[Any] | None,
@@ -264,26 +270,29 @@ class SessionLink:
             else:
                 self._claims_in_flight = False
         for queued, (generation, previous) in zip(batch, answers):
-            self._answered(queued, generation)
+            still_here = self._answered(queued, generation)
             if queued.answer is not None:
                 if not queued.answer.done():
                     queued.answer.set_result(previous)
-            elif queued.on_taken is not None and self._held_elsewhere(previous):
-                self._spawn(self._take_over_after_connack(queued.claim[0], previous,
-                                                          queued.on_taken))
+            elif not generation and still_here and queued.on_taken is not None:
+                # held elsewhere, so not recorded; the connection here is still the client's
+                self._spawn(self._claim_after_connack(queued.claim[0], queued.on_taken))
 
-    def _answered(self, queued: _QueuedClaim, generation: int | None) -> None:
-        """The directory answered ``queued`` (``generation`` None: it failed). A session that
-        ended here before the answer came is released now, with the generation to name."""
+    def _answered(self, queued: _QueuedClaim, generation: int | None) -> bool:
+        """The directory answered ``queued`` (``generation`` None: it failed, 0: not recorded).
+        A session that ended here before the answer came is released now, with the
+        generation to name; returns whether it is still here (no such release)."""
         client_id = queued.claim[0]
         if self._unanswered.get(client_id) == queued.number:
             del self._unanswered[client_id]
-            if generation is not None:
+            if generation:
                 self._claims[client_id] = generation
         if queued.number in self._release_when_answered:
             self._release_when_answered.discard(queued.number)
-            if generation is not None:
+            if generation:
                 self._release(client_id, generation)
+            return False
+        return True
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -76,6 +76,17 @@ def test_directory_later_claim_wins_and_release_of_an_older_claim_is_ignored() -
     assert directory.release("c", "w2", second) and directory.owner("c") is None
 
 
+def test_directory_claim_only_if_free_records_nothing_while_another_worker_holds_the_id() -> None:
+    """A claim that did not wait (clean start, no will) takes a free client id, or learns who holds it."""
+    directory = SessionDirectory()
+    first, previous = directory.claim("c", "w1", only_if_free=True)
+    assert first > 0 and previous is None
+    assert directory.claim("c", "w2", only_if_free=True) == (0, "w1")
+    assert directory.owner("c").node == "w1" and directory.owner("c").generation == first
+    again, previous = directory.claim("c", "w1", only_if_free=True)   # its own: a reconnect there
+    assert again > first and previous is None
+
+
 def test_a_client_reconnecting_on_another_worker_takes_its_session_over() -> None:
     """[invariant 2] w2's claim makes w1 give the session up; w2 gets it back whole."""
     async def scenario(cluster: Cluster) -> None:
@@ -183,6 +194,26 @@ def test_a_claim_without_waiting_takes_the_session_over_once_the_answer_names_it
     run(scenario)
 
 
+def test_a_claim_without_waiting_of_a_connection_gone_before_the_answer_takes_nothing_over() -> None:
+    """The connection that claimed without waiting closed before the answer, which names another
+    worker (the client may be connected there now, having reached the directory first): nothing
+    is taken over and the directory still names that worker."""
+    async def scenario(cluster: Cluster) -> None:
+        sup_bus, _, _ = await cluster.add("sup", -1)
+        directory = DirectoryNode(sup_bus, lambda message: None).directory
+        (_, w1, _), (_, w2, sink2) = await cluster.add("w1", 1), await cluster.add("w2", 2)
+        await w2.sessions.claim("c2", clean_start=True)
+        sink2.sessions["c2"] = sample_session(asyncio.get_running_loop().time())
+        taken: list = []
+        w1.sessions.claim_without_waiting("c2", taken.append)
+        w1.sessions.session_ended("c2")
+        await until(lambda: not w1.sessions._release_when_answered and not w1.sessions._claim_tasks)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        assert (taken, sink2.exported) == ([], [])
+        assert directory.owner("c2").node == "w2"
+    run(scenario)
+
+
 def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_answer() -> None:
     """A client that connects (clean start, not waiting) and ends its session at once: the
     release must not overtake the claim (they travel on different sockets), or the directory
@@ -196,8 +227,8 @@ def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_ans
             w1.sessions.claim_without_waiting(name, lambda taken: None)
             w1.sessions.session_ended(name)
         w1.sessions.claim_without_waiting("stays", lambda taken: None)
-        await until(lambda: directory.owner("stays") is not None)
-        await asyncio.wait_for(w1.barrier(), DEADLINE)   # every release sent is handled by now
+        await until(lambda: "stays" in w1.sessions._claims)   # the answer is here: releases sent
+        await asyncio.wait_for(w1.barrier(), DEADLINE)   # ... and handled by now
         assert [name for name in names if directory.owner(name) is not None] == []
         assert "stays" in w1.sessions._claims
     run(scenario)
