@@ -61,6 +61,7 @@ FORWARDING_ENDED = "fwd-end" # to the new holder: no more "pub-for" for that cli
 EARLY_LIMIT = 10_000         # forwarded messages kept for a session that has not arrived yet
 WINDOW_AT_MOST = 45.0        # seconds a window lives if forwarding_ended never comes (> FORWARD_AT_MOST)
 TAKEOVER_TIMEOUT = 5.0       # seconds a CONNECT waits for the previous holder to give the session up
+CLAIM_GATHER = 0.005         # seconds claims no CONNECT waits for, and releases, gather before they go
 DIRECTORY = "sup"            # the node keeping the session directory (the supervisor)
 ADOPT = "adopt"              # request to the directory: may this node restore these stored sessions?
 
@@ -129,6 +130,8 @@ class SessionLink:
         self._claim_batch: list[_QueuedClaim] = []
         self._claim_tasks: set[asyncio.Task[None]] = set()
         self._claims_in_flight = False
+        self._claims_awaited = False                    # a queued claim has a CONNECT waiting
+        self._claim_timer: asyncio.TimerHandle | None = None   # the gathered claims' send
         self._claim_number = 0                          # numbers our claims, in order
         self._unanswered: dict[str, int] = {}           # client id -> its latest claim not answered yet
         self._release_when_answered: set[int] = set()   # claims whose session ended before the answer
@@ -234,20 +237,38 @@ class SessionLink:
         while one is in flight, the next ones wait for its answer and then go
         together. A lone CONNECT waits for nothing more; a storm of them costs one
         round trip per batch, not one per client (benchmarks/PROFILE.md, S5).
+        Claims no CONNECT waits for (``claim_without_waiting``) gather for up to
+        ``CLAIM_GATHER`` first: each request costs both ends far more than a claim
+        in it does.
         """
         client_id = claim[0]
         self._claim_number += 1
         self._unanswered[client_id] = self._claim_number
         self._claim_batch.append(_QueuedClaim(self._claim_number, claim, answer, on_taken))
-        if len(self._claim_batch) == 1 and not self._claims_in_flight:
+        if answer is not None:
+            self._claims_awaited = True
+        self._schedule_claims()
+
+    def _schedule_claims(self) -> None:
+        """Send the queued claims when their time comes (none go while a request is in flight)."""
+        if self._claims_in_flight or not self._claim_batch:
+            return
+        loop = asyncio.get_running_loop()
+        if self._claims_awaited:
+            if self._claim_timer is not None:
+                self._claim_timer.cancel()
+                self._claim_timer = None
             self._claims_in_flight = True
-            asyncio.get_running_loop().call_soon(self._send_claims)
+            loop.call_soon(self._send_claims)
+        elif self._claim_timer is None:
+            self._claim_timer = loop.call_later(CLAIM_GATHER, self._send_claims)
 
     def _send_claims(self) -> None:
+        self._claim_timer = None
+        self._claims_in_flight = True
+        self._claims_awaited = False
         batch, self._claim_batch = self._claim_batch, []
-        task = asyncio.get_running_loop().create_task(self._ask_claims(batch))
-        self._claim_tasks.add(task)
-        task.add_done_callback(self._claim_tasks.discard)
+        self._spawn(self._ask_claims(batch))
 
     async def _ask_claims(self, batch: list[_QueuedClaim]) -> None:
         try:
@@ -265,10 +286,8 @@ class SessionLink:
                 raise
             answers = []
         finally:
-            if self._claim_batch:
-                self._send_claims()   # what came meanwhile: the next batch
-            else:
-                self._claims_in_flight = False
+            self._claims_in_flight = False
+            self._schedule_claims()   # what came meanwhile: the next batch
         for queued, (generation, previous) in zip(batch, answers):
             still_here = self._answered(queued, generation)
             if queued.answer is not None:
@@ -430,9 +449,9 @@ class SessionLink:
         self._release(client_id, self._claims.pop(client_id, None))
 
     def _release(self, client_id: str, generation: int | None) -> None:
-        """Tell the directory, with the other releases of this loop iteration (one bus item)."""
+        """Tell the directory, with the other releases of the next ``CLAIM_GATHER`` (one bus item)."""
         if not self._releases:
-            asyncio.get_running_loop().call_soon(self._send_releases)
+            asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_releases)
         self._releases.append((client_id, generation))
 
     def _send_releases(self) -> None:

@@ -227,8 +227,8 @@ def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_ans
             w1.sessions.claim_without_waiting(name, lambda taken: None)
             w1.sessions.session_ended(name)
         w1.sessions.claim_without_waiting("stays", lambda taken: None)
-        await until(lambda: "stays" in w1.sessions._claims)   # the answer is here: releases sent
-        await asyncio.wait_for(w1.barrier(), DEADLINE)   # ... and handled by now
+        await until(lambda: "stays" in w1.sessions._claims and not w1.sessions._releases)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)   # the releases sent are handled by now
         assert [name for name in names if directory.owner(name) is not None] == []
         assert "stays" in w1.sessions._claims
     run(scenario)
@@ -250,4 +250,23 @@ def test_only_a_will_the_directory_keeps_is_cleared_over_the_bus() -> None:
             w1.sessions.will_cleared(client_id)
         await asyncio.wait_for(w1.barrier(), DEADLINE)
         assert cleared == [b"willing"]
+    run(scenario)
+
+
+def test_claims_no_connect_waits_for_gather_before_they_go() -> None:
+    """Claims without waiting (a storm of clean starts) made over several loop iterations go as one
+    request after a short gathering, not one request per iteration; a waiting claim goes at once."""
+    async def scenario(cluster: Cluster) -> None:
+        (w1_bus, w1, _), _ = await directory_and_two_workers(cluster)
+        before = w1_bus.stats.requests_sent
+        for n in range(3):
+            w1.sessions.claim_without_waiting(f"gathered-{n}", lambda taken: None)
+            await asyncio.sleep(0)
+        assert w1_bus.stats.requests_sent == before   # still gathering
+        await until(lambda: all(f"gathered-{n}" in w1.sessions._claims for n in range(3)))
+        assert w1_bus.stats.requests_sent == before + 1
+        w1.sessions.claim_without_waiting("gathered-3", lambda taken: None)
+        assert await asyncio.wait_for(w1.sessions.claim("awaited", clean_start=False), 1.0) is None
+        assert "gathered-3" in w1.sessions._claims   # it went with the awaited claim, at once
+        assert w1_bus.stats.requests_sent == before + 2
     run(scenario)
