@@ -25,7 +25,7 @@ from dataclasses import replace
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from ..protocol.codec import PublishBuilder, encode
+from ..protocol.codec import encode, new_publish
 from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from ..protocol.properties import NO_PROPERTIES
 from ..protocol.reader import LARGE_PUBLISH
@@ -111,8 +111,8 @@ class WireForms:
             properties = message.properties
             if identifiers or properties.subscription_identifiers:
                 properties = replace(properties, subscription_identifiers=identifiers)
-            packet = PublishBuilder(message.topic, message.payload, qos, retain, False, None,
-                                    properties, None)
+            packet = new_publish(message.topic, message.payload, qos, retain, False, None,
+                                 properties, None)
             self._cache[key] = packet
         return packet
 
@@ -120,35 +120,21 @@ class WireForms:
 _new = object.__new__
 
 
-def sent_outbound(message: Publish, now: float, packet_id: int) -> Outbound:
-    """``Outbound(message, now, packet_id, sent=True)``, made without calling the class.
+def new_outbound(message: Publish, received_at: float, packet_id: int = 0, released: bool = False,
+                 sent: bool = False) -> Outbound:
+    """``Outbound(message, received_at, packet_id, released, sent)``, made without calling the class.
 
     ``write_qos1_run`` makes one per message and subscriber, and in CPython 3.11 the
     call of a class with a Python ``__init__`` costs more than the stores themselves
     (callgrind, profile_hotpath.py S3: 26,250 -> 25,895 instructions per message).
-    tests/worker/test_inflight_records.py
-    checks that every field is set as the class sets it.
+    tests/worker/test_inflight_records.py checks that every field is set as the class sets it.
     """
     record = _new(Outbound)
     record.message = message
-    record.received_at = now
+    record.received_at = received_at
     record.packet_id = packet_id
-    record.released = False
-    record.sent = True
-    record.forms = None
-    record.shared = None
-    return record
-
-
-def sent_run_outbound(source: tuple[Any, int], now: float, packet_id: int) -> RunOutbound:
-    """``RunOutbound(source, now, packet_id, sent=True)``, made as ``sent_outbound`` makes its record."""
-    record = _new(RunOutbound)
-    record.source = source
-    record._message = None
-    record.received_at = now
-    record.packet_id = packet_id
-    record.released = False
-    record.sent = True
+    record.released = released
+    record.sent = sent
     record.forms = None
     record.shared = None
     return record
@@ -274,7 +260,7 @@ class Delivery:
             for raw, message in zip(raws, run):
                 position += len(raw)   # this message's end, less id_offset
                 positions.append(position - len(message.payload))
-            self.write_qos1_run(targets, b"".join(raws), positions, run, sent_outbound, now)
+            self.write_qos1_run(targets, b"".join(raws), positions, run, new_outbound, now)
             return
         for conn in targets:
             session = conn.session
@@ -294,14 +280,14 @@ class Delivery:
         self.messages_sent += len(run) * len(targets)
 
     def write_qos1_run(self, targets: list[MQTTConnection], data: bytes, positions: list[int],
-                       sources: Sequence[Any], record: Callable[[Any, float, int], Outbound],
-                       now: float) -> None:
+                       sources: Sequence[Any], record: Callable[..., Outbound], now: float) -> None:
         """Write a QoS 1 run, its packets joined in ``data``, to each of ``targets`` with packet ids
         of the subscriber's own written in at ``positions`` (one per message), in one write.
 
-        Each message gets an in-flight record, sent, ``record(source, now, packet id)``,
-        ``source`` its item of ``sources``: the message itself (``sent_outbound``), or where to
-        read it from (``sent_run_outbound``). ``run_targets`` has checked that the windows have room.
+        Each message gets an in-flight record ``record(source, now, packet id, False, True)``,
+        ``source`` its item of ``sources``: the message itself (``new_outbound``, an ``Outbound``),
+        or where to read it from (``RunOutbound``). ``run_targets`` has checked that the windows
+        have room.
         """
         for conn in targets:
             session = conn.session
@@ -312,7 +298,7 @@ class Delivery:
                 packet_id = packet_id % 65535 + 1   # allocate_packet_id, inlined
                 while packet_id in inflight:
                     packet_id = packet_id % 65535 + 1
-                inflight[packet_id] = record(source, now, packet_id)
+                inflight[packet_id] = record(source, now, packet_id, False, True)
                 copy[offset] = packet_id >> 8
                 copy[offset + 1] = packet_id & 0xFF
             conn.write(copy)
@@ -355,7 +341,7 @@ class Delivery:
                         self.write_run(targets, run.data, run.count)
                     elif targets:
                         self.write_qos1_run(targets, run.data, run.packet_id_positions(),
-                                            [(run, index) for index in range(run.count)], sent_run_outbound, now)
+                                            [(run, index) for index in range(run.count)], RunOutbound, now)
                     return
         self.route_run(run.messages(), None, now, run.version, shared_groups=False)
 

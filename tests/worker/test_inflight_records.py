@@ -1,13 +1,13 @@
-"""The in-flight records ``write_qos1_run`` makes without calling their classes
-(``kushi.worker.delivery.sent_outbound`` / ``sent_run_outbound``): the same as the classes make."""
+"""The in-flight record ``write_qos1_run`` makes without calling its class
+(``kushi.worker.delivery.new_outbound``): the same as ``Outbound(...)`` makes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kushi.protocol.packets import Publish
-from kushi.worker.delivery import sent_outbound, sent_run_outbound
-from kushi.worker.session import Outbound, RunOutbound
+from kushi.worker.delivery import new_outbound
+from kushi.worker.session import Outbound
 
 
 def slot_values(record: Any) -> dict[tuple[str, str], Any]:
@@ -22,16 +22,10 @@ def slot_values(record: Any) -> dict[tuple[str, str], Any]:
     return values
 
 
-def test_sent_outbound_sets_every_field_as_the_class_does() -> None:
+def test_new_outbound_sets_every_field_as_the_class_does() -> None:
     message = Publish("t", b"x", qos=1, packet_id=3)
-    record = sent_outbound(message, 5.0, 7)
-    assert type(record) is Outbound
-    assert slot_values(record) == slot_values(Outbound(message, 5.0, 7, False, True))
-    assert record == Outbound(message, 5.0, 7, sent=True)
-
-
-def test_sent_run_outbound_sets_every_field_as_the_class_does() -> None:
-    source = (object(), 2)
-    record = sent_run_outbound(source, 5.0, 7)
-    assert type(record) is RunOutbound
-    assert slot_values(record) == slot_values(RunOutbound(source, 5.0, 7, False, True))
+    for args in [(message, 5.0), (message, 5.0, 7, False, True), (message, 5.0, 9, True, False)]:
+        record = new_outbound(*args)
+        assert type(record) is Outbound
+        assert slot_values(record) == slot_values(Outbound(*args))
+        assert record == Outbound(*args)
