@@ -728,6 +728,15 @@ def check_fixed_header_flags(first_byte: int, version: int | None) -> None:
         raise MalformedPacket(f"invalid fixed header flags 0x{flags:X} for {PacketType(packet_type).name}")
 
 
+_BODILESS: dict[int, Packet] = {
+    PacketType.PINGREQ: Pingreq(),
+    PacketType.PINGRESP: Pingresp(),
+    PacketType.DISCONNECT: Disconnect(),   # v5: no reason code means 0x00, no properties
+}
+"""The packets that have no body, each always the same: one frozen instance serves them all
+(every client of a connection storm sends a PINGREQ and a DISCONNECT)."""
+
+
 def decode_at(first_byte: int, buf: bytes, pos: int, end: int, version: int | None) -> Packet:
     """Decode the packet whose body is ``buf[pos:end]`` (the reader's entry point)."""
     check_fixed_header_flags(first_byte, version)
@@ -739,6 +748,8 @@ def decode_at(first_byte: int, buf: bytes, pos: int, end: int, version: int | No
         raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
     if packet_type == PacketType.PUBLISH:
         return decode_publish(first_byte, buf, pos, end, version, None)
+    if pos == end and packet_type in _BODILESS:
+        return _BODILESS[packet_type]
     return _DECODERS[packet_type](_Cursor(buf, pos, end), version)
 
 

@@ -59,9 +59,10 @@ class Connecting:
         """Answer a CONNECT: at once when no hook must be awaited, else in a task.
 
         The connect-time hooks are called here one by one; only when one returns
-        something to await (a coroutine hook: the cluster's session claim) does the
-        rest go on in a task. A CONNECT whose hooks are plain functions, or none
-        (``kushi serve``'s AllowAllHook), costs no task, future or extra loop turn.
+        something to await (a coroutine hook: the cluster's session claim when the
+        CONNECT must wait for it) does the rest go on in a task. A CONNECT whose hooks
+        are plain functions, or none (``kushi serve`` without authentication), costs
+        no task, future or extra loop turn.
         """
         if packet.properties.authentication_method is not None:
             self.spawn(self._connect_with_hooks(conn, packet))  # AUTH exchanges: always awaited

@@ -599,3 +599,21 @@ def test_new_publish_makes_the_same_frozen_publish_as_the_class() -> None:
     assert made == expected and hash(made) == hash(expected) and made.raw == b"raw"
     with pytest.raises(FrozenInstanceError):
         made.topic = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
+def test_bodiless_packets_decode_to_one_shared_frozen_instance(version: int) -> None:
+    """PINGREQ and a DISCONNECT without a body are the same every time: a storm's millions of them
+    share one frozen instance each (a v5 DISCONNECT without a reason code means 0x00)."""
+    assert decode(0xC0, b"", version) is decode(0xC0, b"", version) == Pingreq()
+    assert decode(0xE0, b"", version) is decode(0xE0, b"", version) == Disconnect()
+    with pytest.raises(FrozenInstanceError):
+        decode(0xE0, b"", version).reason_code = 0x04  # type: ignore[misc]
+
+
+def test_a_pingreq_with_a_body_is_still_malformed() -> None:
+    """PINGREQ has no variable header or payload (section 3.12): a body is not the shared packet."""
+    with pytest.raises(MalformedPacket):
+        decode(0xC0, b"\x00", MQTT_3_1_1)
+    with pytest.raises(ProtocolError):   # before CONNECT, as any other packet
+        decode(0xC0, b"", None)
