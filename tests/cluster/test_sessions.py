@@ -174,16 +174,22 @@ def test_an_arriving_session_gets_each_message_once_and_its_window_is_forgotten(
     run(scenario)
 
 
+async def session_held_on_w2(cluster: Cluster, client_id: str):
+    """The directory, w1, w2 and w2's sink, with ``client_id``'s session held on w2."""
+    sup_bus, _, _ = await cluster.add("sup", -1)
+    directory = DirectoryNode(sup_bus, lambda message: None).directory
+    (_, w1, _), (_, w2, sink2) = await cluster.add("w1", 1), await cluster.add("w2", 2)
+    await w2.sessions.claim(client_id, clean_start=False)
+    sink2.sessions[client_id] = sample_session(asyncio.get_running_loop().time())
+    return directory, w1, sink2
+
+
 def test_a_claim_without_waiting_takes_the_session_over_once_the_answer_names_its_holder() -> None:
     """A clean start without a will gets its CONNACK at once (``claim_without_waiting`` returns
     nothing to await); when the directory's answer names another worker, the session there is
     taken over (0x8E there) and handed to the callback, which ends it."""
     async def scenario(cluster: Cluster) -> None:
-        sup_bus, _, _ = await cluster.add("sup", -1)
-        directory = DirectoryNode(sup_bus, lambda message: None).directory
-        (_, w1, _), (_, w2, sink2) = await cluster.add("w1", 1), await cluster.add("w2", 2)
-        await w2.sessions.claim("c1", clean_start=False)
-        sink2.sessions["c1"] = sample_session(asyncio.get_running_loop().time())
+        directory, w1, sink2 = await session_held_on_w2(cluster, "c1")
         taken: list = []
         assert w1.sessions.claim_without_waiting("c1", taken.append) is None
         await until(lambda: taken)
@@ -199,11 +205,7 @@ def test_a_claim_without_waiting_of_a_connection_gone_before_the_answer_takes_no
     worker (the client may be connected there now, having reached the directory first): nothing
     is taken over and the directory still names that worker."""
     async def scenario(cluster: Cluster) -> None:
-        sup_bus, _, _ = await cluster.add("sup", -1)
-        directory = DirectoryNode(sup_bus, lambda message: None).directory
-        (_, w1, _), (_, w2, sink2) = await cluster.add("w1", 1), await cluster.add("w2", 2)
-        await w2.sessions.claim("c2", clean_start=True)
-        sink2.sessions["c2"] = sample_session(asyncio.get_running_loop().time())
+        directory, w1, sink2 = await session_held_on_w2(cluster, "c2")
         taken: list = []
         w1.sessions.claim_without_waiting("c2", taken.append)
         w1.sessions.session_ended("c2")
