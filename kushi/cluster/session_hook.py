@@ -54,16 +54,12 @@ class ClusterSessionHook(Hook):
         (session present) or its will must be kept safe first.
         """
         if packet.clean_start and packet.will is None:
-            self.fabric.sessions.claim_without_waiting(client.client_id, self._taken_after_connack)
+            self.fabric.sessions.claim_without_waiting(client.client_id, self._end_taken_over)
             return True
         return self._claim(client, packet)
 
-    def _taken_after_connack(self, taken: TakenOver) -> None:
-        """Another worker held the session of a clean start answered at once: end it there."""
-        self._end_taken_session(taken.session)
-        self.fabric.sessions.handover_done(taken.node, taken.session.client_id)
-
     async def _claim(self, client: Any, packet: Connect) -> bool:
+        """The claim a CONNECT waits for: the session it takes over is installed, or ended."""
         client_id = client.client_id
         taken = await self.fabric.sessions.claim(client_id, packet.clean_start, packet.will,
                                                 self._session_expiry(packet))
@@ -71,16 +67,20 @@ class ClusterSessionHook(Hook):
             if not packet.clean_start and self.server.restore_stored_session(client_id):
                 await self.fabric.barrier()   # storage: a dead worker's session, its interest known
             return True
-        broker = self.server.broker
-        session = taken.session
-        if not packet.clean_start:
-            broker.import_session(session)
-            self.fabric.sessions.deliver_early(client_id)
-            await self.fabric.barrier()
-        else:
-            self._end_taken_session(session)
+        if packet.clean_start:
+            self._end_taken_over(taken)
+            return True
+        self.server.broker.import_session(taken.session)
+        self.fabric.sessions.deliver_early(client_id)
+        await self.fabric.barrier()
         self.fabric.sessions.handover_done(taken.node, client_id)
         return True
+
+    def _end_taken_over(self, taken: TakenOver) -> None:
+        """A clean start took over the session another worker held: end it, and tell that
+        worker its client's place is known (it stops forwarding)."""
+        self._end_taken_session(taken.session)
+        self.fabric.sessions.handover_done(taken.node, taken.session.client_id)
 
     def _end_taken_session(self, session: Any) -> None:
         """A clean start ends the session taken from the other worker, as ``Broker.end_session``
