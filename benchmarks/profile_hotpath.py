@@ -17,6 +17,8 @@ Shapes (as in benchmarks/run.py; 64-byte payloads, MQTT 3.1.1):
   SP  32 pairs, 1 message per read (sparse traffic)
   S3  32 pairs at QoS 1, 16 messages per read (mqbench's window), PUBACKs back
   S4  1 publisher -> 256 subscribers, 64 messages per read
+  L3  32 pairs at QoS 1, 1 message per read, each PUBACK in its own read (L3's latency
+      shape, and SP's at QoS 1)
 The broker has no hook, as ``kushi serve`` without authentication runs (and an
 embedding program without hooks); ``--allow-all`` adds the AllowAllHook, as
 ``kushi serve`` did before it left it out.
@@ -99,6 +101,7 @@ SHAPES = {
     "SP": Shape(32, 32, 1),
     "S3": Shape(32, 32, 16, qos=1),
     "S4": Shape(1, 256, 64),
+    "L3": Shape(32, 32, 1, qos=1),
 }
 
 
