@@ -189,7 +189,6 @@ class Connecting:
         conn.protocol_version = version
         conn.username = packet.username
         conn.clean_start = packet.clean_start
-        conn.connect_packet = packet
         if version == MQTT_5:  # needed for a refusing CONNACK or an AUTH already
             conn.maximum_packet_size = packet.properties.maximum_packet_size or 0
             conn.problem_information = packet.properties.request_problem_information != 0
@@ -306,7 +305,7 @@ class Connecting:
             if (connack.properties.assigned_client_identifier is None   # unique: never again
                     and len(self._connack_cache) < CONNACK_CACHE_SIZE):
                 self._connack_cache[key] = data
-        conn.write(data)
+        conn.write_at_once(data)   # no flush to schedule for it (connection storms)
 
     def _connack_properties(self, conn: MQTTConnection, packet: Connect, requested_expiry: int,
                             granted_expiry: int, authentication_method: str | None) -> Properties:

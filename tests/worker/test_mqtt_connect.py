@@ -362,6 +362,21 @@ def test_server_sends_nothing_before_connack(broker, raw, paho, version):
     assert isinstance(queued, Publish) and queued.topic == "early/queued"
 
 
+@V3_AND_V5
+def test_packets_sent_behind_the_connect_are_answered_after_the_connack(broker, raw, version):
+    """[MQTT-3.2.0-1] CONNECT, SUBSCRIBE and PINGREQ in one write, no hook to await: the
+    CONNACK (written at once, not with the loop iteration's flush) comes first, then the
+    SUBACK and the PINGRESP in order."""
+    client = raw(broker, version)
+    client.send(encode(Connect(version, "piped-plain"), version)
+                + encode(Subscribe(1, (Subscription("piped/#", 1),)), version)
+                + encode(Pingreq(), version))
+    connack = client.recv_packet()
+    assert isinstance(connack, Connack) and connack.reason_code == 0
+    assert isinstance(client.recv_packet(), Suback)
+    assert isinstance(client.recv_packet(), Pingresp)
+
+
 def test_connect_over_websocket(broker, paho):
     """[MQTT-4.2-1] [MQTT-6.0.0-4] a client connects over WebSocket and gets CONNACK."""
     client = paho(broker, "ws-client", 5, transport="websockets")
