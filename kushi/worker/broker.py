@@ -454,7 +454,7 @@ class Broker(Connecting, Subscriptions, Delivery):
             self.send_ack(conn, Puback, packet_id, reason_code)
         elif qos == 2:
             if reason_code < 0x80:
-                session.inbound_qos2.add(packet_id)
+                session.add_inbound_qos2(packet_id)
             self.send_ack(conn, Pubrec, packet_id, reason_code)
 
     def handle_pubrel(self, conn: MQTTConnection, packet: Pubrel) -> None:

@@ -138,7 +138,7 @@ def sessions_from_records(clients: Iterable[StoredClient],
         item = Outbound(stored.message, stored.stored_at - offset)
         item.shared = stored.shared
         if stored.state == QUEUED or not stored.packet_id:
-            session.queue.append(item)
+            session.queue_for_append().append(item)
         else:
             item.packet_id = stored.packet_id
             item.released = stored.state == RELEASED

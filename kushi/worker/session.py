@@ -104,8 +104,12 @@ class Session:
     expiry_interval: int = 0           # seconds after disconnect; NEVER = keep forever
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
     inflight: dict[int, Outbound] = field(default_factory=dict)
-    queue: deque[Outbound] = field(default_factory=deque)
-    inbound_qos2: set[int] = field(default_factory=set)
+    # the queue and the QoS 2 ids are () until the first is added (``queued_for_append``,
+    # ``add_inbound_qos2``): most sessions never hold one, and an empty deque and set cost
+    # ~840 bytes and two GC-tracked objects per session of a storm's 10,000 (tracemalloc);
+    # () reads as an empty one (truth, len, in, iteration)
+    queue: deque[Outbound] | tuple[()] = ()
+    inbound_qos2: set[int] | tuple[()] = ()
     will: Will | None = None
     will_delay: int = 0
     will_due_at: float | None = None   # set while a delayed will waits to be published
@@ -137,12 +141,20 @@ class Session:
         if self.max_queued_messages <= 0:
             self.dropped += 1
             return item   # no queue at all
+        queue = self.queue_for_append()
         dropped = None
-        if len(self.queue) >= self.max_queued_messages:
-            dropped = self.queue.popleft()
+        if len(queue) >= self.max_queued_messages:
+            dropped = queue.popleft()
             self.dropped += 1
-        self.queue.append(item)
+        queue.append(item)
         return dropped
+
+    def queue_for_append(self) -> deque[Outbound]:
+        """The queue, made when the first message is to go in."""
+        queue = self.queue
+        if not isinstance(queue, deque):
+            queue = self.queue = deque()
+        return queue
 
     def start_inflight(self, item: Outbound) -> bool:
         """Give a message a packet id and record it as in flight; False if no id is free."""
@@ -152,6 +164,13 @@ class Session:
         item.packet_id = packet_id
         self.inflight[packet_id] = item
         return True
+
+    def add_inbound_qos2(self, packet_id: int) -> None:
+        """A QoS 2 PUBLISH received: its id is held until the PUBREL [MQTT-4.3.3-10]."""
+        inbound = self.inbound_qos2
+        if not isinstance(inbound, set):
+            inbound = self.inbound_qos2 = set()
+        inbound.add(packet_id)
 
     # ---- acknowledgements of what we sent ------------------------------------
     def acknowledge(self, packet_id: int) -> Outbound | None:

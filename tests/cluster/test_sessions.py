@@ -27,9 +27,9 @@ def sample_session(now: float) -> Session:
     session.subscriptions["$share/g/b"] = SubscriptionEntry("c1", "$share/g/b", 2)
     session.inflight[5] = Outbound(Publish("a/1", b"one", qos=1), now - 2.0, 5, False, True)
     session.inflight[6] = Outbound(Publish("a/2", b"two", qos=2), now - 1.0, 6, True, True)
-    session.queue.append(Outbound(Publish("a/3", b"three", qos=1,
-                                          properties=Properties(message_expiry_interval=60)), now - 0.5))
-    session.queue.append(Outbound(Publish("b", b"four", qos=2), now - 0.25))
+    session.enqueue(Outbound(Publish("a/3", b"three", qos=1,
+                                     properties=Properties(message_expiry_interval=60)), now - 0.5))
+    session.enqueue(Outbound(Publish("b", b"four", qos=2), now - 0.25))
     session.queue[-1].shared = ("g", "b")   # chosen by the shared group: kushi.worker.shared_pass_on
     session.inbound_qos2 = {3, 9}
     session.will = Will("will/t", b"bye", 1, True, Properties(will_delay_interval=30, content_type="x"))

@@ -41,6 +41,19 @@ def test_zero_queue_limit_queues_nothing():
     assert not session.queue and session.dropped == 1
 
 
+def test_queue_and_qos2_ids_are_made_when_the_first_is_added():
+    """A new session holds no deque or set (a storm's idle sessions); reading them as empty
+    works, and the first message or QoS 2 id makes them."""
+    session = Session("c", 5)
+    assert session.queue == () and session.inbound_qos2 == ()
+    assert not session.queue and len(session.queue) == 0 and 7 not in session.inbound_qos2
+    session.enqueue(outbound(1))
+    session.add_inbound_qos2(7)
+    session.add_inbound_qos2(8)
+    assert [item.message.topic for item in session.queue] == ["t/1"]
+    assert session.inbound_qos2 == {7, 8}
+
+
 def test_send_quota_follows_receive_maximum():
     """[MQTT-4.9.0-2] no more in flight than the client's Receive Maximum."""
     session = Session("c", 5)
