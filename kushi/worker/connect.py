@@ -26,7 +26,7 @@ from ..protocol.codec import encode
 from ..protocol.packets import MQTT_3_1, MQTT_5, Auth, Connack, Connect
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
-from .connection import State
+from .connection import CONNECTED, CONNECTING
 from .session import NEVER, Session
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Connecting:
 
     def _accept_awaited(self, conn: MQTTConnection, packet: Connect, method: str | None) -> None:
         """Accept after awaiting, unless the connection went away meanwhile; read on."""
-        if conn.state is not State.CONNECTING:
+        if conn.state is not CONNECTING:
             return
         self._accept(conn, packet, monotonic(), method)
         conn.release_input()
@@ -265,7 +265,7 @@ class Connecting:
             conn.keep_alive = options.server_keep_alive
         conn.session = session
         session.client = conn
-        conn.state = State.CONNECTED
+        conn.state = CONNECTED
         if conn.keep_alive and 1.5 * conn.keep_alive < options.connect_timeout:
             # filed by its connect timeout; a keep alive that may run out sooner is filed sooner
             self.deadlines.file(conn, conn.timer_deadline())
