@@ -5,17 +5,19 @@ request/reply, so it is the single place that decides a race: two CONNECTs
 with one client id on two workers claim it one after the other, and the
 later claim wins, as the later CONNECT would with one process.
 
-- ``claim(client_id, node)``: ``node`` now holds the session. The answer is
-  the claim's generation and the previous holder, if another node: the
-  claimer asks that node to hand the session over (takeover, 0x8E). With
-  ``only_if_free`` nothing changes if another node holds it.
-- ``release(client_id, node, generation)``: the session ended on ``node``
-  (clean start, expiry); ignored if a newer claim has been made since.
+- ``claim_all(claims, node)``: ``node`` now holds the sessions of these client ids,
+  claimed in this order (one request of a worker: ``SessionLink``'s batches). A claim
+  recorded takes the next generation; the answer names, for each claim whose client id
+  another node held, that node: the claimer asks it to hand the session over (takeover,
+  0x8E). A claim *only if free* (a clean start that did not wait for the answer) changes
+  nothing if another node holds the client id. ``claim`` is one of them.
+- ``release_all(releases, node)``: the sessions ended on ``node`` (clean start,
+  expiry); each is ignored if a newer claim has been made since.
 - ``adopt(client_ids, node, live)``: with storage, a worker restores stored
   sessions (at boot, or when another worker died): it gets the client ids
   that no live node holds, claimed for it, so each stored session lands on
   one worker and never beside a live one.
-- Wills: each claim carries the connecting client's will (``set_will``), so
+- Wills: each claim carries the connecting client's will (``claim_all``), so
   it is kept here before the client gets its CONNACK; the worker clears it
   when the will must not be sent (normal DISCONNECT, published already). When a worker dies,
   ``node_died`` hands back the wills of its clients with the time each is
@@ -27,6 +29,7 @@ Pure bookkeeping: no I/O, and every method needing the time takes ``now``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Claim:
 
     node: str
     generation: int
+
+
+Entry = tuple   # (node, generation): what the directory keeps per client id (``owner`` makes a Claim)
 
 
 @dataclass
@@ -58,7 +64,8 @@ class SessionDirectory:
     """Client id -> the node holding its session; the wills of connected clients."""
 
     def __init__(self) -> None:
-        self._claims: dict[str, Claim] = {}
+        # a plain tuple per client id, not a Claim: a connection storm makes one per CONNECT
+        self._claims: dict[str, Entry] = {}
         self._wills: dict[str, HeldWill] = {}
         self._generation = 0
 
@@ -66,50 +73,92 @@ class SessionDirectory:
         return len(self._claims)
 
     def owner(self, client_id: str) -> Claim | None:
-        return self._claims.get(client_id)
+        entry = self._claims.get(client_id)
+        return None if entry is None else Claim(*entry)
 
     def claim(self, client_id: str, node: str, only_if_free: bool = False) -> tuple[int, str | None]:
-        """Record ``node`` as the holder; returns (generation, previous holder if another node).
+        """One claim, as ``claim_all`` makes it, with no will (an earlier connection's is
+        dropped): returns (generation, the other node that held the client id, or None);
+        (0, that node) if ``only_if_free`` and nothing was recorded."""
+        first, not_free = self.claim_all([client_id] if only_if_free else [(client_id, True, None)], node)
+        if not not_free:
+            return first, None
+        return (first if self._generation == first else 0), not_free[1]
 
-        ``only_if_free``: record it only if no other node holds the client id;
-        otherwise return (0, that node) and change nothing (a clean start that did
-        not wait for the answer: ``SessionLink.claim_without_waiting``).
+    def claim_all(self, claims: list[Any], node: str) -> tuple[int, list[Any]]:
+        """Record ``node`` as the holder of each claim's client id, in order.
+
+        A claim is a client id alone (a clean start without a will that did not wait for
+        the answer: recorded only if no other node holds the client id, else nothing
+        changes) or (client id, clean start, will), will being None or (body, delay,
+        session expiry): it is kept (``set_will``), and None drops an earlier
+        connection's. Returns (first generation, not free): the claims recorded took
+        the generations first, first + 1, ... in order; ``not_free`` is a flat list
+        [index, holder, ...] of the claims whose client id another node held (a client
+        id alone there took no generation).
+
+        Written as one loop over plain tuples: a connection storm claims thousands of
+        client ids a second, a few dozen to a request.
         """
-        previous = self._claims.get(client_id)
-        if only_if_free and previous is not None and previous.node != node:
-            return 0, previous.node
-        self._generation += 1
-        self._claims[client_id] = Claim(node, self._generation)
-        if previous is None or previous.node == node:
-            return self._generation, None
-        return self._generation, previous.node
+        entries = self._claims
+        wills = self._wills
+        generation = first = self._generation + 1
+        not_free: list[Any] = []
+        for index, claim in enumerate(claims):
+            if claim.__class__ is str:
+                client_id, will = claim, None
+                previous = entries.get(client_id)
+                if previous is not None and previous[0] != node:
+                    not_free += (index, previous[0])
+                    continue
+            else:
+                client_id, _, will = claim
+                previous = entries.get(client_id)
+                if previous is not None and previous[0] != node:
+                    not_free += (index, previous[0])
+            entries[client_id] = (node, generation)
+            generation += 1
+            if will is not None:
+                body, delay, session_expiry = will
+                wills[client_id] = HeldWill(node, body, delay, session_expiry)
+            elif wills:
+                wills.pop(client_id, None)   # the client connected again without a will
+        self._generation = generation - 1
+        return first, not_free
 
     def adopt(self, client_ids: list[str], node: str, live: set[str]) -> list[tuple[str, int]]:
         """Claim for ``node`` each of ``client_ids`` held by no node of ``live`` (nor by ``node``
         itself under an older claim); returns the (client id, generation) pairs granted."""
         granted: list[tuple[str, int]] = []
         for client_id in client_ids:
-            claim = self._claims.get(client_id)
-            if claim is not None and claim.node != node and claim.node in live:
+            entry = self._claims.get(client_id)
+            if entry is not None and entry[0] != node and entry[0] in live:
                 continue
-            if claim is not None and claim.node == node:
-                granted.append((client_id, claim.generation))
+            if entry is not None and entry[0] == node:
+                granted.append((client_id, entry[1]))
                 continue
             self._generation += 1
-            self._claims[client_id] = Claim(node, self._generation)
+            self._claims[client_id] = (node, self._generation)
             granted.append((client_id, self._generation))
         return granted
 
     def release(self, client_id: str, node: str, generation: int | None = None) -> bool:
         """The session ended on ``node``; False if the entry belongs to a newer claim."""
-        claim = self._claims.get(client_id)
-        if claim is None or claim.node != node or (generation is not None and generation < claim.generation):
-            return False
-        del self._claims[client_id]
-        return True
+        return self.release_all([client_id, generation], node) == 1
 
-    def set_will(self, client_id: str, node: str, body: bytes, delay: int, session_expiry: int) -> None:
-        self._wills[client_id] = HeldWill(node, body, delay, session_expiry)
+    def release_all(self, releases: list[Any], node: str) -> int:
+        """The sessions that ended on ``node``: a flat list [client id, generation, ...]
+        (generation None: whichever claim of ``node``). Each entry goes unless another node
+        holds the client id, or a newer claim does; returns how many went."""
+        entries = self._claims
+        released = 0
+        pairs = iter(releases)
+        for client_id, generation in zip(pairs, pairs):
+            entry = entries.get(client_id)
+            if entry is not None and entry[0] == node and (generation is None or generation >= entry[1]):
+                del entries[client_id]
+                released += 1
+        return released
 
     def clear_will(self, client_id: str, node: str) -> None:
         will = self._wills.get(client_id)
@@ -118,14 +167,10 @@ class SessionDirectory:
 
     def node_died(self, node: str, now: float) -> list[DueWill]:
         """Forget ``node``'s sessions; return the wills of its clients, each with when it is due."""
-        for client_id in [c for c, claim in self._claims.items() if claim.node == node]:
+        for client_id in [c for c, entry in self._claims.items() if entry[0] == node]:
             del self._claims[client_id]
         due: list[DueWill] = []
         for client_id in [c for c, will in self._wills.items() if will.node == node]:
             will = self._wills.pop(client_id)
             due.append(DueWill(client_id, will.body, now + min(will.delay, will.session_expiry)))
         return due
-
-    def will_resumed(self, client_id: str) -> None:
-        """The client connected again without a will: no will of an earlier connection is kept."""
-        self._wills.pop(client_id, None)

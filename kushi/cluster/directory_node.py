@@ -41,26 +41,31 @@ class DirectoryNode:
         bus.on_peer_left.append(self._on_node_left)
 
     def _serve_claim(self, sender: str, payload: bytes) -> bytes:
-        """The claims of one loop iteration of ``sender`` (``SessionLink``), answered in order."""
-        return msgpack.packb([self._claim(sender, *claim) for claim in msgpack.unpackb(payload)])
+        """The claims of one batch of ``sender`` (``SessionLink``), in order; the answer is
+        ``SessionDirectory.claim_all``'s (first generation, not free)."""
+        claims = msgpack.unpackb(payload)
+        first, not_free = self.directory.claim_all(claims, sender)
+        if self._pending_wills:
+            self._claimed_back(claims, not_free)
+        return msgpack.packb((first, not_free))
 
-    def _claim(self, sender: str, client_id: str, clean_start: bool, will: Any,
-               only_if_free: bool = False) -> tuple[int, str | None]:
-        generation, previous = self.directory.claim(client_id, sender, only_if_free)
-        if not generation:
-            return generation, previous   # held by another worker: nothing recorded, nothing changes
-        pending = self._pending_wills.pop(client_id, None)
-        if pending is not None:
-            timer, body = pending
-            timer.cancel()
-            if clean_start:   # the old session ends now: its will goes out now [MQTT-3.1.3-9]
-                self._publish_will(client_id, body)
-        if will is None:
-            self.directory.will_resumed(client_id)
-        else:
-            body, delay, session_expiry = will
-            self.directory.set_will(client_id, sender, body, delay, session_expiry)
-        return generation, previous
+    def _claimed_back(self, claims: list[Any], not_free: list[Any]) -> None:
+        """Clients of a dead worker connected again before their will was due: it is not
+        sent, unless the new connection is a clean start, which ends the old session now
+        and sends its will now [MQTT-3.1.3-9]. A claim that was not recorded (a client id
+        alone, held by another node) changes nothing."""
+        not_recorded = set(not_free[0::2])
+        for index, claim in enumerate(claims):
+            bare = claim.__class__ is str
+            if bare and index in not_recorded:
+                continue
+            client_id = claim if bare else claim[0]
+            pending = self._pending_wills.pop(client_id, None)
+            if pending is not None:
+                timer, body = pending
+                timer.cancel()
+                if bare or claim[1]:   # clean start
+                    self._publish_will(client_id, body)
 
     def _serve_adopt(self, sender: str, payload: bytes) -> bytes:
         """Stored sessions ``sender`` may restore: those no live worker holds (storage)."""
@@ -68,9 +73,8 @@ class DirectoryNode:
         return msgpack.packb(self.directory.adopt(msgpack.unpackb(payload), sender, live))
 
     def _on_release(self, sender: str, payload: bytes) -> None:
-        """The sessions that ended on ``sender`` in one of its loop iterations."""
-        for client_id, generation in msgpack.unpackb(payload):
-            self.directory.release(client_id, sender, generation)
+        """The sessions that ended on ``sender`` in one gathering: [client id, generation, ...]."""
+        self.directory.release_all(msgpack.unpackb(payload), sender)
 
     def _on_will_cleared(self, sender: str, payload: bytes) -> None:
         self.directory.clear_will(payload.decode(), sender)

@@ -74,16 +74,6 @@ class TakenOver:
     node: str
 
 
-@dataclass(slots=True)
-class _QueuedClaim:
-    """A claim waiting for the directory's answer: awaited (``answer``) or not (``on_taken``)."""
-
-    number: int
-    claim: tuple[Any, ...]                  # (client id, clean start, held will[, only if free])
-    answer: asyncio.Future[Any] | None      # set to the previous holder, for ``claim``
-    on_taken: Callable[[TakenOver], None] | None = None   # for ``claim_without_waiting``
-
-
 Forwarded = tuple   # (message id, QoS, retain, subscription identifiers, message)
 
 
@@ -126,8 +116,11 @@ class SessionLink:
         self.windows: dict[str, _Window] = {}    # client id -> its hand-over window here
         self.stats = HandOverStats()
         self._claims: dict[str, int] = {}       # client id -> generation of our claim
-        # claims waiting to go, sent as one request (connection storms)
-        self._claim_batch: list[_QueuedClaim] = []
+        # claims waiting to go, sent as one request (connection storms): each claim's wire
+        # form (``_queue_claim``), and beside it what its answer is for (a future, or the
+        # on_taken of a claim without waiting); two lists, no record per claim
+        self._claim_wire: list[Any] = []
+        self._claim_then: list[Any] = []
         self._claim_tasks: set[asyncio.Task[None]] = set()
         self._claims_in_flight = False
         self._claims_awaited = False                    # a queued claim has a CONNECT waiting
@@ -135,7 +128,7 @@ class SessionLink:
         self._claim_number = 0                          # numbers our claims, in order
         self._unanswered: dict[str, int] = {}           # client id -> its latest claim not answered yet
         self._release_when_answered: set[int] = set()   # claims whose session ended before the answer
-        self._releases: list[tuple[str, int | None]] = []   # sessions ended, sent once per iteration
+        self._releases: list[Any] = []   # sessions ended, gathered: [client id, generation, ...]
         self._wills_kept: set[str] = set()   # client ids whose will the directory keeps for us
         bus.serve(TAKEOVER, self._serve_takeover)
         bus.on(PUBLISH_FOR, self._on_publish_for)
@@ -165,6 +158,8 @@ class SessionLink:
             self._wills_kept.discard(client_id)   # the directory drops an earlier connection's
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue_claim((client_id, clean_start, held_will), answer)
+        self._claims_awaited = True
+        self._schedule_claims()
         previous = await answer
         if not self._held_elsewhere(previous):
             return None   # nobody else held it, or its holder has left the bus with it
@@ -190,7 +185,9 @@ class SessionLink:
         take over a newer connection that reached the directory first.
         """
         self._wills_kept.discard(client_id)
-        self._queue_claim((client_id, True, None, True), None, on_taken)
+        self._queue_claim(client_id, on_taken)   # a client id alone: clean start, no will, only if free
+        if self._claim_timer is None and not self._claims_in_flight:   # _schedule_claims, inline
+            self._claim_timer = asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_claims)
 
     async def _claim_after_connack(self, client_id: str,
                                    on_taken: Callable[[TakenOver], None]) -> None:
@@ -228,9 +225,10 @@ class SessionLink:
         return TakenOver(session, previous)
 
     # ---- claims on the wire: batched, answered in order ------------------------
-    def _queue_claim(self, claim: tuple[Any, ...], answer: asyncio.Future[Any] | None,
-                     on_taken: Callable[[TakenOver], None] | None = None) -> None:
-        """Queue ``claim`` for the directory; ``answer`` gets the previous holder, if awaited.
+    def _queue_claim(self, claim: Any, then: Any) -> None:
+        """Queue ``claim`` for the directory (its wire form, ``SessionDirectory.claim_all``: a
+        client id alone, or (client id, clean start, will)); ``then`` is what its answer is
+        for: the future of ``claim``, or the ``on_taken`` of ``claim_without_waiting``.
 
         Claims go in order, batched like Nagle's algorithm: with no claim request
         in flight, the claims of this loop iteration go at once as one request;
@@ -239,19 +237,17 @@ class SessionLink:
         round trip per batch, not one per client (benchmarks/PROFILE.md, S5).
         Claims no CONNECT waits for (``claim_without_waiting``) gather for up to
         ``CLAIM_GATHER`` first: each request costs both ends far more than a claim
-        in it does.
+        in it does. The claims of a batch are numbered in order, so the batch keeps
+        only the first number.
         """
-        client_id = claim[0]
         self._claim_number += 1
-        self._unanswered[client_id] = self._claim_number
-        self._claim_batch.append(_QueuedClaim(self._claim_number, claim, answer, on_taken))
-        if answer is not None:
-            self._claims_awaited = True
-        self._schedule_claims()
+        self._unanswered[claim if claim.__class__ is str else claim[0]] = self._claim_number
+        self._claim_wire.append(claim)
+        self._claim_then.append(then)
 
     def _schedule_claims(self) -> None:
         """Send the queued claims when their time comes (none go while a request is in flight)."""
-        if self._claims_in_flight or not self._claim_batch:
+        if self._claims_in_flight or not self._claim_wire:
             return
         loop = asyncio.get_running_loop()
         if self._claims_awaited:
@@ -267,51 +263,73 @@ class SessionLink:
         self._claim_timer = None
         self._claims_in_flight = True
         self._claims_awaited = False
-        batch, self._claim_batch = self._claim_batch, []
-        self._spawn(self._ask_claims(batch))
+        wire, self._claim_wire = self._claim_wire, []
+        then, self._claim_then = self._claim_then, []
+        self._spawn(self._ask_claims(wire, then, self._claim_number - len(wire) + 1))
 
-    async def _ask_claims(self, batch: list[_QueuedClaim]) -> None:
+    async def _ask_claims(self, wire: list[Any], then: list[Any], first_number: int) -> None:
+        """Send one batch of claims (numbered from ``first_number``) and take the answers."""
         try:
-            reply = await self.bus.request(self.directory, CLAIM,
-                                           msgpack.packb([queued.claim for queued in batch]))
-            answers = msgpack.unpackb(reply)
+            reply = await self.bus.request(self.directory, CLAIM, msgpack.packb(wire))
+            first_generation, not_free = msgpack.unpackb(reply)
         except (Exception, asyncio.CancelledError) as exc:   # BusError, the bus closing: all fail
-            for queued in batch:
-                self._answered(queued, None)
-                if queued.answer is None:
-                    log.warning("claim of %r not recorded: %r", queued.claim[0], exc)
-                elif not queued.answer.done():
-                    queued.answer.set_exception(BusError(f"claim failed: {exc!r}"))
+            self._answered(wire, then, first_number, None, [], exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            answers = []
+        else:
+            self._answered(wire, then, first_number, first_generation, not_free, None)
         finally:
             self._claims_in_flight = False
             self._schedule_claims()   # what came meanwhile: the next batch
-        for queued, (generation, previous) in zip(batch, answers):
-            still_here = self._answered(queued, generation)
-            if queued.answer is not None:
-                if not queued.answer.done():
-                    queued.answer.set_result(previous)
-            elif not generation and still_here and queued.on_taken is not None:
-                # held elsewhere, so not recorded; the connection here is still the client's
-                self._spawn(self._claim_after_connack(queued.claim[0], queued.on_taken))
 
-    def _answered(self, queued: _QueuedClaim, generation: int | None) -> bool:
-        """The directory answered ``queued`` (``generation`` None: it failed, 0: not recorded).
-        A session that ended here before the answer came is released now, with the
-        generation to name; returns whether it is still here (no such release)."""
-        client_id = queued.claim[0]
-        if self._unanswered.get(client_id) == queued.number:
-            del self._unanswered[client_id]
-            if generation:
-                self._claims[client_id] = generation
-        if queued.number in self._release_when_answered:
-            self._release_when_answered.discard(queued.number)
-            if generation:
-                self._release(client_id, generation)
-            return False
-        return True
+    def _answered(self, wire: list[Any], then: list[Any], number: int,
+                  generation: int | None, not_free: list[Any], error: BaseException | None) -> None:
+        """The directory answered the batch ``wire`` (``SessionDirectory.claim_all``: the claims
+        recorded took the generations from ``generation`` on; ``not_free``: [index, holder, ...]
+        of those whose client id another worker held), or failed (``generation`` None).
+
+        Each claim still the latest of its client id here records its generation. A session
+        that ended here before the answer came is released now, with the generation to name.
+        A waiting claim gets the holder; a claim without waiting whose client id was held
+        elsewhere (not recorded), and whose connection is still here, claims again, waiting.
+        One loop, no call per claim: a connection storm answers thousands a second.
+        """
+        holders = dict(zip(not_free[0::2], not_free[1::2])) if not_free else None
+        unanswered = self._unanswered
+        claims = self._claims
+        ended = self._release_when_answered
+        for index, claim in enumerate(wire):
+            waiting = claim.__class__ is not str
+            client_id = claim[0] if waiting else claim
+            holder = holders.get(index) if holders is not None else None
+            recorded = 0
+            if generation is not None and (waiting or holder is None):
+                recorded = generation   # this claim's generation; the next recorded one has the next
+                generation += 1
+            if unanswered.get(client_id) == number:
+                del unanswered[client_id]
+                if recorded:
+                    claims[client_id] = recorded
+            still_here = True
+            if ended and number in ended:
+                ended.discard(number)
+                if recorded:
+                    self._release(client_id, recorded)
+                still_here = False
+            number += 1
+            if waiting:
+                answer = then[index]
+                if answer.done():
+                    pass
+                elif error is not None:
+                    answer.set_exception(BusError(f"claim failed: {error!r}"))
+                else:
+                    answer.set_result(holder)
+            elif error is not None:
+                log.warning("claim of %r not recorded: %r", client_id, error)
+            elif not recorded and still_here:
+                # held elsewhere, so not recorded; the connection here is still the client's
+                self._spawn(self._claim_after_connack(client_id, then[index]))
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -452,7 +470,7 @@ class SessionLink:
         """Tell the directory, with the other releases of the next ``CLAIM_GATHER`` (one bus item)."""
         if not self._releases:
             asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_releases)
-        self._releases.append((client_id, generation))
+        self._releases += (client_id, generation)
 
     def _send_releases(self) -> None:
         releases, self._releases = self._releases, []

@@ -13,7 +13,7 @@ from fabric_support import DEADLINE, Cluster, run, until
 
 from kushi.cluster.directory import SessionDirectory
 from kushi.cluster.directory_node import DirectoryNode
-from kushi.cluster.session_link import WILL_CLEARED
+from kushi.cluster.session_link import CLAIM, WILL_CLEARED
 from kushi.cluster.session_transfer import session_from_wire, session_to_wire
 from kushi.protocol.packets import Publish, Will
 from kushi.protocol.properties import Properties
@@ -219,11 +219,21 @@ def test_a_claim_without_waiting_of_a_connection_gone_before_the_answer_takes_no
 def test_a_session_ended_before_its_claim_was_answered_is_released_after_the_answer() -> None:
     """A client that connects (clean start, not waiting) and ends its session at once: the
     release must not overtake the claim (they travel on different sockets), or the directory
-    would name this worker for that client id for good."""
+    would name this worker for that client id for good. The directory here takes up each
+    claim request only once everything w1 sent over PUB/SUB before has been handled (a
+    barrier), so a release sent before the answer would be handled first."""
     async def scenario(cluster: Cluster) -> None:
         sup_bus, _, _ = await cluster.add("sup", -1)
-        directory = DirectoryNode(sup_bus, lambda message: None).directory
+        node = DirectoryNode(sup_bus, lambda message: None)
+        directory = node.directory
         (_, w1, _), _ = await cluster.add("w1", 1), await cluster.add("w2", 2)
+
+        async def claims_after_what_w1_sent(sender: str, payload: bytes) -> bytes:
+            await until(lambda: not w1.sessions._releases)   # gathered releases went out
+            await asyncio.wait_for(w1.barrier(), DEADLINE)   # and were handled here
+            return node._serve_claim(sender, payload)
+
+        sup_bus.serve(CLAIM, claims_after_what_w1_sent)
         names = [f"brief-{n}" for n in range(50)]
         for name in names:
             w1.sessions.claim_without_waiting(name, lambda taken: None)
