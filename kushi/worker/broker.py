@@ -43,7 +43,7 @@ from ..router.matcher import TopicMatcher
 from ..router.retained import RetainedStore
 from .async_filters import install as install_async_filters
 from .connect import Connecting
-from .connection import MQTTConnection, State
+from .connection import CONNECTED, MQTTConnection
 from .deadlines import DeadlineBuckets
 from .delivery import Delivery
 from .fabric import Fabric, LocalFabric
@@ -60,6 +60,13 @@ log = logging.getLogger("kushi.broker")
 PINGRESP = b"\xd0\x00"
 PUBACK_WORD = 0x4002_0000   # a PUBACK with reason 0: these two bytes, then the packet id
 DISCONNECT_WITH_WILL = 0x04
+# packet types as module constants, read once here: on Python 3.11 ``PacketType.PUBLISH``
+# goes through EnumType.__getattr__ (~200 ns, timeit), and ``dispatch_packet`` compares
+# up to ten per packet (see kushi/worker/connection.py for the states)
+(PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH,
+ CONNECT) = (PacketType.PUBLISH, PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL,
+             PacketType.PUBCOMP, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE, PacketType.PINGREQ,
+             PacketType.DISCONNECT, PacketType.AUTH, PacketType.CONNECT)
 
 
 class ServerInfo:
@@ -243,7 +250,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         """
         if self.hooks_per_publish():
             for packet in packets:
-                if conn.state is not State.CONNECTED:
+                if conn.state is not CONNECTED:
                     return
                 self.handle_packet(conn, packet, now)
                 if self.held and conn in self.held:   # the rest waits behind a SUBACK
@@ -270,7 +277,7 @@ class Broker(Connecting, Subscriptions, Delivery):
                 self.publish_run(conn, run, now)
                 run = []
                 topic = None
-            if conn.state is not State.CONNECTED:
+            if conn.state is not CONNECTED:
                 return
             if kind is PubackRun:
                 self.acknowledge_run(conn, packet.packet_ids, now)
@@ -283,7 +290,7 @@ class Broker(Connecting, Subscriptions, Delivery):
                 if self.held and conn in self.held:   # the rest waits behind a SUBACK
                     self.hold_rest(conn, packets, packet)
                     return
-        if run and conn.state is State.CONNECTED:
+        if run and conn.state is CONNECTED:
             self.publish_run(conn, run, now)
 
     def acknowledge_run(self, conn: MQTTConnection, packet_ids: list[int], now: float) -> None:
@@ -350,7 +357,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         """
         if type(packet) is PubackRun:
             for packet_id in packet.packet_ids:
-                if conn.state is not State.CONNECTED:
+                if conn.state is not CONNECTED:
                     return
                 self.handle_packet(conn, PubackBuilder(packet_id), now)
             return
@@ -371,28 +378,28 @@ class Broker(Connecting, Subscriptions, Delivery):
         """Send one packet of a connected client to the handler of its type."""
         hooks = self.hooks
         kind = packet.type
-        if kind is PacketType.PUBLISH:
+        if kind is PUBLISH:
             self.handle_publish(conn, packet, now)
-        elif kind is PacketType.PUBACK or kind is PacketType.PUBCOMP:
+        elif kind is PUBACK or kind is PUBCOMP:
             self.handle_completion(conn, packet.packet_id, packet, now)
-        elif kind is PacketType.PUBREC:
+        elif kind is PUBREC:
             self.handle_pubrec(conn, packet, now)
-        elif kind is PacketType.PUBREL:
+        elif kind is PUBREL:
             self.handle_pubrel(conn, packet)
-        elif kind is PacketType.PINGREQ:
+        elif kind is PINGREQ:
             if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
                 conn.send(Pingresp())
             else:
                 conn.write(PINGRESP)
-        elif kind is PacketType.SUBSCRIBE:
+        elif kind is SUBSCRIBE:
             self.handle_subscribe(conn, packet, now)
-        elif kind is PacketType.UNSUBSCRIBE:
+        elif kind is UNSUBSCRIBE:
             self.handle_unsubscribe(conn, packet)
-        elif kind is PacketType.DISCONNECT:
+        elif kind is DISCONNECT:
             self.handle_disconnect(conn, packet)
-        elif kind is PacketType.AUTH:
+        elif kind is AUTH:
             self.handle_reauthentication(conn, packet)
-        elif kind is PacketType.CONNECT:
+        elif kind is CONNECT:
             raise ProtocolError("second CONNECT")  # [MQTT-3.1.0-2]
         else:
             raise ProtocolError(f"{kind.name} is not sent by clients")
