@@ -5,24 +5,28 @@ Under ``kushi serve`` every CONNECT of a clean start without a will claims its c
 without waiting (``ClusterSessionHook.on_connect_authenticate`` ->
 ``SessionLink.claim_without_waiting``), and its end releases it (``on_disconnect`` ->
 ``will_cleared``, ``session_ended``). This replays N such clients through the real hook,
-a real ``SessionLink`` and a real ``DirectoryNode`` on two real buses over ipc://, in one
-process: the worker's bus and link on the main thread's loop, the directory's bus on a
-second thread with its own loop (each node its own ZeroMQ context, as in ``kushi serve``).
+a real ``SessionLink`` and a real ``DirectoryNode`` on two real buses over ipc://: the
+worker's side in this process, the directory's in a forked child (as the supervisor is
+its own process under ``kushi serve``: each side has its own loop, ZeroMQ context and
+garbage collector, so one side's allocations never start a collection on the other's
+count).
 
 The storm's shape: clients connect in batches of ``--batch`` (the claims a 5 ms gathering
 holds at ~6,000 connects/s; each batch is queued in one go, so it goes as one request
 whatever the timing), the next batch queued as soon as the previous one was sent; once
 every claim is answered, the clients disconnect in batches of the same size (each batch of
 releases one bus item). What the wall clock changes (how long a reply takes) changes no
-batch, so instruction counts are load-independent. Count instructions per thread:
+batch, so instruction counts are load-independent. Count instructions per process and
+thread (``%p``: valgrind follows the fork; ``--pids`` says which process is which):
 
     for n in 1000 3000; do PYTHONHASHSEED=0 valgrind --tool=callgrind --separate-threads=yes \\
-      --callgrind-out-file=/tmp/claims.cg.$n .venv/bin/python benchmarks/profile_claims.py -n $n; done
-    .venv/bin/python benchmarks/profile_claims.py --callgrind /tmp/claims.cg.1000 /tmp/claims.cg.3000
+      --callgrind-out-file=/tmp/claims.$n.%p .venv/bin/python benchmarks/profile_claims.py \\
+      -n $n --pids /tmp/claims.$n.pids; done
+    .venv/bin/python benchmarks/profile_claims.py --callgrind /tmp/claims.1000 /tmp/claims.3000
 
-The second command sums each thread's instructions (thread 1: the worker's loop; the other
-Python thread: the directory; the rest: ZeroMQ's I/O threads) and prints
-(total(3000) - total(1000)) / 2000 per client, for each side.
+The second command prints (total(3000) - total(1000)) / 2000 per client for the worker's
+Python thread, the directory's, and their ZeroMQ I/O threads. ``--driver-only`` replaces
+the hook by one that does nothing: what the replay itself costs the worker's side.
 """
 
 from __future__ import annotations
@@ -31,12 +35,12 @@ import argparse
 import asyncio
 import cProfile
 import glob
+import os
 import pstats
 import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +54,9 @@ from kushi.cluster.session_link import DIRECTORY, SessionLink  # noqa: E402
 from kushi.cluster.worker import tune_garbage_collector  # noqa: E402
 from kushi.router.bus import Bus  # noqa: E402
 
+COUNT = "bench-count"   # request to the directory: how many client ids it records
+STOP = "bench-stop"     # request to the directory: the replay is over
+
 
 def new_loop() -> asyncio.AbstractEventLoop:
     try:   # the workers and the supervisor run on uvloop
@@ -59,37 +66,36 @@ def new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-class DirectoryThread(threading.Thread):
-    """The supervisor's side: the directory's bus (the registrar) on its own loop."""
-
-    def __init__(self, runtime: str) -> None:
-        super().__init__(name="directory", daemon=True)
-        self.runtime = runtime
-        self.started_bus = threading.Event()
-        self.node: DirectoryNode | None = None
-        self.loop = new_loop()
-        self.profile: cProfile.Profile | None = None
-        self._finished: asyncio.Future[None] | None = None
-
-    def run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        if self.profile is not None:
-            self.profile.enable()
-        self.loop.run_until_complete(self._serve())
-        if self.profile is not None:
-            self.profile.disable()
-
-    async def _serve(self) -> None:
-        bus = Bus(DIRECTORY, self.runtime)
+def directory_process(runtime: str, ready: int, profile: bool) -> None:
+    """The supervisor's side, in the forked child: the directory's bus (the registrar)."""
+    async def serve() -> None:
+        bus = Bus(DIRECTORY, runtime)
         await bus.start()
-        self.node = DirectoryNode(bus, lambda message: None)
-        self._finished = self.loop.create_future()
-        self.started_bus.set()
-        await self._finished
+        node = DirectoryNode(bus, lambda message: None)
+        finished = asyncio.get_running_loop().create_future()
+
+        def stop(sender: str, payload: bytes) -> bytes:
+            finished.set_result(None)
+            return b""
+
+        bus.serve(COUNT, lambda sender, payload: str(len(node.directory)).encode())
+        bus.serve(STOP, stop)
+        os.write(ready, b"1")
+        await finished
+        await asyncio.sleep(0.05)   # the STOP reply goes out before the bus closes
         await bus.close()
 
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(lambda: self._finished is not None and self._finished.set_result(None))
+    tune_garbage_collector()   # the supervisor keeps CPython's settings; either way, its own
+    profiler = cProfile.Profile() if profile else None
+    loop = new_loop()
+    if profiler is not None:
+        profiler.enable()
+    loop.run_until_complete(serve())
+    if profiler is not None:
+        profiler.disable()
+        print("==== directory")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    loop.close()
 
 
 class StormClient:
@@ -112,8 +118,8 @@ class DriverOnly:
         pass
 
 
-async def storm(clients: int, batch: int, directory: DirectoryThread, runtime: str,
-                driver_only: bool = False) -> None:
+async def storm(clients: int, batch: int, runtime: str, driver_only: bool) -> None:
+    """The worker's side: connect every client, then disconnect every one, in batches."""
     bus = Bus("w1", runtime, registrar=DIRECTORY)
     await bus.start()
     link = SessionLink(bus)
@@ -148,85 +154,90 @@ async def storm(clients: int, batch: int, directory: DirectoryThread, runtime: s
             hook.on_disconnect(client, None, True)
         if not driver_only:
             await sent
-    assert directory.node is not None
-    while len(directory.node.directory):   # every release handled on the other thread
+    while await bus.request(DIRECTORY, COUNT) != b"0":   # every release handled there
         await asyncio.sleep(0.001)
+    await bus.request(DIRECTORY, STOP)
     await bus.close()
 
 
-def replay(clients: int, batch: int, profiles: list[cProfile.Profile] | None = None,
-           driver_only: bool = False) -> None:
-    """Run the storm; with ``profiles`` (two), cProfile the worker's thread and the directory's."""
+def replay(clients: int, batch: int, profile: bool = False, driver_only: bool = False,
+           pids: str | None = None) -> None:
+    """Run the storm, the directory in a forked child; ``profile``: cProfile both sides."""
     runtime = tempfile.mkdtemp(prefix="kushi-profile-claims-")
-    directory = DirectoryThread(runtime)
-    if profiles:
-        directory.profile = profiles[1]
-    directory.start()
-    directory.started_bus.wait()
+    ready_read, ready_write = os.pipe()
+    child = os.fork()   # before any loop or ZeroMQ context exists (neither is fork-safe)
+    if child == 0:
+        os.close(ready_read)
+        try:
+            directory_process(runtime, ready_write, profile)
+        finally:
+            sys.stdout.flush()
+            os._exit(0)
+    os.close(ready_write)
+    if pids:
+        Path(pids).write_text(f"worker {os.getpid()}\ndirectory {child}\n")
+    os.read(ready_read, 1)   # the directory's bus is bound
     tune_garbage_collector()   # as the worker process sets it
+    profiler = cProfile.Profile() if profile else None
     loop = new_loop()
     try:
-        if profiles:
-            profiles[0].enable()
-        loop.run_until_complete(storm(clients, batch, directory, runtime, driver_only))
-        if profiles:
-            profiles[0].disable()
+        if profiler is not None:
+            profiler.enable()
+        loop.run_until_complete(storm(clients, batch, runtime, driver_only))
+        if profiler is not None:
+            profiler.disable()
     finally:
-        directory.stop()
-        directory.join()
         loop.close()
+        os.waitpid(child, 0)
         shutil.rmtree(runtime, ignore_errors=True)
+    if profiler is not None:
+        print("==== worker")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
-def thread_totals(prefix: str) -> dict[int, tuple[int, bool]]:
-    """Thread number -> (instructions, runs Python) of callgrind's per-thread files ``prefix-NN``."""
-    totals: dict[int, tuple[int, bool]] = {}
-    for path in glob.glob(f"{prefix}-*"):
-        number = int(path.rsplit("-", 1)[1])
-        text = Path(path).read_text(errors="replace")
-        summary = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-        totals[number] = (int(summary.group(1)) if summary else 0, "_PyEval_EvalFrameDefault" in text)
+def side_totals(prefix: str) -> dict[str, int]:
+    """Instructions of one run (``prefix``.PID-NN files, ``prefix``.pids): the worker's and the
+    directory's Python thread (thread 1 of each process) and the ZeroMQ I/O threads."""
+    roles = dict(line.split()[::-1] for line in Path(f"{prefix}.pids").read_text().splitlines())
+    totals = {"worker": 0, "directory": 0, "zeromq threads": 0}
+    for path in glob.glob(f"{prefix}.*-*"):
+        pid, thread = re.search(r"\.(\d+)-(\d+)$", path).groups()   # type: ignore[union-attr]
+        summary = re.search(r"^(?:summary|totals): (\d+)", Path(path).read_text(errors="replace"), re.M)
+        side = roles[pid] if int(thread) == 1 else "zeromq threads"
+        totals[side] += int(summary.group(1)) if summary else 0
     return totals
 
 
 def per_client(small: str, large: str) -> None:
     """Print instructions per client for each side from the two callgrind runs."""
     counts = [int(re.search(r"(\d+)$", prefix).group(1)) for prefix in (small, large)]   # type: ignore[union-attr]
-    sides: list[dict[str, int]] = []
-    for prefix in (small, large):
-        side = {"worker": 0, "directory": 0, "zeromq threads": 0}
-        for number, (total, python) in thread_totals(prefix).items():
-            side["worker" if number == 1 else "directory" if python else "zeromq threads"] += total
-        sides.append(side)
+    before, after = side_totals(small), side_totals(large)
     clients = counts[1] - counts[0]
-    for name in sides[0]:
-        print(f"{name:>15}: {(sides[1][name] - sides[0][name]) / clients:10,.0f} instructions per client")
-    print(f"{'all':>15}: {(sum(sides[1].values()) - sum(sides[0].values())) / clients:10,.0f}")
+    for name in before:
+        print(f"{name:>15}: {(after[name] - before[name]) / clients:10,.0f} instructions per client")
+    print(f"{'all':>15}: {(sum(after.values()) - sum(before.values())) / clients:10,.0f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--clients", type=int, default=5000, help="clients (default 5000)")
     parser.add_argument("--batch", type=int, default=32, help="claims per request (default 32)")
-    parser.add_argument("--callgrind", nargs=2, metavar=("SMALL", "LARGE"),
-                        help="per-client instructions from two callgrind runs (--callgrind-out-file "
-                             "values ending in their client counts)")
     parser.add_argument("--driver-only", action="store_true",
                         help="replace the hook by one that does nothing: the replay's own cost")
     parser.add_argument("--cprofile", action="store_true", help="print cProfile's view of each side")
+    parser.add_argument("--pids", help="write which process is the worker and which the directory here")
+    parser.add_argument("--callgrind", nargs=2, metavar=("SMALL", "LARGE"),
+                        help="per-client instructions from two callgrind runs (the --callgrind-out-file "
+                             "values before .%%p, ending in their client counts; their .pids files)")
     args = parser.parse_args()
     if args.callgrind:
         per_client(*args.callgrind)
         return 0
-    profiles = [cProfile.Profile(), cProfile.Profile()] if args.cprofile else None
     started = time.process_time()
-    replay(args.clients, args.batch, profiles, args.driver_only)
+    replay(args.clients, args.batch, args.cprofile, args.driver_only, args.pids)
     cpu = time.process_time() - started
     print(f"{args.clients:,} clients claimed and released, {cpu / args.clients * 1e6:.1f} us CPU per "
-          f"client, start-up included (both sides, all threads)")
-    for side, profile in zip(("worker", "directory"), profiles or []):
-        print(f"==== {side}")
-        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+          f"client on the worker's side, start-up included")
     return 0
 
 
