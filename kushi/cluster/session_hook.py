@@ -44,6 +44,9 @@ class ClusterSessionHook(Hook):
     def __init__(self, fabric: BusFabric, server: Any) -> None:
         self.fabric = fabric
         self.server = server
+        # bound once: each CONNECT of a clean start without a will hands them on
+        self._claim_without_waiting = fabric.sessions.claim_without_waiting
+        self._on_taken = self._end_taken_over
 
     def on_connect_authenticate(self, client: Any, packet: Connect) -> bool | Awaitable[bool]:
         """Claim the client id; bring the session here if another worker held it.
@@ -54,7 +57,7 @@ class ClusterSessionHook(Hook):
         (session present) or its will must be kept safe first.
         """
         if packet.clean_start and packet.will is None:
-            self.fabric.sessions.claim_without_waiting(client.client_id, self._end_taken_over)
+            self._claim_without_waiting(client.client_id, self._on_taken)
             return True
         return self._claim(client, packet)
 

@@ -185,8 +185,13 @@ class SessionLink:
         take over a newer connection that reached the directory first.
         """
         self._wills_kept.discard(client_id)
-        self._queue_claim(client_id, on_taken)   # a client id alone: clean start, no will, only if free
-        if self._claim_timer is None and not self._claims_in_flight:   # _schedule_claims, inline
+        # _queue_claim and _schedule_claims written out (a storm makes one claim per CONNECT):
+        # a client id alone is the wire form of a clean start without a will, only if free
+        self._claim_number += 1
+        self._unanswered[client_id] = self._claim_number
+        self._claim_wire.append(client_id)
+        self._claim_then.append(on_taken)
+        if self._claim_timer is None and not self._claims_in_flight:
             self._claim_timer = asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_claims)
 
     async def _claim_after_connack(self, client_id: str,
@@ -225,10 +230,9 @@ class SessionLink:
         return TakenOver(session, previous)
 
     # ---- claims on the wire: batched, answered in order ------------------------
-    def _queue_claim(self, claim: Any, then: Any) -> None:
-        """Queue ``claim`` for the directory (its wire form, ``SessionDirectory.claim_all``: a
-        client id alone, or (client id, clean start, will)); ``then`` is what its answer is
-        for: the future of ``claim``, or the ``on_taken`` of ``claim_without_waiting``.
+    def _queue_claim(self, claim: tuple[Any, ...], answer: asyncio.Future[Any]) -> None:
+        """Queue ``claim`` (client id, clean start, will) for the directory; ``answer`` gets the
+        previous holder. ``claim_without_waiting`` queues a client id alone the same way.
 
         Claims go in order, batched like Nagle's algorithm: with no claim request
         in flight, the claims of this loop iteration go at once as one request;
@@ -241,9 +245,9 @@ class SessionLink:
         only the first number.
         """
         self._claim_number += 1
-        self._unanswered[claim if claim.__class__ is str else claim[0]] = self._claim_number
+        self._unanswered[claim[0]] = self._claim_number
         self._claim_wire.append(claim)
-        self._claim_then.append(then)
+        self._claim_then.append(answer)
 
     def _schedule_claims(self) -> None:
         """Send the queued claims when their time comes (none go while a request is in flight)."""
@@ -262,31 +266,33 @@ class SessionLink:
     def _send_claims(self) -> None:
         self._claim_timer = None
         self._claims_in_flight = True
-        self._claims_awaited = False
+        awaited, self._claims_awaited = self._claims_awaited, False
         wire, self._claim_wire = self._claim_wire, []
         then, self._claim_then = self._claim_then, []
-        self._spawn(self._ask_claims(wire, then, self._claim_number - len(wire) + 1))
+        self._spawn(self._ask_claims(wire, then, awaited, self._claim_number - len(wire) + 1))
 
-    async def _ask_claims(self, wire: list[Any], then: list[Any], first_number: int) -> None:
+    async def _ask_claims(self, wire: list[Any], then: list[Any], awaited: bool,
+                          first_number: int) -> None:
         """Send one batch of claims (numbered from ``first_number``) and take the answers."""
         try:
             reply = await self.bus.request(self.directory, CLAIM, msgpack.packb(wire))
             first_generation, not_free = msgpack.unpackb(reply)
         except (Exception, asyncio.CancelledError) as exc:   # BusError, the bus closing: all fail
-            self._answered(wire, then, first_number, None, [], exc)
+            self._answered(wire, then, awaited, first_number, None, [], exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         else:
-            self._answered(wire, then, first_number, first_generation, not_free, None)
+            self._answered(wire, then, awaited, first_number, first_generation, not_free, None)
         finally:
             self._claims_in_flight = False
             self._schedule_claims()   # what came meanwhile: the next batch
 
-    def _answered(self, wire: list[Any], then: list[Any], number: int,
+    def _answered(self, wire: list[Any], then: list[Any], awaited: bool, number: int,
                   generation: int | None, not_free: list[Any], error: BaseException | None) -> None:
         """The directory answered the batch ``wire`` (``SessionDirectory.claim_all``: the claims
         recorded took the generations from ``generation`` on; ``not_free``: [index, holder, ...]
-        of those whose client id another worker held), or failed (``generation`` None).
+        of those whose client id another worker held), or failed (``generation`` None);
+        ``awaited``: some claim of the batch has a CONNECT waiting (not a client id alone).
 
         Each claim still the latest of its client id here records its generation. A session
         that ended here before the answer came is released now, with the generation to name.
@@ -294,10 +300,19 @@ class SessionLink:
         elsewhere (not recorded), and whose connection is still here, claims again, waiting.
         One loop, no call per claim: a connection storm answers thousands a second.
         """
-        holders = dict(zip(not_free[0::2], not_free[1::2])) if not_free else None
         unanswered = self._unanswered
         claims = self._claims
         ended = self._release_when_answered
+        if generation is not None and not awaited and not not_free and not ended:
+            # a storm's batch: client ids alone, every one recorded, no session ended meanwhile
+            for client_id in wire:
+                if unanswered.get(client_id) == number:
+                    del unanswered[client_id]
+                    claims[client_id] = generation
+                generation += 1
+                number += 1
+            return
+        holders = dict(zip(not_free[0::2], not_free[1::2])) if not_free else None
         for index, claim in enumerate(wire):
             waiting = claim.__class__ is not str
             client_id = claim[0] if waiting else claim
@@ -464,7 +479,10 @@ class SessionLink:
             self._release_when_answered.add(unanswered)
             self._claims.pop(client_id, None)
             return
-        self._release(client_id, self._claims.pop(client_id, None))
+        # _release written out (one call less per session a storm ends)
+        if not self._releases:
+            asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_releases)
+        self._releases += (client_id, self._claims.pop(client_id, None))
 
     def _release(self, client_id: str, generation: int | None) -> None:
         """Tell the directory, with the other releases of the next ``CLAIM_GATHER`` (one bus item)."""
