@@ -35,6 +35,7 @@ give the session up, forward its messages to ``new_node`` for a while) and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -264,25 +265,34 @@ class SessionLink:
             self._claim_timer = loop.call_later(CLAIM_GATHER, self._send_claims)
 
     def _send_claims(self) -> None:
+        """One request for the queued claims, answered to ``_claims_answered`` (no task: a
+        storm sends a few hundred a second)."""
         self._claim_timer = None
         self._claims_in_flight = True
         awaited, self._claims_awaited = self._claims_awaited, False
         wire, self._claim_wire = self._claim_wire, []
         then, self._claim_then = self._claim_then, []
-        self._spawn(self._ask_claims(wire, then, awaited, self._claim_number - len(wire) + 1))
-
-    async def _ask_claims(self, wire: list[Any], then: list[Any], awaited: bool,
-                          first_number: int) -> None:
-        """Send one batch of claims (numbered from ``first_number``) and take the answers."""
+        on_answer = functools.partial(self._claims_answered, wire, then, awaited,
+                                      self._claim_number - len(wire) + 1)
         try:
-            reply = await self.bus.request(self.directory, CLAIM, msgpack.packb(wire))
-            first_generation, not_free = msgpack.unpackb(reply)
-        except (Exception, asyncio.CancelledError) as exc:   # BusError, the bus closing: all fail
-            self._answered(wire, then, awaited, first_number, None, [], exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        else:
-            self._answered(wire, then, awaited, first_number, first_generation, not_free, None)
+            self.bus.ask(self.directory, CLAIM, msgpack.packb(wire), on_answer)
+        except Exception as exc:   # the bus closing
+            on_answer(None, exc)
+
+    def _claims_answered(self, wire: list[Any], then: list[Any], awaited: bool, first_number: int,
+                         reply: bytes | None, error: BaseException | None) -> None:
+        """The directory's answer to one batch of claims (numbered from ``first_number``), or
+        the request's failure (``error``: every claim of the batch fails)."""
+        try:
+            if error is None:
+                try:
+                    first_generation, not_free = msgpack.unpackb(reply)
+                except Exception as exc:
+                    error = exc
+            if error is None:
+                self._answered(wire, then, awaited, first_number, first_generation, not_free, None)
+            else:
+                self._answered(wire, then, awaited, first_number, None, [], error)
         finally:
             self._claims_in_flight = False
             self._schedule_claims()   # what came meanwhile: the next batch

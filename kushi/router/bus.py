@@ -53,6 +53,7 @@ edge of pending input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
@@ -165,7 +166,9 @@ class Bus:
         self._flush_scheduled = False
         self._sent_seq: dict[bytes, int] = {}
         self._tracks: dict[tuple[str, bool], _Track] = {}
-        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        # request id -> (on_answer, its timeout's timer)
+        self._pending: dict[int, tuple[Callable[[bytes | None, BusError | None], None],
+                                       asyncio.TimerHandle]] = {}
         self._next_request = 1
         self._pongs: dict[str, asyncio.Future[None]] = {}
         self._dealers: dict[str, zmq.Socket] = {}
@@ -358,30 +361,34 @@ class Bus:
 
     async def request(self, peer: str, kind: str, payload: bytes = b"",
                       timeout: float = 10.0) -> bytes:
-        """Ask ``peer`` and wait for its answer; raises BusError on error or timeout.
+        """Ask ``peer`` and wait for its answer; raises BusError on error or timeout."""
+        assert self._loop is not None
+        reply: asyncio.Future[bytes] = self._loop.create_future()
+        self.ask(peer, kind, payload, functools.partial(_settle, reply), timeout)
+        return await reply
 
-        The timeout is a timer on the reply's future, not ``asyncio.wait_for`` (which adds a
-        future, a callback and a timer of its own per request)."""
+    def ask(self, peer: str, kind: str, payload: bytes,
+            on_answer: Callable[[bytes | None, BusError | None], None], timeout: float = 10.0) -> None:
+        """Ask ``peer`` without waiting: ``on_answer(reply, None)`` when it answers, or
+        ``on_answer(None, error)`` (the peer's error, no answer in ``timeout``, the bus
+        closing), once. ``request`` is this, awaited; a caller that asks often (a connection
+        storm's claim batches) saves the coroutine, task and future of each request. The
+        timeout is a timer (not ``asyncio.wait_for``: a future, a callback and a timer more)."""
         loop = self._loop
         assert loop is not None
         request_id = self._next_request
         self._next_request += 1
-        reply: asyncio.Future[bytes] = loop.create_future()
-        self._pending[request_id] = reply
         dealer = self._dealer(peer)
         dealer.send(msgpack.packb((request_id, kind, self.name, payload)))
         self.stats.requests_sent += 1
+        self._pending[request_id] = (on_answer, loop.call_later(timeout, self._no_answer, request_id,
+                                                                peer, kind, timeout))
         self._drain_if_input(dealer, self._on_reply)
-        timer = loop.call_later(timeout, self._no_answer, reply, peer, kind, timeout)
-        try:
-            return await reply
-        finally:
-            timer.cancel()
-            self._pending.pop(request_id, None)
 
-    def _no_answer(self, reply: asyncio.Future[bytes], peer: str, kind: str, timeout: float) -> None:
-        if not reply.done():
-            reply.set_exception(BusError(f"bus {self.name}: no answer from {peer} to {kind} in {timeout}s"))
+    def _no_answer(self, request_id: int, peer: str, kind: str, timeout: float) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            pending[0](None, BusError(f"bus {self.name}: no answer from {peer} to {kind} in {timeout}s"))
 
     def _dealer(self, peer: str) -> zmq.Socket:
         dealer = self._dealers.get(peer)
@@ -393,13 +400,15 @@ class Bus:
 
     def _on_reply(self, data: bytes) -> None:
         request_id, status, payload = msgpack.unpackb(data)
-        reply = self._pending.get(request_id)
-        if reply is None or reply.done():
+        pending = self._pending.pop(request_id, None)
+        if pending is None:   # it came after its timeout
             return
+        on_answer, timer = pending
+        timer.cancel()
         if status == _REPLY_OK:
-            reply.set_result(payload)
+            on_answer(payload, None)
         else:
-            reply.set_exception(BusError(payload.decode(errors="replace")))
+            on_answer(None, BusError(payload.decode(errors="replace")))
 
     def _on_request(self, identity: bytes, data: bytes) -> None:
         """A request read by ``_drain``, which looks for more input after it: a reply sent
@@ -416,7 +425,7 @@ class Bus:
             log.exception("bus %s: request %s from %s failed", self.name, kind, sender)
             self._reply(identity, request_id, _REPLY_ERROR, str(exc).encode())
             return
-        if inspect.isawaitable(result):
+        if result.__class__ is not bytes and inspect.isawaitable(result):   # isawaitable: abc checks
             assert self._loop is not None
             task = self._loop.create_task(_await(result))
             task.add_done_callback(lambda done: self._reply_task(identity, request_id, done))
@@ -548,9 +557,13 @@ class Bus:
             if sock is not self._pub:
                 self._loop.remove_reader(sock.getsockopt(zmq.FD))
                 sock.close(0)
-        for reply in self._pending.values():
-            if not reply.done():
-                reply.set_exception(BusError(f"bus {self.name} closed"))
+        pending, self._pending = self._pending, {}
+        for on_answer, timer in pending.values():
+            timer.cancel()
+            try:
+                on_answer(None, BusError(f"bus {self.name} closed"))
+            except Exception:
+                log.exception("bus %s: an answer to a request failed", self.name)
         # the PUB lingers briefly so what was just flushed still goes out
         assert self._pub is not None
         self._pub.close(CLOSE_LINGER_MS)
@@ -563,6 +576,17 @@ class Bus:
 
 async def _await(awaitable: Awaitable[bytes]) -> bytes:
     return await awaitable
+
+
+def _settle(reply: asyncio.Future[bytes], answer: bytes | None, error: BusError | None) -> None:
+    """``request``'s ``on_answer``: the awaited future gets the answer or the error (unless the
+    request was cancelled meanwhile)."""
+    if reply.done():
+        return
+    if error is None:
+        reply.set_result(answer)   # type: ignore[arg-type]
+    else:
+        reply.set_exception(error)
 
 
 def make_runtime_dir() -> str:

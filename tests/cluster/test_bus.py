@@ -118,6 +118,46 @@ def test_request_reply_answers_and_unknown_service_fails() -> None:
     run(scenario())
 
 
+def test_ask_calls_back_once_with_the_answer_the_error_the_timeout_or_the_close() -> None:
+    """ask() is request() without a coroutine: each on_answer is called once, with the reply, or
+    with a BusError for an unknown service, for no answer within the timeout (the peer has
+    stopped), and for the bus closing while a request is open."""
+    async def scenario() -> None:
+        async with registrar_and_peer() as (bus, inbox, peer):
+            await inbox.wait_for("first", 1)
+            calls: list[tuple[int, bytes | None, BusError | None]] = []
+            called = asyncio.Event()
+
+            def on_answer(number: int):
+                def answered(answer: bytes | None, error: BusError | None) -> None:
+                    calls.append((number, answer, error))
+                    called.set()
+                return answered
+
+            async def calls_reach(count: int) -> None:
+                while len(calls) < count:
+                    called.clear()
+                    await called.wait()
+
+            for number in range(20):
+                bus.ask("p1", "echo", str(number).encode(), on_answer(number))
+            bus.ask("p1", "no-such-service", b"", on_answer(20))
+            await asyncio.wait_for(calls_reach(21), DEADLINE)
+            assert sorted((n, a) for n, a, e in calls if e is None) == \
+                [(n, f"echo:{n}".encode()) for n in range(20)]
+            assert [(n, a, type(e)) for n, a, e in calls if e is not None] == [(20, None, BusError)]
+            bus.send("p1", "cmd", b"stop")
+            await asyncio.get_running_loop().run_in_executor(None, peer.wait, DEADLINE)
+            bus.ask("p1", "echo", b"late", on_answer(21), timeout=0.2)
+            await asyncio.wait_for(calls_reach(22), DEADLINE)
+            assert calls[21][0] == 21 and "no answer" in str(calls[21][2])
+            bus.ask("p1", "echo", b"open", on_answer(22))
+            await bus.close()
+            assert calls[22][0] == 22 and "closed" in str(calls[22][2])
+            assert len(calls) == 23   # once each
+    run(scenario())
+
+
 def test_peer_left_is_forgotten() -> None:
     """forget() drops a peer and runs the on_peer_left callbacks."""
     async def scenario() -> None:
