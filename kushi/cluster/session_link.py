@@ -177,7 +177,7 @@ class SessionLink:
         (benchmarks/PROFILE.md, S5).
 
         The claim is recorded only if no other worker holds the client id
-        (``SessionDirectory.claim``, ``only_if_free``): the usual case, a new
+        (a client id alone, for ``SessionDirectory.claim_all``): the usual case, a new
         client. If one does, nothing is recorded, and if the connection here is
         still there when that answer comes, an ordinary claim follows: the
         session there is taken over (its connection gets 0x8E), a moment after
@@ -308,7 +308,8 @@ class SessionLink:
         that ended here before the answer came is released now, with the generation to name.
         A waiting claim gets the holder; a claim without waiting whose client id was held
         elsewhere (not recorded), and whose connection is still here, claims again, waiting.
-        One loop, no call per claim: a connection storm answers thousands a second.
+        No call per claim, and a storm's ordinary batch takes the short loop first: a
+        connection storm has thousands answered a second.
         """
         unanswered = self._unanswered
         claims = self._claims

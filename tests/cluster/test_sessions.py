@@ -145,6 +145,27 @@ def test_wills_of_a_dead_worker_are_published_unless_the_client_came_back() -> N
     run(scenario)
 
 
+def test_a_clean_start_of_a_dead_workers_client_sends_its_delayed_will_at_once() -> None:
+    """[MQTT-3.1.3-9] A client of a dead worker connects again with a clean start before its
+    will delay is over: the old session ends now, so its will goes now, for a claim without
+    waiting (a client id alone) as for a waiting one."""
+    async def scenario(cluster: Cluster) -> None:
+        published: list[Publish] = []
+        sup_bus, _, _ = await cluster.add("sup", -1)
+        DirectoryNode(sup_bus, published.append)
+        (_, w1, _), (_, w2, _) = await cluster.add("w1", 1), await cluster.add("w2", 2)
+        delayed = Properties(will_delay_interval=60)   # far beyond the test's deadline
+        await w1.sessions.claim("bare", False, Will("will/bare", b"a", properties=delayed), 300)
+        await w1.sessions.claim("waiting", False, Will("will/waiting", b"b", properties=delayed), 300)
+        await asyncio.wait_for(w1.barrier(), DEADLINE)
+        sup_bus.forget("w1")        # the supervisor saw w1's process die
+        w2.sessions.claim_without_waiting("bare", lambda taken: None)
+        assert await w2.sessions.claim("waiting", clean_start=True) is None
+        await until(lambda: len(published) == 2)
+        assert sorted(message.topic for message in published) == ["will/bare", "will/waiting"]
+    run(scenario)
+
+
 def test_an_arriving_session_gets_each_message_once_and_its_window_is_forgotten() -> None:
     """[invariant 1] During a hand-over w2 gets a message forwarded by w1 and directly, in either
     order: the session gets it once. Once w1 has stopped forwarding, the window (and its ids) goes."""
