@@ -28,8 +28,8 @@ from struct import unpack_from
 
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
-from .codec import PubackBuilder, decode_at, decode_publish, new_publish
-from .packets import MQTT_5, Connect, Packet, Publish
+from .codec import PubackBuilder, decode_at, decode_connect, decode_publish, new_publish
+from .packets import MQTT_5, Packet, Publish
 from .properties import NO_PROPERTIES
 
 __all__ = ["PacketReader", "PubackRun", "DEFAULT_MAX_PACKET_SIZE"]
@@ -354,12 +354,13 @@ class PacketReader:
                                       memoryview(data)[pos:end])
             raw = data[pos:end]
             return decode_publish(first_byte, raw, body_start - pos, end - pos, self.version, raw)
-        packet = decode_at(first_byte, data, body_start, end, self.version)
-        if type(packet) is Connect and self.version is None:
+        if first_byte == 0x10 and self.version is None:
             # The first CONNECT fixes the version; a second one is the broker's
             # Protocol Error [MQTT-3.1.0-2] and must not switch the wire form.
+            packet = decode_connect(data, body_start, end)
             self.version = packet.protocol_version
-        return packet
+            return packet
+        return decode_at(first_byte, data, body_start, end, self.version)
 
     def read_packets(self, puback_runs: bool = False) -> list[Packet | PubackRun]:
         """Every complete packet buffered, in order; an empty list if more bytes are needed.
