@@ -127,6 +127,18 @@ def test_a_decoded_connect_is_the_frozen_record_the_class_makes() -> None:
         decoded.client_id = "other"  # type: ignore[misc]
 
 
+def test_decoded_properties_are_the_frozen_record_the_class_makes() -> None:
+    """The decoder fills a Properties' slots itself (codec._new_properties), every field: the
+    ones not given have the class's defaults."""
+    made = Properties(session_expiry_interval=9, user_properties=(("k", "v"),), authentication_method="m")
+    body = _body(Connect(protocol_version=5, client_id="c", properties=made))
+    decoded = decode_at(0x10, body, 0, len(body), None).properties
+    assert type(decoded) is Properties and decoded == made and hash(decoded) == hash(made)
+    assert repr(decoded) == repr(made)
+    with pytest.raises(FrozenInstanceError):
+        decoded.receive_maximum = 1  # type: ignore[misc]
+
+
 first_bytes = st.sampled_from([0x10] * 15 + list(range(0x11, 0x20)))
 
 
