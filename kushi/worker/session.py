@@ -104,7 +104,7 @@ class Session:
     expiry_interval: int = 0           # seconds after disconnect; NEVER = keep forever
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
     inflight: dict[int, Outbound] = field(default_factory=dict)
-    # the queue and the QoS 2 ids are () until the first is added (``queued_for_append``,
+    # the queue and the QoS 2 ids are () until the first is added (``queue_for_append``,
     # ``add_inbound_qos2``): most sessions never hold one, and an empty deque and set cost
     # ~840 bytes and two GC-tracked objects per session of a storm's 10,000 (tracemalloc);
     # () reads as an empty one (truth, len, in, iteration)
