@@ -158,7 +158,7 @@ class SessionLink:
         else:
             self._wills_kept.discard(client_id)   # the directory drops an earlier connection's
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue_claim((client_id, clean_start, held_will), answer)
+        self._queue_claim(client_id, (client_id, clean_start, held_will), answer)
         self._claims_awaited = True
         self._schedule_claims()
         previous = await answer
@@ -186,12 +186,8 @@ class SessionLink:
         take over a newer connection that reached the directory first.
         """
         self._wills_kept.discard(client_id)
-        # _queue_claim and _schedule_claims written out (a storm makes one claim per CONNECT):
         # a client id alone is the wire form of a clean start without a will, only if free
-        self._claim_number += 1
-        self._unanswered[client_id] = self._claim_number
-        self._claim_wire.append(client_id)
-        self._claim_then.append(on_taken)
+        self._queue_claim(client_id, client_id, on_taken)
         if self._claim_timer is None and not self._claims_in_flight:
             self._claim_timer = asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_claims)
 
@@ -231,9 +227,11 @@ class SessionLink:
         return TakenOver(session, previous)
 
     # ---- claims on the wire: batched, answered in order ------------------------
-    def _queue_claim(self, claim: tuple[Any, ...], answer: asyncio.Future[Any]) -> None:
-        """Queue ``claim`` (client id, clean start, will) for the directory; ``answer`` gets the
-        previous holder. ``claim_without_waiting`` queues a client id alone the same way.
+    def _queue_claim(self, client_id: str, claim: Any, then: Any) -> None:
+        """Queue ``claim``, the wire form of ``client_id``'s claim, for the directory: (client
+        id, clean start, will), whose ``then`` is the future that gets the previous holder
+        (``claim``), or the client id alone, whose ``then`` is the on_taken of
+        ``claim_without_waiting``.
 
         Claims go in order, batched like Nagle's algorithm: with no claim request
         in flight, the claims of this loop iteration go at once as one request;
@@ -246,9 +244,9 @@ class SessionLink:
         only the first number.
         """
         self._claim_number += 1
-        self._unanswered[claim[0]] = self._claim_number
+        self._unanswered[client_id] = self._claim_number
         self._claim_wire.append(claim)
-        self._claim_then.append(answer)
+        self._claim_then.append(then)
 
     def _schedule_claims(self) -> None:
         """Send the queued claims when their time comes (none go while a request is in flight)."""
@@ -490,10 +488,7 @@ class SessionLink:
             self._release_when_answered.add(unanswered)
             self._claims.pop(client_id, None)
             return
-        # _release written out (one call less per session a storm ends)
-        if not self._releases:
-            asyncio.get_running_loop().call_later(CLAIM_GATHER, self._send_releases)
-        self._releases += (client_id, self._claims.pop(client_id, None))
+        self._release(client_id, self._claims.pop(client_id, None))
 
     def _release(self, client_id: str, generation: int | None) -> None:
         """Tell the directory, with the other releases of the next ``CLAIM_GATHER`` (one bus item)."""
