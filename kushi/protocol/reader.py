@@ -69,6 +69,15 @@ _scratch = threading.local()   # one scratch buffer per thread (per event loop):
                                # out within one get_buffer/buffer_updated pair, never kept
 
 
+def _thread_scratch() -> memoryview:
+    """This thread's scratch buffer. A reader keeps it at its first read: reading the
+    threading.local costs ~670 instructions (callgrind), and a connection reads on one thread."""
+    view = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(READ_SIZE))
+    return view
+
+
 class PubackRun:
     """Consecutive PUBACKs with reason 0 and no properties, as one item of ``read_packets``.
 
@@ -95,9 +104,9 @@ class PacketReader:
     fixed header included, as MQTT 5's Maximum Packet Size does.
     """
 
-    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "_error",
+    __slots__ = ("version", "max_packet_size", "_data", "_pos", "_pending", "_pending_size", "error_behind",
                  "_big", "_big_start", "_big_body", "_big_fill", "_big_end", "_done", "_landing",
-                 "_landing_at", "_landing_size", "_landing_packets", "_offered", "_retired")
+                 "_landing_at", "_landing_size", "_landing_packets", "_offered", "_retired", "_scratch")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.version: int | None = None
@@ -106,7 +115,8 @@ class PacketReader:
         self._pos = 0  # offset of the next unparsed byte in _data
         self._pending: list[bytes] = []  # chunks received after _data
         self._pending_size = 0
-        self._error: KushiError | None = None  # found by read_packets behind good packets
+        # found by read_packets behind the good packets it returned; the next call raises it
+        self.error_behind: KushiError | None = None
         self._big: bytearray | None = None  # the landing buffer a large PUBLISH is being read into:
         self._big_start = 0                 # where it starts there, its body, how far it is read,
         self._big_body = 0                  # and its end
@@ -118,6 +128,8 @@ class PacketReader:
         self._landing_packets = 1                # room in a new landing buffer, in such packets
         self._offered: bytearray | None = None   # the landing buffer get_buffer gave, if it did
         self._retired: deque[bytearray] | None = None   # landing buffers whose packets may be held
+        # the thread's scratch buffer, kept at the first get_buffer (see there)
+        self._scratch: memoryview | None = None
         # PUBLISH packets read in place, an error last; () while there are none (an idle
         # connection keeps no list)
         self._done: list[Packet | KushiError] | tuple[()] = ()
@@ -158,10 +170,40 @@ class PacketReader:
         bytes are never copied or joined in Python, and one read may take several of them.
         One cut off at the end of a read is read on into place, up to its end and no further.
         """
+        if self._landing_size:
+            return self._landing_buffer()
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = _thread_scratch()
+        return scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the buffer ``get_buffer`` gave.
+
+        Until a large PUBLISH came, they are in the scratch buffer: copied out as the chunk
+        to parse (``feed``'s usual case written out here: one call less a read, which is
+        one packet in sparse traffic)."""
+        if self._landing_size:
+            self._landed(nbytes)
+            return
+        data = self._scratch[:nbytes].tobytes()   # type: ignore[index]  # (get_buffer set it)
+        if self._pos >= len(self._data) and not self._pending:
+            self._data = data
+            self._pos = 0
+        else:
+            self.feed(data)
+        if len(self._data) - self._pos + self._pending_size >= LARGE_PUBLISH:
+            # a large PUBLISH may be buffered: if so, later reads use landing buffers for its size
+            header = self._large_publish_at(self._data, self._pos, len(self._data))
+            if header is not None:
+                self._landing_size = header[0]
+
+    def _landing_buffer(self) -> memoryview:
+        """``get_buffer`` once the connection has sent a large PUBLISH (see there)."""
         big = self._big
         if big is not None:
             return memoryview(big)[self._big_fill:self._big_end]
-        if self._landing_size and not self._done and self._pos == len(self._data) and not self._pending:
+        if not self._done and self._pos == len(self._data) and not self._pending:
             landing = self._landing
             if landing is None or len(landing) - self._landing_at < self._landing_size:
                 landing = self._landing = self._free_landing()
@@ -169,10 +211,8 @@ class PacketReader:
             self._offered = landing
             return memoryview(landing)[self._landing_at:]
         self._offered = None
-        scratch = getattr(_scratch, "view", None)
-        if scratch is None:
-            scratch = _scratch.view = memoryview(bytearray(READ_SIZE))
-        if self._landing_size and self._pos < len(self._data):
+        scratch: memoryview = self._scratch   # type: ignore[assignment]  # (set by the read that
+        if self._pos < len(self._data):         # found the large packet, through get_buffer)
             # a large packet begun: read no further than its end, so the next read starts a packet
             header = self._large_publish_at(self._data, self._pos, len(self._data))
             unread = len(self._data) - self._pos + self._pending_size
@@ -180,8 +220,9 @@ class PacketReader:
                 return scratch[:min(READ_SIZE, header[0] - unread)]
         return scratch
 
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` were read into the buffer ``get_buffer`` gave."""
+    def _landed(self, nbytes: int) -> None:
+        """``buffer_updated`` once the connection has sent a large PUBLISH: the read went into
+        place (the large packet begun, or a landing buffer) or to the scratch buffer."""
         big = self._big
         if big is not None:
             self._big_fill += nbytes
@@ -198,12 +239,7 @@ class PacketReader:
             self._offered = None
             self._take_landed(landing, self._landing_at, self._landing_at + nbytes)
             return
-        self.feed(_scratch.view[:nbytes].tobytes())
-        if not self._landing_size and len(self._data) - self._pos + self._pending_size >= LARGE_PUBLISH:
-            # a large PUBLISH may be buffered: if so, later reads use landing buffers for its size
-            header = self._large_publish_at(self._data, self._pos, len(self._data))
-            if header is not None:
-                self._landing_size = header[0]
+        self.feed(self._scratch[:nbytes].tobytes())   # type: ignore[index]
 
     def _take_landed(self, landing: bytearray, pos: int, end: int) -> None:
         """A read put ``landing[pos:end]``: its whole large PUBLISH packets are taken as views
@@ -306,7 +342,7 @@ class PacketReader:
             error = done.pop()
             if not done:
                 raise error
-            self._error = error
+            self.error_behind = error
         return done   # type: ignore[return-value]
 
     def next_packet(self) -> Packet | None:
@@ -374,26 +410,31 @@ class PacketReader:
         Before a CONNECT has set the version, at most that one packet is returned:
         how the packets behind it are read depends on it. If a bad packet follows
         good ones, the good ones are returned and the error is raised by the next
-        call, so the owner handles the packets in the order they came.
+        call, so the owner handles the packets in the order they came. Otherwise
+        (a version set, no ``error_behind``) a call right after finds nothing: the owner
+        of a read need not make it (one call less a read, where a read is one packet).
 
         ``puback_runs``: consecutive PUBACKs with reason 0 come as one ``PubackRun``
         (for an owner that needs no PUBACK one by one: no hook reads packets).
         """
-        error = self._error
+        error = self.error_behind
         if error is not None:   # the stream is broken there: nothing behind the bad packet is read
-            self._error = None
+            self.error_behind = None
             self._data, self._pos, self._pending, self._pending_size = b"", 0, [], 0
             raise error
-        if self._done:
-            return self._take_done()
-        if self._pos == len(self._data) and not self._pending:
-            return []   # the usual second call, after a read was handled whole
+        if self._done:   # the packets read in place come before any bytes buffered
+            packets = self._take_done()
+            if self.error_behind is not None:
+                return packets
+        elif self._pos == len(self._data) and not self._pending:
+            return []
+        else:
+            packets = []
         version = self.version
-        if version is None:
+        if version is None:   # (never with packets read in place: they need the version)
             packet = self.next_packet()
             return [] if packet is None else [packet]
         v5 = version == MQTT_5
-        packets: list[Packet | PubackRun] = []
         append = packets.append
         acks: list[int] | None = None   # the packet ids of the PubackRun last appended
         data = self._data
@@ -509,7 +550,7 @@ class PacketReader:
         except KushiError as error:
             if not packets:
                 raise
-            self._error = error
+            self.error_behind = error
             return packets
         finally:
             if data is self._data:

@@ -203,6 +203,8 @@ class MQTTConnection(asyncio.BufferedProtocol):
                 if not packets:
                     return
                 broker.handle_packets(self, packets, now)
+                if reader.error_behind is None:
+                    return   # the read was handled whole: a second read_packets finds nothing
             elif state is WAITING_FOR_CONNECT:
                 packet = reader.next_packet()
                 if packet is None:

@@ -7,6 +7,7 @@ in any split, valid or not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from unittest import mock
 
@@ -44,6 +45,22 @@ def outcome_one_by_one(chunks: list[bytes], version: int | None) -> tuple[list[o
     return received, None
 
 
+def batches(reader: PacketReader, puback_runs: bool = False) -> Iterator[list[object]]:
+    """The batches of read_packets for what the reader holds, as MQTTConnection takes them:
+    once the version is known, one call gives all there is, unless an error waits behind the
+    packets (``error_behind``, raised by the next call), so that a call after it finds nothing
+    and the connection does not make it."""
+    while True:
+        version_known = reader.version is not None
+        batch = reader.read_packets(puback_runs)
+        if not batch:
+            return
+        yield batch
+        if version_known and reader.error_behind is None:
+            assert reader.read_packets(puback_runs) == []
+            return
+
+
 def outcome_batched(chunks: list[bytes], version: int | None, puback_runs: bool = False,
                     max_packet_size: int = 4096) -> tuple[list[object], type | None]:
     """(packets, error class) when the stream is read with read_packets (a PubackRun counted
@@ -52,7 +69,7 @@ def outcome_batched(chunks: list[bytes], version: int | None, puback_runs: bool 
     try:
         for chunk in chunks:
             reader.feed(chunk)
-            while batch := reader.read_packets(puback_runs):
+            for batch in batches(reader, puback_runs):
                 for packet in batch:
                     if type(packet) is PubackRun:
                         received.extend(Puback(packet_id) for packet_id in packet.packet_ids)
@@ -256,7 +273,7 @@ def outcome_in_place(chunks: list[bytes], version: int) -> tuple[list[object], t
                 buffer[:count] = chunk[:count]
                 reader.buffer_updated(count)
                 chunk = chunk[count:]
-                while batch := reader.read_packets():
+                for batch in batches(reader):
                     received.extend(batch)
     except KushiError as error:
         return received, type(error)

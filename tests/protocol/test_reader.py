@@ -210,3 +210,25 @@ def test_buffered_counts_the_bytes_read_in_place_and_not_yet_taken() -> None:
     read(packet[3000:])
     assert reader.buffered() == len(packet)
     assert reader.next_packet() == sent and reader.buffered() == 0
+
+
+def test_read_packets_gives_a_read_whole_packets_in_place_and_the_small_ones_behind() -> None:
+    """A read into a landing buffer brings a large PUBLISH (taken in place) and a small one
+    behind it (buffered): one read_packets gives both, in order, and a call after it finds
+    nothing, so the connection makes one call a read (the second found nothing, always)."""
+    reader = reader_for(MQTT_5)
+    large = Publish("t", b"x" * 5000)
+    small = Publish("s", b"y")
+
+    def read(data: bytes) -> None:
+        buffer = reader.get_buffer()
+        buffer[: len(data)] = data
+        reader.buffer_updated(len(data))
+
+    read(encode(large, MQTT_5))   # through the scratch buffer: landing buffers from now on
+    assert reader.read_packets() == [large]
+    read(encode(large, MQTT_5))   # fills a landing buffer of one: the next has room for two
+    assert reader.read_packets() == [large]
+    read(encode(large, MQTT_5) + encode(small, MQTT_5))
+    assert reader.read_packets() == [large, small]
+    assert reader.error_behind is None and reader.read_packets() == []
