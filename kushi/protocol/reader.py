@@ -504,7 +504,7 @@ class PacketReader:
                 # PUBLISH inline: fixed header (2 bytes), topic, [packet id], [properties], payload.
                 # A packet starting with the same bytes as the last good one, up to the end of
                 # its topic, has the same flags, length and topic: the topic is not read again.
-                if data.startswith(last_head, pos):
+                if last_topic and data.startswith(last_head, pos):   # (no call for a read's first)
                     topic_end = pos + len(last_head)
                     topic = last_topic
                 else:
@@ -538,7 +538,8 @@ class PacketReader:
                     append(new_publish(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
                                        first_byte & 8 == 8, packet_id, NO_PROPERTIES,
                                        data[pos:end]))
-                    if run_head is not last_head and not first_byte & 8:   # (DUP: never a run)
+                    # a run may follow (not behind the read's last packet; DUP: never a run)
+                    if end < size and run_head is not last_head and not first_byte & 8:
                         run_head = last_head
                         run_topic = topic
                         run_size = end - pos
