@@ -251,6 +251,12 @@ class Delivery:
         # message itself (its packet id is the publisher's; ours is the record's). Small packets:
         # the run's received bytes joined once, copied per subscriber, our packet ids written in.
         id_offset = 3 if source_version == MQTT_5 else 2   # the packet id (and v5's empty properties)
+        if len(run) == 1 and type(first.raw) is bytes:
+            # a lone message (sparse traffic): its position without the run's list, map and loop
+            # (callgrind, profile_hotpath.py L3 --buffered: 95,023 -> 89,674 instructions a message)
+            self.write_qos1_run(targets, first.raw, [len(first.raw) - len(first.payload) - id_offset],
+                                run, new_outbound, now)
+            return
         raws = [message.raw for message in run]
         # no view of a large packet among them: one loop for the positions, the rest in C
         # (callgrind, profile_hotpath.py S3: -1.9% per message against three passes)
