@@ -15,6 +15,12 @@ Real ``MQTTConnection`` and ``Broker`` objects on fake transports
     valgrind --tool=callgrind .venv/bin/python benchmarks/profile_connect.py allow -n 1000
     (and -n 3000: the difference of the two totals / 2000 = instructions per client)
     .venv/bin/python benchmarks/profile_connect.py none --loop uvloop --connect-only
+    .venv/bin/python benchmarks/profile_connect.py none --loop uvloop --connect-only --as-worker
+
+``--as-worker``: the collector tuned as a ``kushi serve`` worker tunes it
+(``kushi.cluster.worker.tune_garbage_collector``), and the process ends without freeing the
+storm (a storm's clients stay connected): the default counts CPython's default collector and,
+under callgrind, the collection and deallocation of every client at exit, per client.
 
 Hooks: ``none`` (an embedding program without hooks), ``allow`` (AllowAllHook, as
 ``kushi serve`` without authentication), ``claim`` (AllowAllHook and a coroutine
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -38,6 +45,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_hotpath import FakeTransport, turn  # noqa: E402
 
+from kushi.cluster.worker import tune_garbage_collector  # noqa: E402
 from kushi.hooks.allow_all import AllowAllHook  # noqa: E402
 from kushi.hooks.base import Hook  # noqa: E402
 from kushi.hooks.manager import HookManager  # noqa: E402
@@ -158,12 +166,22 @@ def main() -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--connect-only", action="store_true",
                         help="only the connect phase (what S5's connect rate measures)")
+    parser.add_argument("--as-worker", action="store_true",
+                        help="the collector set as a `kushi serve` worker sets it, and the "
+                             "storm's objects never freed (a storm's clients stay connected)")
     args = parser.parse_args()
+    if args.as_worker:
+        tune_garbage_collector()
     for kind in args.hooks or ["none", "allow", "claim"]:
         profile = cProfile.Profile() if args.cprofile else None
         print(f"{kind:6} {storm(kind, args.clients, profile, args.loop, args.connect_only):6.1f} us of CPU per client")
         if profile is not None:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    if args.as_worker:
+        # freeing 10,000 clients' objects at exit (a collection over all of them, then each
+        # one's deallocation) is no part of a storm, but callgrind would count it per client
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
