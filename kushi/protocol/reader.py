@@ -190,6 +190,8 @@ class PacketReader:
         if self._pos >= len(self._data) and not self._pending:
             self._data = data
             self._pos = 0
+            if nbytes < LARGE_PUBLISH:
+                return
         else:
             self.feed(data)
         if len(self._data) - self._pos + self._pending_size >= LARGE_PUBLISH:
@@ -528,8 +530,9 @@ class PacketReader:
                     topic = data[pos + 4 : topic_end].decode("utf-8", "replace")
                     if topic and "+" not in topic and "#" not in topic and "\x00" not in topic \
                             and "\ufffd" not in topic:
-                        last_head = data[pos:topic_end]
-                        last_topic = topic
+                        if end < size:   # (for the packets behind it: none behind a read's last)
+                            last_head = data[pos:topic_end]
+                            last_topic = topic
                     else:
                         body = end + 1
                 if body > end or packet_id == 0:
