@@ -431,6 +431,15 @@ class PacketReader:
         elif self._pos == len(self._data) and not self._pending:
             return []
         else:
+            pos = self._pos
+            data = self._data
+            if (puback_runs and len(data) - pos == 4 and data[pos] == 0x40 and data[pos + 1] == 2
+                    and not self._pending and self.version is not None and self.max_packet_size >= 4):
+                # a read of one PUBACK with reason 0 (a subscriber acknowledging sparse traffic):
+                # the PubackRun the loop below makes, without its set-up (callgrind,
+                # profile_hotpath.py L3 --buffered: 88,288 -> 85,066 instructions a message)
+                self._pos = pos + 4
+                return [PubackRun([data[pos + 2] << 8 | data[pos + 3]])]
             packets = []
         version = self.version
         if version is None:   # (never with packets read in place: they need the version)

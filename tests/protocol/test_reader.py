@@ -232,3 +232,19 @@ def test_read_packets_gives_a_read_whole_packets_in_place_and_the_small_ones_beh
     read(encode(large, MQTT_5) + encode(small, MQTT_5))
     assert reader.read_packets() == [large, small]
     assert reader.error_behind is None and reader.read_packets() == []
+
+
+def test_a_read_of_one_puback_is_a_puback_run_of_one_and_nothing_more() -> None:
+    """A subscriber acknowledging sparse traffic sends one PUBACK a read: read_packets gives it
+    as a PubackRun of its packet id (puback_runs), or as the Puback itself, and the reader has
+    nothing left; a PUBACK cut in two is given once whole (by the general decoder, a Puback)."""
+    reader = reader_for(MQTT_3_1_1)
+    reader.feed(b"\x40\x02\x12\x34")
+    [run] = reader.read_packets(puback_runs=True)
+    assert run.packet_ids == [0x1234] and reader.buffered() == 0 and reader.read_packets(True) == []
+    reader.feed(b"\x40\x02\x00\x07")
+    assert reader.read_packets() == [Puback(7)]
+    reader.feed(b"\x40\x02")
+    assert reader.read_packets(puback_runs=True) == []
+    reader.feed(b"\x00\x09")
+    assert reader.read_packets(puback_runs=True) == [Puback(9)] and reader.buffered() == 0
