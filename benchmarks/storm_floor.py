@@ -3,7 +3,10 @@
 
 S5's target is 10,000 connects/s. This runs mqbench's storm (S5's arguments, held 1 s)
 against four servers, one after the other, ``--rounds`` times, and prints each one's
-connect rate and the CPU its processes used (user and system, from /proc):
+connect rate and the CPU its processes used (user and system, from /proc): over the whole
+storm (connect, ping, disconnect), and per connect during the connect phase alone, the part
+mqbench's connect rate counts, beside mqbench's own CPU per connect (the load generator
+shares the two cores):
 
 - ``floor``: a bare uvloop protocol that answers CONNECT with a fixed CONNACK, PINGREQ
   with PINGRESP and closes on DISCONNECT: no parsing, no session, nothing kushi does.
@@ -31,6 +34,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,6 +45,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ("floor", "server", "serve", "mosquitto")
 CONNACK = b"\x20\x02\x00\x00"
 PINGRESP = b"\xd0\x00"
+SAMPLE = 0.01   # seconds between two readings of the CPU counters during a storm
 
 
 class FloorProtocol(asyncio.Protocol):
@@ -103,8 +109,26 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return user, system
 
 
-def storm(kind: str, workdir: Path) -> tuple[float, float, float]:
-    """One storm against a fresh ``kind`` server: (connects/s, user s, system s)."""
+@dataclass
+class Storm:
+    """One storm's figures: its connect rate, the server's CPU over the whole storm, and the
+    server's and mqbench's CPU per connect during the connect phase alone (what the rate
+    counts), in microseconds."""
+
+    rate: float
+    user: float
+    system: float
+    connect_user: float
+    connect_system: float
+    generator: float
+
+
+def storm(kind: str, workdir: Path) -> Storm:
+    """One storm against a fresh ``kind`` server.
+
+    The CPU of the server's processes and of mqbench is read every SAMPLE seconds while
+    the storm runs; the connect phase is the first ``connect_s`` seconds mqbench reports.
+    """
     port = run.free_port()
     scenario = next(sc for sc in run.SCENARIOS if sc.name == "S5")
     proc = subprocess.Popen(command(kind, port, workdir), stdout=subprocess.DEVNULL,
@@ -113,8 +137,15 @@ def storm(kind: str, workdir: Path) -> tuple[float, float, float]:
     try:
         run.wait_for_port(port, proc)
         user0, system0 = cpu_seconds(proc.pid)
-        bench = subprocess.run([str(run.MQBENCH), "-p", str(port), "-d", "1", *scenario.args],
-                               capture_output=True, text=True)
+        started = time.monotonic()
+        bench = subprocess.Popen([str(run.MQBENCH), "-p", str(port), "-d", "1", *scenario.args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=run.raise_nofile)
+        samples = []   # (seconds since the start, server (user, system), mqbench's user + system)
+        while bench.poll() is None:
+            samples.append((time.monotonic() - started, cpu_seconds(proc.pid), sum(cpu_seconds(bench.pid))))
+            time.sleep(SAMPLE)   # sampling the CPU counters while the storm runs
+        out, err = bench.communicate()
         user1, system1 = cpu_seconds(proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -123,10 +154,17 @@ def storm(kind: str, workdir: Path) -> tuple[float, float, float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    found = re.search(r"conn_rate=(\d+)", bench.stdout)
-    if found is None or "failed=0" not in bench.stdout:
-        raise SystemExit(f"{kind}: the storm failed:\n{bench.stdout}{bench.stderr}")
-    return float(found.group(1)), user1 - user0, system1 - system0
+    found = re.search(r"conn_rate=(\d+)", out)
+    phase = re.search(r"connect_s=([0-9.]+)", out)
+    if found is None or phase is None or "failed=0" not in out:
+        raise SystemExit(f"{kind}: the storm failed:\n{out}{err}")
+    conns = int(re.search(r"conns=(\d+)", out).group(1))   # type: ignore[union-attr]
+    ended = [sample for sample in samples if sample[0] <= float(phase.group(1)) + SAMPLE / 2]
+    (_, (user_a, system_a), gen_a), (_, (user_b, system_b), gen_b) = samples[0], ended[-1]
+    per_connect = 1e6 / conns
+    return Storm(float(found.group(1)), user1 - user0, system1 - system0,
+                 (user_b - user_a) * per_connect, (system_b - system_a) * per_connect,
+                 (gen_b - gen_a) * per_connect)
 
 
 def main() -> int:
@@ -140,20 +178,21 @@ def main() -> int:
     args = parser.parse_args()
     run.build_mqbench()
     workdir = Path(tempfile.mkdtemp(prefix="kushi-floor-"))
-    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in args.kinds}
+    results: dict[str, list[Storm]] = {kind: [] for kind in args.kinds}
     for _ in range(args.rounds):
         for kind in args.kinds:   # interleaved, as run.py does, so load drifts hit each alike
             results[kind].append(storm(kind, workdir))
-    print("| server | connects/s (median) | CPU s per 10k-client storm, user + system (median) | rounds |")
-    print("|---|---|---|---|")
+    print("| server | connects/s (median) | CPU s per 10k-client storm, user + system (median) "
+          "| connect phase: server us/connect, user + system | mqbench us/connect | rounds |")
+    print("|---|---|---|---|---|---|")
     for kind, rows in results.items():
-        rate = statistics.median(r for r, _, _ in rows)
-        user = statistics.median(u for _, u, _ in rows)
-        system = statistics.median(s for _, _, s in rows)
-        rounds = ", ".join(f"{r:,.0f}" for r, _, _ in rows)
-        print(f"| {kind} | {rate:,.0f} | {user:.2f} + {system:.2f} | {rounds} |")
+        def median(field: str) -> float:
+            return statistics.median(getattr(row, field) for row in rows)
+        rounds = ", ".join(f"{row.rate:,.0f}" for row in rows)
+        print(f"| {kind} | {median('rate'):,.0f} | {median('user'):.2f} + {median('system'):.2f} "
+              f"| {median('connect_user'):.0f} + {median('connect_system'):.0f} "
+              f"| {median('generator'):.0f} | {rounds} |")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
