@@ -424,22 +424,22 @@ class PacketReader:
             self.error_behind = None
             self._data, self._pos, self._pending, self._pending_size = b"", 0, [], 0
             raise error
+        data = self._data
+        pos = self._pos
         if self._done:   # the packets read in place come before any bytes buffered
             packets = self._take_done()
             if self.error_behind is not None:
                 return packets
-        elif self._pos == len(self._data) and not self._pending:
+        elif pos == len(data) and not self._pending:
             return []
+        elif (puback_runs and len(data) - pos == 4 and data[pos] == 0x40 and data[pos + 1] == 2
+                and not self._pending and self.version is not None and self.max_packet_size >= 4):
+            # a read of one PUBACK with reason 0 (a subscriber acknowledging sparse traffic):
+            # the PubackRun the loop below makes, without its set-up (callgrind,
+            # profile_hotpath.py L3 --buffered: 88,288 -> 85,066 instructions a message)
+            self._pos = pos + 4
+            return [PubackRun([data[pos + 2] << 8 | data[pos + 3]])]
         else:
-            pos = self._pos
-            data = self._data
-            if (puback_runs and len(data) - pos == 4 and data[pos] == 0x40 and data[pos + 1] == 2
-                    and not self._pending and self.version is not None and self.max_packet_size >= 4):
-                # a read of one PUBACK with reason 0 (a subscriber acknowledging sparse traffic):
-                # the PubackRun the loop below makes, without its set-up (callgrind,
-                # profile_hotpath.py L3 --buffered: 88,288 -> 85,066 instructions a message)
-                self._pos = pos + 4
-                return [PubackRun([data[pos + 2] << 8 | data[pos + 3]])]
             packets = []
         version = self.version
         if version is None:   # (never with packets read in place: they need the version)
@@ -448,18 +448,15 @@ class PacketReader:
         v5 = version == MQTT_5
         append = packets.append
         acks: list[int] | None = None   # the packet ids of the PubackRun last appended
-        data = self._data
-        pos = self._pos
         size = len(data)
         small_fits = self.max_packet_size >= 129  # any packet of < 128 bytes is within the limit
         last_head = b"\x00"   # the bytes up to the topic's end of the last good PUBLISH, and its topic
         last_topic = ""
         # The last PUBLISH decoded inline: its head, size, where its body and packet id start
         # (0: QoS 0), flags. A packet with the same head is taken in a few steps (a run).
+        # (run_topic, run_size, run_body, run_id_at, run_qos, run_retain are set with run_head and
+        # read only while it is set: not made for a read of one packet)
         run_head: bytes | None = None
-        run_topic = ""
-        run_size = run_body = run_id_at = run_qos = 0
-        run_retain = False
         try:
             while True:
                 if pos == size and not self._pending:
