@@ -242,11 +242,8 @@ class Delivery:
         topic = first.topic
         match = self.matcher.match(topic)
         qos = first.qos
-        if first.raw is None or not self.may_route_as_run(match, topic, qos, shared_groups):
-            targets = None
-        else:
-            targets = self.run_targets(topic, qos, len(run), longest_raw, run, match, publisher_id,
-                                       source_version)
+        targets = None if first.raw is None else self.run_targets(
+            topic, qos, len(run), longest_raw, run, match, publisher_id, source_version, shared_groups)
         if targets is None:
             for message in run:
                 self.route(message, publisher_id, now, source_version, shared_groups)
@@ -321,19 +318,6 @@ class Delivery:
             session._last_packet_id = packet_id
         self.messages_sent += len(positions) * len(targets)
 
-    def may_route_as_run(self, match: Any, topic: str, qos: int, shared_groups: bool) -> bool:
-        """May a run on ``topic`` go to its subscribers as received (``route_run``)?
-
-        Not if a shared group matches (here or, with ``shared_groups``, on another worker)
-        or a hook chooses subscribers or sees the packets sent.
-        """
-        hooks = self.hooks
-        return not ((match.shared and shared_groups) or hooks.has.on_select_subscribers
-                    or (shared_groups and self.fabric.__class__ is not LocalFabric
-                        and self.remote_shared_groups(topic, ()))
-                    or hooks.has.on_packet_encode or hooks.has.on_packet_sent
-                    or qos and hooks.has.on_qos_publish)
-
     def route_received_run(self, run: ReceivedRun, now: float) -> None:
         """Route a run another worker received and sent on as one bus item (``kushi.cluster.wire``).
 
@@ -349,16 +333,15 @@ class Delivery:
         if not qos or run.longest < LARGE_PUBLISH:
             topic = run.topic
             match = self.matcher.match(topic)
-            if self.may_route_as_run(match, topic, qos, False):
-                targets = self.run_targets(topic, qos, run.count, received_longest, run, match, None,
-                                           run.version)
-                if targets is not None:
-                    if not qos:
-                        self.write_run(targets, run.data, run.count)
-                    elif targets:
-                        self.write_qos1_run(targets, run.data, run.packet_id_positions(),
-                                            [(run, index) for index in range(run.count)], RunOutbound, now)
-                    return
+            targets = self.run_targets(topic, qos, run.count, received_longest, run, match, None,
+                                       run.version, False)
+            if targets is not None:
+                if not qos:
+                    self.write_run(targets, run.data, run.count)
+                elif targets:
+                    self.write_qos1_run(targets, run.data, run.packet_id_positions(),
+                                        [(run, index) for index in range(run.count)], RunOutbound, now)
+                return
         self.route_run(run.messages(), None, now, run.version, shared_groups=False)
 
     def write_run(self, targets: list[MQTTConnection], data: bytes, count: int) -> None:
@@ -368,15 +351,26 @@ class Delivery:
         self.messages_sent += count * len(targets)
 
     def run_targets(self, topic: str, qos: int, count: int, longest: Callable[[Any], int], run: Any,
-                    match: Any, publisher_id: str | None, source_version: int) -> list[MQTTConnection] | None:
+                    match: Any, publisher_id: str | None, source_version: int,
+                    shared_groups: bool) -> list[MQTTConnection] | None:
         """The connections that take a run as received (see ``route_run``); None if any cannot.
 
         ``count`` messages of ``qos`` on ``topic``; ``longest(run)``: the size of its longest
         packet, asked only if a connection has a limit (a function and its argument, not a
         closure: making one cost ~700 instructions a run, callgrind).
+
+        None as well if the run may not go as received at all: a shared group matches (here
+        or, with ``shared_groups``, on another worker), or a hook chooses subscribers or sees
+        the packets sent (asked here, not in a method of its own: a call less a run).
         """
         hooks = self.hooks
-        acl = hooks.has.on_acl_check
+        has = hooks.has
+        if ((match.shared and shared_groups) or has.on_select_subscribers
+                or (shared_groups and self.fabric.__class__ is not LocalFabric
+                    and self.remote_shared_groups(topic, ()))
+                or has.on_packet_encode or has.on_packet_sent or qos and has.on_qos_publish):
+            return None
+        acl = has.on_acl_check
         connections = self.connections
         v5 = source_version == MQTT_5
         size = 0   # of the longest packet, once a connection has a limit
