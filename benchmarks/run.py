@@ -75,6 +75,11 @@ SCENARIOS = [
     Scenario("SP40", "S2 shape at a fixed 40,000 msg/s (sparse, half SP's rate)",
              ("--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0",
               "--rate", "1250")),
+    # a quarter of SP's rate: where neither broker saturates a core here, so the CPU per
+    # message is what a message that comes alone costs
+    Scenario("SP20", "S2 shape at a fixed 20,000 msg/s (sparse, a quarter of SP's rate)",
+             ("--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0",
+              "--rate", "625")),
     Scenario("L2", "1,600 msg/s QoS 0, latency",
              ("--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0", "--rate", "50")),
     Scenario("L3", "1,600 msg/s QoS 1, latency",
