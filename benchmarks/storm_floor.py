@@ -194,5 +194,6 @@ def main() -> int:
               f"| {median('generator'):.0f} | {rounds} |")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
