@@ -31,12 +31,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_connect import WINDOW, receive  # noqa: E402
+from profile_connect import WINDOW, receive, storm_connects  # noqa: E402
 from profile_hotpath import FakeTransport  # noqa: E402
 
 from kushi.hooks.manager import HookManager  # noqa: E402
-from kushi.protocol.codec import encode  # noqa: E402
-from kushi.protocol.packets import MQTT_3_1_1, Connect  # noqa: E402
 from kushi.worker.broker import Broker  # noqa: E402
 from kushi.worker.connection import MQTTConnection  # noqa: E402
 from kushi.worker.options import Options  # noqa: E402
@@ -51,8 +49,7 @@ def run_stage(stage: str, clients: int) -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     broker = Broker(Options(), HookManager(), loop=loop)
-    connects = [encode(Connect(protocol_version=MQTT_3_1_1, client_id=f"storm-{i}", keep_alive=60),
-                       MQTT_3_1_1) for i in range(clients)]
+    connects = storm_connects(clients)
     transports = [FakeTransport() for _ in range(clients)]
     kept: list[object] = [None] * clients
     level = STAGES.index(stage)

@@ -77,6 +77,12 @@ def receive(conn: MQTTConnection, data: bytes) -> None:
     conn.buffer_updated(len(data))
 
 
+def storm_connects(clients: int) -> list[bytes]:
+    """The storm's CONNECT packets, one per client, as mqbench sends them (3.1.1, keep alive 60)."""
+    return [encode(Connect(protocol_version=MQTT_3_1_1, client_id=f"storm-{i}", keep_alive=60),
+                   MQTT_3_1_1) for i in range(clients)]
+
+
 def new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, Callable[[bool], None]]:
     """An event loop of ``kind`` and its ``turn(phase_ends)``: run what the broker scheduled."""
     if kind == "uvloop":
@@ -113,8 +119,7 @@ def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None,
     if hooks_kind == "claim":
         hooks.add(AwaitedClaim())
     broker = Broker(Options(), hooks, loop=loop)
-    connects = [encode(Connect(protocol_version=MQTT_3_1_1, client_id=f"storm-{i}", keep_alive=60),
-                       MQTT_3_1_1) for i in range(clients)]
+    connects = storm_connects(clients)
     ping, disconnect = encode(Pingreq(), MQTT_3_1_1), encode(Disconnect(), MQTT_3_1_1)
     conns: list[MQTTConnection] = []
     if profile is not None:
