@@ -322,6 +322,13 @@ class BusFabric:
         return waiter
 
     def _on_barrier(self, sender: str, payload: bytes) -> None:
+        """Answer a barrier after everything queued here so far.
+
+        The bus batches per recipient: a broadcast queued before the answer (a retained
+        change's gossip) could otherwise go out after it, in another ZeroMQ message,
+        and the asker would look up its retained messages without it.
+        """
+        self.bus.flush()
         self.bus.send(sender, BARRIER_ACK, payload)
 
     def _on_barrier_ack(self, sender: str, payload: bytes) -> None:

@@ -1,4 +1,9 @@
-"""Several bus nodes with fabrics in one process (each with its own ZeroMQ context), for tests."""
+"""Several bus nodes with fabrics in one process (each with its own ZeroMQ context), for tests.
+
+All nodes run on one event loop: what a node does in one handler runs before any other
+node reads its bus, which lets a test place an action exactly between two bus items
+(``before_handling``, ``after_handling``).
+"""
 
 from __future__ import annotations
 
@@ -53,6 +58,31 @@ async def until(condition: Callable[[], bool]) -> None:
         while not condition():
             await asyncio.sleep(0.002)  # re-check the condition; bounded by DEADLINE
     await asyncio.wait_for(poll(), DEADLINE)
+
+
+def before_handling(bus: Bus, kind: str, action: Callable[[], None]) -> None:
+    """Run ``action()`` once, right before ``bus`` handles the next item of ``kind``: what the
+    node does then, it does before it has heard that item (and anything after it)."""
+    _on_next(bus, kind, action, first=True)
+
+
+def after_handling(bus: Bus, kind: str, action: Callable[[], None]) -> None:
+    """Run ``action()`` once, right after ``bus`` handled the next item of ``kind``, before
+    the items behind it in its batch."""
+    _on_next(bus, kind, action, first=False)
+
+
+def _on_next(bus: Bus, kind: str, action: Callable[[], None], first: bool) -> None:
+    handle = bus._handlers[kind]   # the handler the node registered (Bus.on)
+
+    def handle_with_action(sender: str, payload: bytes) -> None:
+        bus.on(kind, handle)
+        if first:
+            action()
+        handle(sender, payload)
+        if not first:
+            action()
+    bus.on(kind, handle_with_action)
 
 
 class Cluster:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fabric_support import DEADLINE, Cluster, run, until
+from fabric_support import DEADLINE, Cluster, after_handling, before_handling, run, until
 
+from kushi.cluster.fabric import BARRIER, BARRIER_ACK
 from kushi.cluster.wire import decode_message, encode_message
 from kushi.protocol.packets import Publish
 from kushi.protocol.properties import Properties
@@ -120,6 +121,29 @@ def test_barrier_returns_once_every_node_has_applied_earlier_gossip() -> None:
             await asyncio.wait_for(w1.barrier(), DEADLINE)
             for _, other, _ in (nodes[0], nodes[2]):
                 assert {key for key, _ in other.interest.match(f"t/{round_}")} == {"w1"}
+    run(scenario)
+
+
+def test_a_barrier_answer_comes_after_the_answering_nodes_earlier_gossip() -> None:
+    """When w0 handles w1's answer to its barrier, it has handled what w1 queued before
+    answering: here a message forwarded to w0, then a retained change (a broadcast, which the
+    bus batches apart from what goes to w0 alone). A new subscription looks its retained
+    messages up then (kushi.worker.subscriptions)."""
+    async def scenario(cluster: Cluster) -> None:
+        bus0, w0, sink0 = await cluster.add("w0", 0)
+        bus1, w1, _ = await cluster.add("w1", 1)
+        w0.interest_added("x/#")
+        await asyncio.wait_for(w0.barrier(), DEADLINE)
+
+        def publish_on_w1() -> None:
+            w1.forward(Publish("x/1", b"live"))
+            w1.retained_changed(Publish("r/t", b"retained", retain=True))
+        before_handling(bus1, BARRIER, publish_on_w1)
+        retained_at_answer: list[bool] = []
+        after_handling(bus0, BARRIER_ACK, lambda: retained_at_answer.append("r/t" in sink0.retained))
+        await asyncio.wait_for(w0.barrier(), DEADLINE)
+        assert retained_at_answer == [True]
+        assert [bytes(message.payload) for message in sink0.delivered] == [b"live"]
     run(scenario)
 
 
