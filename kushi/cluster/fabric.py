@@ -38,7 +38,17 @@ Retained messages are also kept here, encoded, with their order: that is
 what a joining node is sent, and it lets the fabric decide last-writer-wins
 without reaching into the broker's store.
 
-``barrier()`` proves every node has applied what this node sent before;
+``barrier()`` proves every node has handled what this node sent before, and
+that this node has handled what every node sent before answering: a node
+answers after flushing what it queued, broadcasts included, and one PUB/SUB
+pair is FIFO. So once a new interest's barrier is done, every retained change
+made by a node that did not know the interest yet (sent by gossip only, never
+forwarded) is applied here: the broker looks the new subscription's retained
+messages up then (``kushi.worker.subscriptions``). A change made by a node that
+knew the interest was also forwarded, and routed live here; the broker sends no
+retained copy of those topics (``watch_live_retained``, ``LiveRetainedTopics``),
+so the subscription gets the message once.
+
 ``fabric.sessions`` (``kushi.cluster.session_link``) moves sessions between
 workers; ``pick_shared``/``forward_shared`` spread shared groups over them.
 """
@@ -109,6 +119,28 @@ class _RetainedEntry:
     stored_at: float     # time.monotonic() when stored, for the remaining expiry
 
 
+class LiveRetainedTopics:
+    """The topics of the retained messages routed live on this node while it is open.
+
+    Opened by the broker for a new subscription whose retained messages wait for the
+    barrier (``BusFabric.watch_live_retained``). A retained message routed live here
+    meanwhile (published here, or forwarded by a node that knew the new interest)
+    reached the subscription already: the broker sends no retained copy of its topic
+    then, neither the same message again nor an older one whose gossip came later,
+    so the subscriber's last word on the topic is the latest one.
+    """
+
+    def __init__(self, watching: list[LiveRetainedTopics]) -> None:
+        self.topics: set[str] = set()
+        self._watching = watching
+        watching.append(self)
+
+    def close(self) -> None:
+        """Stop noting topics (the subscription's retained messages were looked up, or never will be)."""
+        if self in self._watching:
+            self._watching.remove(self)
+
+
 class BusFabric:
     """The fabric of one node: implements the seam over ``bus`` for ``worker_id``."""
 
@@ -130,6 +162,7 @@ class BusFabric:
         self._snapshots: dict[str, asyncio.Future[None]] = {}
         self._barriers: dict[int, tuple[asyncio.Future[None], set[str]]] = {}
         self._next_barrier = 1
+        self._watching: list[LiveRetainedTopics] = []   # open windows of new subscriptions
         self._sequence = 0                                # of the messages this node sent on
         self._ids: dict[int, tuple[Publish, MessageId]] = {}   # id(message) -> (message, its id)
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
@@ -297,18 +330,32 @@ class BusFabric:
 
     def retained_changed(self, message: Publish) -> None:
         """A retained set/clear made here: order it after everything seen, tell every node."""
+        if self._watching:   # the broker routes it live here too
+            self._routed_live(message.topic)
         order = self._clock.tick(_wall_ms())
         body = encode_message(message) if len(message.payload) else b""
         self._remember(message.topic, _RetainedEntry(order, body, time.monotonic()))
         self.bus.broadcast(RETAINED, msgpack.packb((message.topic, order, body)))
 
+    def watch_live_retained(self) -> LiveRetainedTopics:
+        """Note, until its ``close()``, the topics of the retained messages routed live here."""
+        return LiveRetainedTopics(self._watching)
+
+    def _routed_live(self, topic: str) -> None:
+        for window in self._watching:
+            window.topics.add(topic)
+
     def barrier(self) -> asyncio.Future[None]:
-        """A future done when every node has handled everything this node sent before it.
+        """A future done when every node has handled everything this node sent before it,
+        and this node everything they sent before they answered.
 
         PUB/SUB is FIFO per pair of nodes, so a node's answer to the barrier
-        proves it processed our earlier gossip. The broker awaits it before a
-        SUBACK that added interest: once the client has its SUBACK, a publish
-        on any worker is routed to it, as it would be with one process.
+        proves it processed our earlier gossip, and our handling of the answer
+        that we processed its earlier gossip (``_on_barrier``). The broker awaits
+        it before a SUBACK that added interest: once the client has its SUBACK, a
+        publish on any worker is routed to it, as it would be with one process;
+        and the retained messages it is sent then include those set anywhere
+        before the interest was known there.
         """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting_for = set(self.bus.peers)
@@ -353,9 +400,13 @@ class BusFabric:
         if sink is None:
             return
         sequence, body = split_sequence(payload)
-        self._deliver(sink, sink.deliver_remote, decode_message(body), (sender, sequence))
+        message = decode_message(body)
+        if self._watching and message.retain:   # the sender knew our interest: routed live here
+            self._routed_live(message.topic)
+        self._deliver(sink, sink.deliver_remote, message, (sender, sequence))
 
     def _on_publish_run(self, sender: str, payload: bytes) -> None:
+        # a run is never retained (Broker.handle_packets): nothing for watch_live_retained
         run = ReceivedRun(payload)
         self.stats.delivered_remote += run.count
         sink = self._sink

@@ -6,10 +6,18 @@ inbound messages and retained changes to ``broker.fabric``; a cluster fabric
 ``broker.deliver_remote`` / ``broker.apply_retained``. In one process there is
 nobody to tell, so ``LocalFabric`` does nothing, at the cost of one method
 call per event.
+
+A cluster fabric also has ``barrier()``, a future done when every worker knows
+the interest announced before (a SUBACK that added interest waits for it), and
+``watch_live_retained()``: the topics of the retained messages routed live on
+this worker while a new subscription waits (``LiveTopics``), which get no
+retained copy after the barrier (``kushi.worker.subscriptions``). One process
+has neither: there is nobody to wait for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Protocol
 
 from ..protocol.packets import Publish
@@ -43,3 +51,24 @@ class LocalFabric:
 
     def retained_changed(self, message: Publish) -> None:
         """A retained message changed here; there is no other worker to tell."""
+
+
+class LiveTopics(Protocol):
+    """The topics of the retained messages routed live on this worker since it was opened
+    (``kushi.cluster.fabric.LiveRetainedTopics``), until ``close()``."""
+
+    topics: Set[str]
+
+    def close(self) -> None: ...
+
+
+class _NothingLive:
+    """The ``LiveTopics`` of a subscription that waits for nobody: no topic, ever."""
+
+    topics: Set[str] = frozenset()
+
+    def close(self) -> None:
+        """Nothing to stop noting."""
+
+
+NOTHING_LIVE: LiveTopics = _NothingLive()

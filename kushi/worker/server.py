@@ -276,8 +276,9 @@ class Server:
 
     async def subscribe(self, filter: str, subscription_id: int,
                         callback: Callable[[str, bytes, Publish], Any]) -> None:
-        """Call ``callback(topic, payload, packet)`` for each matching message; retained ones at once."""
-        self._inline_broker().inline_subscribe(filter, subscription_id, callback, monotonic())
+        """Call ``callback(topic, payload, packet)`` for each matching message; the retained ones
+        before this returns (with several workers, once every worker knows the new filter)."""
+        await self._inline_broker().inline_subscribe(filter, subscription_id, callback)
 
     async def unsubscribe(self, filter: str, subscription_id: int) -> None:
         self._inline_broker().inline_unsubscribe(filter, subscription_id)

@@ -10,6 +10,15 @@ interest waits for the fabric's ``barrier()`` (a cluster fabric has one), so
 a publish on any worker after the SUBACK reaches the subscriber. The inline
 client subscribes through the same path, with a callback instead of a connection.
 
+The retained messages of such a subscription are looked up when the barrier is
+done, not when it was made: another worker that set one before it heard of the
+new interest did not forward it, and its gossip may come after the SUBSCRIBE;
+the barrier proves it has come (``kushi.cluster.fabric``). A retained message
+routed live to the subscription meanwhile (its worker knew the interest) gets
+no retained copy of its topic after it (``watch_live_retained``): the message
+comes once, and nothing older follows it. Without a barrier (one process, or
+no new interest) the lookup is at once, as before.
+
 While a SUBACK waits, the connection's later packets wait behind it
 (``broker.held``; its reading is paused), so every answer (UNSUBACK,
 PINGRESP, PUBACK...) keeps the order of the packets it answers, as
@@ -30,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import KushiError, ProtocolError
 from ..protocol.packets import MQTT_5, Publish, Suback, Subscribe, Subscription, Unsuback, Unsubscribe
 from ..protocol.topics import parse_shared, validate_topic_filter
+from .fabric import NOTHING_LIVE, LiveTopics
 from .session import Session, SubscriptionEntry
 
 if TYPE_CHECKING:
@@ -56,24 +66,27 @@ class Subscriptions:
         identifiers = packet.properties.subscription_identifiers
         identifier = identifiers[0] if identifiers else None
         reason_codes = []
-        retained: list[tuple[SubscriptionEntry, list[Publish]]] = []
+        wanted: list[tuple[SubscriptionEntry, str]] = []
         filters_before = len(self.interest)   # grows only when the fabric heard interest_added
         for subscription in packet.subscriptions:
-            reason_codes.append(self._subscribe_one(conn, subscription, identifier, retained, now))
-        barrier = getattr(self.fabric, "barrier", None) if len(self.interest) > filters_before else None
+            reason_codes.append(self._subscribe_one(conn, subscription, identifier, wanted))
+        barrier = self._barrier_if_interest_grew(filters_before)
         if barrier is None:
-            self._acknowledge_subscribe(conn, packet, reason_codes, retained, now)
+            self._acknowledge_subscribe(conn, packet, reason_codes, self._retained_for(wanted, now), now)
         else:
             # other workers route to this one only once they know of the new interest: the
             # SUBACK waits until every worker has it, so a publish made anywhere after the
-            # client has its SUBACK reaches the client (as with one process)
-            self._hold_until(conn, barrier(), lambda: self._acknowledge_subscribe(
-                conn, packet, reason_codes, retained, now))
+            # client has its SUBACK reaches the client (as with one process); the retained
+            # messages are looked up then, when the other workers' earlier gossip is in
+            live = self._watch_live_retained()
+            self._hold_until(conn, barrier(), lambda now: self._acknowledge_subscribe(
+                conn, packet, reason_codes, self._retained_for(wanted, now, live), now), live)
 
     def _hold_until(self, conn: MQTTConnection, barrier: asyncio.Future[None],
-                    acknowledge: Callable[[], None]) -> None:
-        """Send the SUBACK (``acknowledge``) when ``barrier`` is done, or after SUBACK_WAIT_AT_MOST;
-        the connection's later packets wait until then (``hold_rest``)."""
+                    acknowledge: Callable[[float], None], live: LiveTopics) -> None:
+        """Send the SUBACK (``acknowledge(now)``) when ``barrier`` is done, or after
+        SUBACK_WAIT_AT_MOST; the connection's later packets wait until then (``hold_rest``).
+        ``live`` (what ``_watch_live_retained`` gave) is closed then, answered or not."""
         self.held[conn] = []
         conn.hold_input()
 
@@ -82,16 +95,20 @@ class Subscriptions:
             if rest is None:
                 return   # released already (the barrier, or the timer)
             timer.cancel()
-            if self.connections.get(conn.client_id) is not conn:
-                return   # the connection ended meanwhile: nothing to answer
-            if timed_out:
-                self.suback_wait_timeouts += 1
-                log.warning("SUBACK to %r sent after %.0f s without every worker's answer",
-                            conn.client_id, SUBACK_WAIT_AT_MOST)
-            acknowledge()
+            try:
+                if self.connections.get(conn.client_id) is not conn:
+                    return   # the connection ended meanwhile: nothing to answer
+                if timed_out:
+                    self.suback_wait_timeouts += 1
+                    log.warning("SUBACK to %r sent after %.0f s without every worker's answer",
+                                conn.client_id, SUBACK_WAIT_AT_MOST)
+                now = monotonic()
+                acknowledge(now)
+            finally:
+                live.close()
             try:   # as MQTTConnection.data_received does for a read
                 if rest:
-                    self.handle_packets(conn, rest, monotonic())
+                    self.handle_packets(conn, rest, now)
                 if conn not in self.held:   # not behind another SUBACK now
                     conn.release_input()
             except KushiError as error:
@@ -127,8 +144,12 @@ class Subscriptions:
             hooks.on_subscribed(conn, packet, reason_codes)
 
     def _subscribe_one(self, conn: MQTTConnection, subscription: Subscription,
-                       identifier: int | None, retained: list, now: float) -> int:
-        """Subscribe to one filter; return its SUBACK reason code (granted QoS or failure)."""
+                       identifier: int | None, wanted: list[tuple[SubscriptionEntry, str]]) -> int:
+        """Subscribe to one filter; return its SUBACK reason code (granted QoS or failure).
+
+        A subscription that gets the retained messages of its filter (not shared; retain
+        handling 0, or 1 and new [MQTT-3.3.1-9/10/11]) is added to ``wanted`` with the filter.
+        """
         options = self.options
         v5 = conn.protocol_version == MQTT_5
         filter = subscription.filter
@@ -160,10 +181,32 @@ class Subscriptions:
         is_new = self.add_subscription(conn.session, entry)
         handling = subscription.retain_handling
         if group is None and (handling == 0 or (handling == 1 and is_new)):
+            wanted.append((entry, topic_filter))
+        return granted
+
+    def _retained_for(self, wanted: list[tuple[SubscriptionEntry, str]], now: float,
+                      live: LiveTopics = NOTHING_LIVE) -> list[tuple[SubscriptionEntry, list[Publish]]]:
+        """The retained messages each subscription of ``wanted`` gets, looked up at ``now``:
+        none of a topic routed live to it since it was made (``live``, when it waited)."""
+        retained = []
+        for entry, topic_filter in wanted:
             messages = self.retained_store.match(topic_filter, now)
+            if live.topics:
+                messages = [message for message in messages if message.topic not in live.topics]
             if messages:
                 retained.append((entry, messages))
-        return granted
+        return retained
+
+    def _barrier_if_interest_grew(self, filters_before: int) -> Callable[[], asyncio.Future[None]] | None:
+        """The fabric's ``barrier`` if it has one and local interest grew past ``filters_before``
+        filters (the fabric was told of a new one: the other workers must learn it first)."""
+        return getattr(self.fabric, "barrier", None) if len(self.interest) > filters_before else None
+
+    def _watch_live_retained(self) -> LiveTopics:
+        """The fabric's note of the topics of retained messages routed live here from now on;
+        an empty one if it keeps none."""
+        watch = getattr(self.fabric, "watch_live_retained", None)
+        return watch() if watch is not None else NOTHING_LIVE
 
     def add_subscription(self, session: Session | None, entry: SubscriptionEntry) -> bool:
         """Add or replace a subscription [MQTT-3.8.4-3]; True if it is new."""
@@ -210,16 +253,31 @@ class Subscriptions:
             hooks.on_unsubscribed(conn, packet)
 
     # ---- inline client ----------------------------------------------------------------
-    def inline_subscribe(self, filter: str, subscription_id: int,
-                         callback: Callable[..., Any], now: float) -> None:
-        """Subscribe the server's own client; matching retained messages are handed over at once."""
+    async def inline_subscribe(self, filter: str, subscription_id: int,
+                               callback: Callable[..., Any]) -> None:
+        """Subscribe the server's own client; matching retained messages are handed over before
+        this returns: at once, or (new interest, several workers) when every worker knows of
+        it, or after SUBACK_WAIT_AT_MOST, as a client's SUBACK would be."""
         validate_topic_filter(filter)
         entry = SubscriptionEntry(inline_key(subscription_id), filter, 2, identifier=subscription_id,
                                   callback=callback)
+        filters_before = len(self.interest)
         self.add_subscription(None, entry)
         group, topic_filter = parse_shared(filter)
-        if group is None:
-            for message in self.retained_store.match(topic_filter, now):
+        live = NOTHING_LIVE
+        barrier = self._barrier_if_interest_grew(filters_before)
+        if barrier is not None:
+            live = self._watch_live_retained()
+            try:
+                await asyncio.wait_for(asyncio.shield(barrier()), SUBACK_WAIT_AT_MOST)
+            except asyncio.TimeoutError:
+                log.warning("retained messages for the inline subscription to %r handed over after "
+                            "%.0f s without every worker's answer", filter, SUBACK_WAIT_AT_MOST)
+            finally:
+                live.close()
+        wanted = [(entry, topic_filter)] if group is None else []
+        for _, messages in self._retained_for(wanted, monotonic(), live):
+            for message in messages:
                 self.call_inline(entry, message)
 
     def inline_unsubscribe(self, filter: str, subscription_id: int) -> bool:

@@ -1,5 +1,8 @@
 """Several bus nodes with fabrics in one process (each with its own ZeroMQ context), for tests.
 
+A node's fabric serves a ``RecordingSink`` (``Cluster.add``: the fabric alone) or a real
+broker (``Cluster.add_server``: a started ``kushi.Server`` with a TCP listener).
+
 All nodes run on one event loop: what a node does in one handler runs before any other
 node reads its bus, which lets a test place an action exactly between two bus items
 (``before_handling``, ``after_handling``).
@@ -10,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Callable
+from typing import Any
 
+import kushi
 from kushi.cluster.fabric import BusFabric
 from kushi.protocol.packets import Publish
 from kushi.router.bus import Bus, make_runtime_dir
@@ -88,20 +93,41 @@ def _on_next(bus: Bus, kind: str, action: Callable[[], None], first: bool) -> No
 class Cluster:
     def __init__(self) -> None:
         self.runtime_dir = make_runtime_dir()
-        self.nodes: dict[str, tuple[Bus, BusFabric, RecordingSink]] = {}
+        self.nodes: dict[str, tuple[Bus, BusFabric, Any]] = {}   # (bus, fabric, its sink)
+        self.servers: list[kushi.Server] = []
 
     async def add(self, name: str, worker_id: int) -> tuple[Bus, BusFabric, RecordingSink]:
-        registrar = next(iter(self.nodes), None)   # the first node added joins nobody
-        bus = Bus(name, self.runtime_dir, registrar=registrar)
-        fabric = BusFabric(bus, worker_id)
+        bus, fabric = await self._join(name, worker_id)
         sink = RecordingSink()
-        await bus.start()
-        await fabric.sync()
         fabric.attach(sink)
         self.nodes[name] = (bus, fabric, sink)
         return bus, fabric, sink
 
+    async def add_server(self, name: str, worker_id: int) -> tuple[Bus, BusFabric, kushi.Server]:
+        """A node whose fabric serves a started ``kushi.Server`` (TCP on 127.0.0.1, port
+        ``server.listeners["tcp"].port``), as a worker process sets one up."""
+        bus, fabric = await self._join(name, worker_id)
+        server = kushi.Server(kushi.Options(sys_interval=0))
+        server.worker_id = worker_id
+        server.fabric = fabric
+        server.add_listener(kushi.TCP("tcp", "127.0.0.1:0"))
+        await server.start()   # attaches the broker to the fabric
+        self.servers.append(server)
+        self.nodes[name] = (bus, fabric, server.broker)
+        return bus, fabric, server
+
+    async def _join(self, name: str, worker_id: int) -> tuple[Bus, BusFabric]:
+        """A started bus node with its fabric, synced with the nodes added before."""
+        registrar = next(iter(self.nodes), None)   # the first node added joins nobody
+        bus = Bus(name, self.runtime_dir, registrar=registrar)
+        fabric = BusFabric(bus, worker_id)
+        await bus.start()
+        await fabric.sync()
+        return bus, fabric
+
     async def close(self) -> None:
+        for server in self.servers:
+            await server.close()
         for bus, _, _ in self.nodes.values():
             await bus.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)

@@ -147,6 +147,29 @@ def test_a_barrier_answer_comes_after_the_answering_nodes_earlier_gossip() -> No
     run(scenario)
 
 
+def test_live_retained_topics_are_those_routed_here_while_watched() -> None:
+    """``watch_live_retained`` notes the topics of the retained messages this node routes live
+    (changed here, or forwarded here), not those only gossiped, nor any after ``close()``."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, sink0 = await cluster.add("w0", 0)
+        _, w1, _ = await cluster.add("w1", 1)
+        w0.interest_added("a/#")
+        await asyncio.wait_for(w0.barrier(), DEADLINE)
+        live = w0.watch_live_retained()
+        w0.retained_changed(Publish("local/t", b"v", retain=True))
+        forwarded = Publish("a/forwarded", b"v", retain=True)
+        w1.retained_changed(forwarded)
+        w1.forward(forwarded)
+        w1.retained_changed(Publish("b/gossiped", b"v", retain=True))   # no interest of w0
+        w1.forward(Publish("a/not-retained", b"v"))
+        await asyncio.wait_for(w0.barrier(), DEADLINE)
+        assert "b/gossiped" in sink0.retained and len(sink0.delivered) == 2
+        live.close()
+        w0.retained_changed(Publish("local/after", b"v", retain=True))
+        assert live.topics == {"local/t", "a/forwarded"}
+    run(scenario)
+
+
 def test_shared_group_turns_go_round_the_workers_with_members() -> None:
     """[invariant 4, fabric side] Each message of a group goes to one worker with members, in turn."""
     async def scenario(cluster: Cluster) -> None:

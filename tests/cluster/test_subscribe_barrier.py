@@ -4,24 +4,35 @@ With several workers the SUBACK of a new filter waits for the cluster's barrier.
 Meanwhile the connection's later packets wait behind it, so the answers keep
 the order of the packets; and a worker that hangs cannot hold the SUBACK for
 longer than ``SUBACK_WAIT_AT_MOST``.
+
+The retained messages a new subscription gets are looked up once the barrier is
+done: a worker that set one before it heard of the new interest sent it on by
+gossip only, and the gossip is in by then. The in-process tests below place such
+a publish exactly in that window (``fabric_support.before_handling``): the other
+worker publishes right before it reads the new interest, or right after.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+from collections.abc import Callable
+from time import monotonic
 
 import pytest
 
 from cluster_support import raw_client_on, running_cluster
+from fabric_support import Cluster, after_handling, before_handling, run, until
 
+from kushi.cluster.fabric import INTEREST_ADDED
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import (
     MQTT_5, Pingreq, Pingresp, Puback, Publish, Suback, Subscribe, Subscription, Unsuback,
     Unsubscribe,
 )
 from kushi.worker.subscriptions import SUBACK_WAIT_AT_MOST
-from tests.support.rawclient import NoPacket
+from tests.support.rawclient import NoPacket, RawClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,3 +78,108 @@ def test_a_hung_worker_delays_a_suback_at_most_the_wait_limit() -> None:
                                   start=mark)
         finally:
             os.kill(hung, signal.SIGCONT)
+
+
+# ---- the retained messages of a new subscription, set on another worker meanwhile -------------
+
+STATUS = "devices/unit-0/status"
+
+
+def publish_retained_on(server, payload: bytes) -> None:
+    """What ``server``'s inline client does, at once (no await): a retained status."""
+    server.broker.publish(Publish(STATUS, payload, qos=1, retain=True), None, monotonic())
+
+
+def inline_subscription() -> tuple[list[tuple[str, bytes, bool]], Callable[..., None]]:
+    """A list, and the inline-client callback that fills it with (topic, payload, retain)."""
+    received: list[tuple[str, bytes, bool]] = []
+    return received, lambda topic, payload, packet: received.append((topic, payload, packet.retain))
+
+
+async def two_workers(cluster: Cluster):
+    """Worker 0 (``here``, where the subscriptions are made) and worker 1 (``there``, its bus)."""
+    _, _, here = await cluster.add_server("w0", 0)
+    there_bus, _, there = await cluster.add_server("w1", 1)
+    return here, there_bus, there
+
+
+async def offline_everywhere(cluster: Cluster):
+    """``two_workers`` whose retained status of unit-0 is "offline" (set on worker 1)."""
+    here, there_bus, there = await two_workers(cluster)
+    publish_retained_on(there, b"offline")
+    await until(lambda: here.broker.retained_store.get(STATUS) is not None)
+    return here, there_bus, there
+
+
+Read = tuple[str, bytes, bool]
+
+
+def read_until(client: RawClient, last: Callable[[Read], bool]) -> list[Read]:
+    """(topic, payload, retain) of each PUBLISH ``client`` reads, a SUBACK as ("SUBACK", b"",
+    False), up to the first for which ``last`` holds."""
+    read: list[Read] = []
+    while not read or not last(read[-1]):
+        packet = client.recv_packet(timeout=5)
+        if isinstance(packet, Suback):
+            read.append(("SUBACK", b"", False))
+        else:
+            read.append((packet.topic, bytes(packet.payload), packet.retain))
+    return read
+
+
+def test_an_inline_subscription_gets_a_status_retained_elsewhere_before_the_interest_arrived() -> None:
+    """Worker 1 retains a status right before it reads worker 0's new interest: it forwards
+    nothing live, its retained gossip comes after the subscription was made, and
+    ``Server.subscribe`` on worker 0 still hands the retained status over before it returns."""
+    async def scenario(cluster: Cluster) -> None:
+        here, there_bus, there = await two_workers(cluster)
+        before_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
+        received, callback = inline_subscription()
+        await here.subscribe("devices/+/status", 1, callback)
+        assert received == [(STATUS, b"online", True)]
+    run(scenario)
+
+
+def test_a_suback_is_followed_by_a_status_retained_elsewhere_before_the_interest_arrived() -> None:
+    """[MQTT-3.3.1-9] As above for a client's SUBSCRIBE: the SUBACK, then the retained status
+    (RETAIN 1), although worker 0 had no copy of it when the SUBSCRIBE came."""
+    async def scenario(cluster: Cluster) -> None:
+        here, there_bus, there = await two_workers(cluster)
+        before_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
+        with RawClient("127.0.0.1", here.listeners["tcp"].port) as client:
+            await asyncio.to_thread(client.connect_ok, "dashboard")
+            client.send(Subscribe(1, (Subscription("devices/+/status", qos=1),)))
+            read = await asyncio.to_thread(read_until, client, lambda read: read[0] == STATUS)
+        assert read == [("SUBACK", b"", False), (STATUS, b"online", True)]
+    run(scenario)
+
+
+def test_a_status_retained_elsewhere_while_an_inline_subscription_waits_comes_once() -> None:
+    """Worker 1 retains "online" right after it heard worker 0's new interest, before it answers
+    the barrier: the message comes live, and the retained status looked up after the barrier
+    is that same message, so no retained copy follows it; nor does the older "offline"."""
+    async def scenario(cluster: Cluster) -> None:
+        here, there_bus, there = await offline_everywhere(cluster)
+        after_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
+        received, callback = inline_subscription()
+        await here.subscribe("devices/+/status", 1, callback)
+        await here.fabric.barrier()   # whatever worker 1 sent meanwhile has been handled here
+        assert received == [(STATUS, b"online", True)]
+    run(scenario)
+
+
+def test_a_status_retained_elsewhere_while_a_suback_waits_comes_once() -> None:
+    """[MQTT-3.3.1-9] As above for a client's SUBSCRIBE: "online" comes once, live (RETAIN 0;
+    before or after the SUBACK: a server may send matching messages before it), and no retained
+    "online" or "offline" after the SUBACK."""
+    async def scenario(cluster: Cluster) -> None:
+        here, there_bus, there = await offline_everywhere(cluster)
+        after_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
+        with RawClient("127.0.0.1", here.listeners["tcp"].port) as client:
+            await asyncio.to_thread(client.connect_ok, "dashboard")
+            client.send(Subscribe(1, (Subscription("devices/+/status", qos=1),)))
+            read = await asyncio.to_thread(read_until, client, lambda read: read[0] == "SUBACK")
+            await here.publish("devices/marker/status", b"end")   # behind anything sent before
+            read += await asyncio.to_thread(read_until, client, lambda read: read[1] == b"end")
+        assert sorted(read[:-1]) == [("SUBACK", b"", False), (STATUS, b"online", False)]
+    run(scenario)
