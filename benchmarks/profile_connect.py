@@ -22,9 +22,12 @@ Real ``MQTTConnection`` and ``Broker`` objects on fake transports
 storm (a storm's clients stay connected): the default counts CPython's default collector and,
 under callgrind, the collection and deallocation of every client at exit, per client.
 
-Hooks: ``none`` (an embedding program without hooks), ``allow`` (AllowAllHook, as
-``kushi serve`` without authentication), ``claim`` (AllowAllHook and a coroutine
-``on_connect_authenticate`` that awaits one loop turn, as the cluster's session claim).
+Hooks: ``none`` (an embedding program without hooks), ``allow`` (AllowAllHook),
+``claim`` (AllowAllHook and a coroutine ``on_connect_authenticate`` that awaits one loop
+turn), ``cluster`` (what a ``kushi serve`` worker without authentication runs: the real
+``ClusterSessionHook`` and ``SessionLink``, whose claims go in batches to a stand-in for
+the bus and the directory, answered a loop turn later; the stand-in's own work, the
+directory's side, is a few hundred instructions a batch).
 ``--loop uvloop`` runs the broker on uvloop (as ``kushi serve`` does; a loop turn is then
 ``run_forever`` until a ``stop`` callback, whose own cost is counted too); the default,
 asyncio's pure-Python loop, runs the ready callbacks directly and counts only them.
@@ -39,12 +42,18 @@ import os
 import pstats
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_hotpath import FakeTransport, turn  # noqa: E402
 
+import msgpack  # noqa: E402
+
+from kushi.cluster import session_link  # noqa: E402
+from kushi.cluster.session_hook import ClusterSessionHook  # noqa: E402
+from kushi.cluster.session_link import SessionLink  # noqa: E402
 from kushi.cluster.worker import tune_garbage_collector  # noqa: E402
 from kushi.hooks.allow_all import AllowAllHook  # noqa: E402
 from kushi.hooks.base import Hook  # noqa: E402
@@ -54,6 +63,44 @@ from kushi.protocol.packets import MQTT_3_1_1, Connect, Disconnect, Pingreq  # n
 from kushi.worker.broker import Broker  # noqa: E402
 from kushi.worker.connection import MQTTConnection  # noqa: E402
 from kushi.worker.options import Options  # noqa: E402
+
+
+class DirectoryStandIn:
+    """The part of ``kushi.router.bus.Bus`` a ``SessionLink`` uses, answering every claim batch
+    as the session directory answers a storm's (every client id free), one loop turn later."""
+
+    name = "w0"
+    peers: set[str] = set()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.generation = 0
+        self.batches = 0
+
+    def serve(self, kind: str, handler: Any) -> None:
+        pass
+
+    def on(self, kind: str, handler: Any) -> None:
+        pass
+
+    def ask(self, peer: str, kind: str, payload: bytes, on_answer: Any, timeout: float = 10.0) -> None:
+        claims = msgpack.unpackb(payload)
+        self.batches += 1
+        first, self.generation = self.generation + 1, self.generation + len(claims)
+        self.loop.call_soon(on_answer, msgpack.packb((first, [])), None)
+
+    def send(self, recipient: str, kind: str, payload: bytes) -> None:
+        pass   # releases: not in a connect phase
+
+
+def cluster_hook(broker: Broker, loop: asyncio.AbstractEventLoop) -> Hook:
+    """The session hook of a ``kushi serve`` worker, on a ``DirectoryStandIn``. Its claims
+    gather for one loop turn (``CLAIM_GATHER`` 0), not 5 ms of the replay's slowed clock: a
+    real storm's batches hold ~50 claims (benchmarks/PROFILE.md), a turn here 64."""
+    session_link.CLAIM_GATHER = 0
+    link = SessionLink(DirectoryStandIn(loop))   # type: ignore[arg-type]
+    server = types.SimpleNamespace(broker=broker, options=broker.options)
+    return ClusterSessionHook(types.SimpleNamespace(sessions=link), server)   # type: ignore[arg-type]
 
 
 class AwaitedClaim(Hook):
@@ -119,6 +166,8 @@ def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None,
     if hooks_kind == "claim":
         hooks.add(AwaitedClaim())
     broker = Broker(Options(), hooks, loop=loop)
+    if hooks_kind == "cluster":
+        hooks.add(cluster_hook(broker, loop))
     connects = storm_connects(clients)
     ping, disconnect = encode(Pingreq(), MQTT_3_1_1), encode(Disconnect(), MQTT_3_1_1)
     conns: list[MQTTConnection] = []
@@ -128,11 +177,18 @@ def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None,
     # the ticks come at the storm's seconds, not the profiler's: under valgrind a storm of
     # 3,000 clients takes ~30 s, and the connect timeouts (10 s) would seem to run out
     storm_began = time.monotonic()
+    # the cluster's claims ask for the running loop, as code run by the loop may: each
+    # step runs as the loop's (run_ready needs none running, or uvloop refuses to start)
+    inside = asyncio.events._set_running_loop if hooks_kind == "cluster" else None
     for data in connects:
+        if inside is not None:
+            inside(loop)
         conn = MQTTConnection(broker, "bench")
         conns.append(conn)
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
         receive(conn, data)
+        if inside is not None:
+            inside(None)
         run_ready()
     run_ready(True)
     broker.tick(storm_began + 1)
@@ -165,7 +221,7 @@ def storm(hooks_kind: str, clients: int, profile: cProfile.Profile | None,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("hooks", nargs="*", help="none, allow, claim (default: all three)")
+    parser.add_argument("hooks", nargs="*", help="none, allow, claim, cluster (default: all four)")
     parser.add_argument("-n", "--clients", type=int, default=20_000)
     parser.add_argument("--cprofile", action="store_true", help="and print where the time goes")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
@@ -177,7 +233,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.as_worker:
         tune_garbage_collector()
-    for kind in args.hooks or ["none", "allow", "claim"]:
+    for kind in args.hooks or ["none", "allow", "claim", "cluster"]:
         profile = cProfile.Profile() if args.cprofile else None
         print(f"{kind:6} {storm(kind, args.clients, profile, args.loop, args.connect_only):6.1f} us of CPU per client")
         if profile is not None:
