@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -163,6 +163,9 @@ class BusFabric:
         self._barriers: dict[int, tuple[asyncio.Future[None], set[str]]] = {}
         self._next_barrier = 1
         self._watching: list[LiveRetainedTopics] = []   # open windows of new subscriptions
+        self._announced: set[str] = set()   # local interest told since the last barrier (unproven)
+        self._proving: dict[str, tuple[int, asyncio.Future[None]]] = {}   # local interest -> the
+        # barrier that proves it: (its number, its future)
         self._sequence = 0                                # of the messages this node sent on
         self._ids: dict[int, tuple[Publish, MessageId]] = {}   # id(message) -> (message, its id)
         self._routing: tuple[Publish, MessageId] | None = None  # the remote message being delivered
@@ -200,10 +203,11 @@ class BusFabric:
         Flushed at once rather than with the loop iteration: the broker sends
         the SUBACK right after this call, and the gossip should be on its way
         before the client can make another worker publish (rare, so cheap).
-        The full guarantee is ``barrier()`` before the SUBACK.
+        The full guarantee is ``known_everywhere`` before the SUBACK.
         """
         if filter not in self._local_interest:
             self._local_interest.add(filter)
+            self._announced.add(filter)
             self.bus.broadcast(INTEREST_ADDED, filter.encode())
             self.bus.flush()
 
@@ -359,14 +363,42 @@ class BusFabric:
         """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting_for = set(self.bus.peers)
+        announced, self._announced = self._announced, set()
         if not waiting_for:
             waiter.set_result(None)
             return waiter
         number = self._next_barrier
         self._next_barrier += 1
+        if announced:
+            for filter in announced:
+                self._proving[filter] = (number, waiter)
+            waiter.add_done_callback(self._proven)
         self._barriers[number] = (waiter, waiting_for)
         self.bus.broadcast(BARRIER, number.to_bytes(8, "big"))
         return waiter
+
+    def known_everywhere(self, filters: Iterable[str]) -> asyncio.Future[None] | None:
+        """A future done when every node knows this node's interest in ``filters``; None when
+        they know it already (or it is no local interest).
+
+        A filter told since the last barrier needs a new one (which proves the others
+        too); one whose barrier is under way, that barrier: a second subscriber to a filter
+        waits for the first one's. Of several under way, the latest: every node answers
+        barriers in order (or leaves, which answers them all). The broker sends a SUBACK,
+        and looks up the retained messages, once this is done.
+        """
+        filters = set(filters)
+        if not self._announced.isdisjoint(filters):
+            return self.barrier()
+        under_way = [self._proving[filter] for filter in filters if filter in self._proving]
+        if not under_way:
+            return None
+        return max(under_way, key=lambda proving: proving[0])[1]
+
+    def _proven(self, waiter: asyncio.Future[None]) -> None:
+        """A barrier is done: the interest it proves is known everywhere."""
+        for filter in [filter for filter, (_, proving) in self._proving.items() if proving is waiter]:
+            del self._proving[filter]
 
     def _on_barrier(self, sender: str, payload: bytes) -> None:
         """Answer a barrier after everything queued here so far.

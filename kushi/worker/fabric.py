@@ -7,11 +7,11 @@ inbound messages and retained changes to ``broker.fabric``; a cluster fabric
 nobody to tell, so ``LocalFabric`` does nothing, at the cost of one method
 call per event.
 
-A cluster fabric also has ``barrier()``, a future done when every worker knows
-the interest announced before (a SUBACK that added interest waits for it), and
+A cluster fabric also has ``known_everywhere(filters)``, a future done when
+every worker knows this one's interest in them (a SUBACK waits for it), and
 ``watch_live_retained()``: the topics of the retained messages routed live on
 this worker while a new subscription waits (``LiveTopics``), which get no
-retained copy after the barrier (``kushi.worker.subscriptions``). One process
+retained copy after the wait (``kushi.worker.subscriptions``). One process
 has neither: there is nobody to wait for.
 """
 

@@ -5,19 +5,21 @@ not (invalid filter, not authorized, shared / wildcard / identifiers not
 available). A subscription replaces one with the same filter [MQTT-3.8.4-3];
 retained messages follow the SUBACK as retain handling says. The count of
 local subscriptions per filter tells the cluster fabric when a filter gains
-its first subscriber here or loses its last; a SUBACK that announced new
-interest waits for the fabric's ``barrier()`` (a cluster fabric has one), so
-a publish on any worker after the SUBACK reaches the subscriber. The inline
-client subscribes through the same path, with a callback instead of a connection.
+its first subscriber here or loses its last. A SUBACK waits until every
+worker knows this one's interest in its filters (a cluster fabric's
+``known_everywhere``: a barrier after new interest, or the one under way for
+a filter whose first subscriber is still waiting), so a publish on any worker
+after the SUBACK reaches the subscriber. The inline client subscribes through
+the same path, with a callback instead of a connection.
 
-The retained messages of such a subscription are looked up when the barrier is
-done, not when it was made: another worker that set one before it heard of the
-new interest did not forward it, and its gossip may come after the SUBSCRIBE;
-the barrier proves it has come (``kushi.cluster.fabric``). A retained message
+The retained messages of a subscription that waited are looked up then, not
+when it was made: another worker that set one before it heard of the new
+interest did not forward it, and its gossip may come after the SUBSCRIBE; the
+barrier proves it has come (``kushi.cluster.fabric``). A retained message
 routed live to the subscription meanwhile (its worker knew the interest) gets
 no retained copy of its topic after it (``watch_live_retained``): the message
-comes once, and nothing older follows it. Without a barrier (one process, or
-no new interest) the lookup is at once, as before.
+comes once, and nothing older follows it. Without a wait (one process, or
+interest known everywhere) the lookup is at once, as before.
 
 While a SUBACK waits, the connection's later packets wait behind it
 (``broker.held``; its reading is paused), so every answer (UNSUBACK,
@@ -67,11 +69,10 @@ class Subscriptions:
         identifier = identifiers[0] if identifiers else None
         reason_codes = []
         wanted: list[tuple[SubscriptionEntry, str]] = []
-        filters_before = len(self.interest)   # grows only when the fabric heard interest_added
         for subscription in packet.subscriptions:
             reason_codes.append(self._subscribe_one(conn, subscription, identifier, wanted))
-        barrier = self._barrier_if_interest_grew(filters_before)
-        if barrier is None:
+        known = self._interest_known_everywhere([each.filter for each in packet.subscriptions])
+        if known is None:
             self._acknowledge_subscribe(conn, packet, reason_codes, self._retained_for(wanted, now), now)
         else:
             # other workers route to this one only once they know of the new interest: the
@@ -79,12 +80,12 @@ class Subscriptions:
             # client has its SUBACK reaches the client (as with one process); the retained
             # messages are looked up then, when the other workers' earlier gossip is in
             live = self._watch_live_retained()
-            self._hold_until(conn, barrier(), lambda now: self._acknowledge_subscribe(
+            self._hold_until(conn, known, lambda now: self._acknowledge_subscribe(
                 conn, packet, reason_codes, self._retained_for(wanted, now, live), now), live)
 
-    def _hold_until(self, conn: MQTTConnection, barrier: asyncio.Future[None],
+    def _hold_until(self, conn: MQTTConnection, known: asyncio.Future[None],
                     acknowledge: Callable[[float], None], live: LiveTopics) -> None:
-        """Send the SUBACK (``acknowledge(now)``) when ``barrier`` is done, or after
+        """Send the SUBACK (``acknowledge(now)``) when ``known`` is done, or after
         SUBACK_WAIT_AT_MOST; the connection's later packets wait until then (``hold_rest``).
         ``live`` (what ``_watch_live_retained`` gave) is closed then, answered or not."""
         self.held[conn] = []
@@ -93,7 +94,7 @@ class Subscriptions:
         def release(timed_out: bool) -> None:
             rest = self.held.pop(conn, None)
             if rest is None:
-                return   # released already (the barrier, or the timer)
+                return   # released already (``known``, or the timer)
             timer.cancel()
             try:
                 if self.connections.get(conn.client_id) is not conn:
@@ -118,7 +119,7 @@ class Subscriptions:
                 conn.fail(KushiError("internal error", reason_code=0x83))
 
         timer = self.loop.call_later(SUBACK_WAIT_AT_MOST, release, True)
-        barrier.add_done_callback(lambda done: release(False))
+        known.add_done_callback(lambda done: release(False))
 
     def hold_rest(self, conn: MQTTConnection, packets: list[Any], handled: Any) -> None:
         """Keep the packets of ``packets`` after ``handled`` until ``conn``'s SUBACK is sent."""
@@ -197,10 +198,11 @@ class Subscriptions:
                 retained.append((entry, messages))
         return retained
 
-    def _barrier_if_interest_grew(self, filters_before: int) -> Callable[[], asyncio.Future[None]] | None:
-        """The fabric's ``barrier`` if it has one and local interest grew past ``filters_before``
-        filters (the fabric was told of a new one: the other workers must learn it first)."""
-        return getattr(self.fabric, "barrier", None) if len(self.interest) > filters_before else None
+    def _interest_known_everywhere(self, filters: list[str]) -> asyncio.Future[None] | None:
+        """A future done when every worker knows this one's interest in ``filters`` (the
+        fabric's ``known_everywhere``); None: nothing to wait for (one process, or known)."""
+        known = getattr(self.fabric, "known_everywhere", None)
+        return known(filters) if known is not None else None
 
     def _watch_live_retained(self) -> LiveTopics:
         """The fabric's note of the topics of retained messages routed live here from now on;
@@ -261,15 +263,14 @@ class Subscriptions:
         validate_topic_filter(filter)
         entry = SubscriptionEntry(inline_key(subscription_id), filter, 2, identifier=subscription_id,
                                   callback=callback)
-        filters_before = len(self.interest)
         self.add_subscription(None, entry)
         group, topic_filter = parse_shared(filter)
         live = NOTHING_LIVE
-        barrier = self._barrier_if_interest_grew(filters_before)
-        if barrier is not None:
+        known = self._interest_known_everywhere([filter])
+        if known is not None:
             live = self._watch_live_retained()
             try:
-                await asyncio.wait_for(asyncio.shield(barrier()), SUBACK_WAIT_AT_MOST)
+                await asyncio.wait_for(asyncio.shield(known), SUBACK_WAIT_AT_MOST)
             except asyncio.TimeoutError:
                 log.warning("retained messages for the inline subscription to %r handed over after "
                             "%.0f s without every worker's answer", filter, SUBACK_WAIT_AT_MOST)

@@ -170,6 +170,28 @@ def test_live_retained_topics_are_those_routed_here_while_watched() -> None:
     run(scenario)
 
 
+def test_interest_is_known_everywhere_after_its_barrier_or_the_one_under_way() -> None:
+    """``known_everywhere``: a filter told since the last barrier gets a new barrier; asked again
+    while that one is under way, the same; once it is done, nothing to wait for."""
+    async def scenario(cluster: Cluster) -> None:
+        _, w0, _ = await cluster.add("w0", 0)
+        _, w1, _ = await cluster.add("w1", 1)
+        assert w0.known_everywhere(["a/#"]) is None          # no local interest
+        w0.interest_added("a/#")
+        first = w0.known_everywhere(["a/#"])
+        assert first is not None and not first.done()
+        assert w0.known_everywhere(["b", "a/#"]) is first    # the barrier under way
+        w0.interest_added("c")
+        second = w0.known_everywhere(["a/#", "c"])
+        assert second is not first                           # "c" needs a barrier of its own
+        assert w0.known_everywhere(["a/#"]) is first
+        await asyncio.wait_for(second, DEADLINE)
+        assert first.done()                                  # answered in order
+        assert w0.known_everywhere(["a/#", "c"]) is None
+        assert {key for key, _ in w1.interest.match("c")} == {"w0"}
+    run(scenario)
+
+
 def test_shared_group_turns_go_round_the_workers_with_members() -> None:
     """[invariant 4, fabric side] Each message of a group goes to one worker with members, in turn."""
     async def scenario(cluster: Cluster) -> None:

@@ -111,6 +111,14 @@ async def offline_everywhere(cluster: Cluster):
     return here, there_bus, there
 
 
+async def subscribing_to_statuses(server) -> RawClient:
+    """A client of ``server`` that has just sent SUBSCRIBE devices/+/status (QoS 1)."""
+    client = RawClient("127.0.0.1", server.listeners["tcp"].port)
+    await asyncio.to_thread(client.connect_ok, "dashboard")
+    client.send(Subscribe(1, (Subscription("devices/+/status", qos=1),)))
+    return client
+
+
 Read = tuple[str, bytes, bool]
 
 
@@ -146,11 +154,23 @@ def test_a_suback_is_followed_by_a_status_retained_elsewhere_before_the_interest
     async def scenario(cluster: Cluster) -> None:
         here, there_bus, there = await two_workers(cluster)
         before_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
-        with RawClient("127.0.0.1", here.listeners["tcp"].port) as client:
-            await asyncio.to_thread(client.connect_ok, "dashboard")
-            client.send(Subscribe(1, (Subscription("devices/+/status", qos=1),)))
+        with await subscribing_to_statuses(here) as client:
             read = await asyncio.to_thread(read_until, client, lambda read: read[0] == STATUS)
         assert read == [("SUBACK", b"", False), (STATUS, b"online", True)]
+    run(scenario)
+
+
+def test_a_second_subscription_waits_for_the_first_ones_barrier_and_gets_the_status() -> None:
+    """Two inline subscriptions to one filter in the same loop turn: the second adds no interest
+    (the first announced it) but still waits until worker 1 knows it, and gets the status
+    worker 1 retained before it did, as the first does."""
+    async def scenario(cluster: Cluster) -> None:
+        here, there_bus, there = await two_workers(cluster)
+        before_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
+        (first, first_callback), (second, second_callback) = inline_subscription(), inline_subscription()
+        await asyncio.gather(here.subscribe("devices/+/status", 1, first_callback),
+                             here.subscribe("devices/+/status", 2, second_callback))
+        assert first == second == [(STATUS, b"online", True)]
     run(scenario)
 
 
@@ -175,9 +195,7 @@ def test_a_status_retained_elsewhere_while_a_suback_waits_comes_once() -> None:
     async def scenario(cluster: Cluster) -> None:
         here, there_bus, there = await offline_everywhere(cluster)
         after_handling(there_bus, INTEREST_ADDED, lambda: publish_retained_on(there, b"online"))
-        with RawClient("127.0.0.1", here.listeners["tcp"].port) as client:
-            await asyncio.to_thread(client.connect_ok, "dashboard")
-            client.send(Subscribe(1, (Subscription("devices/+/status", qos=1),)))
+        with await subscribing_to_statuses(here) as client:
             read = await asyncio.to_thread(read_until, client, lambda read: read[0] == "SUBACK")
             await here.publish("devices/marker/status", b"end")   # behind anything sent before
             read += await asyncio.to_thread(read_until, client, lambda read: read[1] == b"end")
