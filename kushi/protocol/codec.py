@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from struct import Struct
 from dataclasses import fields
-from typing import Any
+from typing import Any, Final
 
 from kushi.errors import (
     KushiError,
@@ -37,6 +37,8 @@ from kushi.errors import (
     UnsupportedProtocolVersion,
 )
 
+# The record builders (new_publish, new_connect, PubackBuilder) live in packets.py, which stays
+# interpreted: see there why.
 from .packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -50,6 +52,7 @@ from .packets import (
     Pingreq,
     Pingresp,
     Puback,
+    PubackBuilder,   # (not used here: the broker imports it from the codec, as before it moved)
     Pubcomp,
     Publish,
     Pubrec,
@@ -60,28 +63,32 @@ from .packets import (
     Unsuback,
     Unsubscribe,
     Will,
+    new_connect,
+    new_publish,
 )
-from .properties import NO_PROPERTIES, PROPERTY_TABLE, Properties, PropertyId, PropertyType
+from .properties import (
+    NO_PROPERTIES, PROPERTY_TABLE, Properties, PropertiesBuilder, PropertyId, PropertyType,
+)
 from .reason_codes import ReasonCode, v5_to_311_connack
 from .topics import validate_topic_name
 
 __all__ = ["encode", "decode", "encode_varint", "encode_properties", "MAX_VARINT", "ALLOWED_PROPERTIES"]
 
-MAX_VARINT = 268_435_455
+MAX_VARINT: Final = 268_435_455
 """The largest value a Variable Byte Integer holds (4 bytes)."""
 
 _U16 = Struct(">H")
 _pack_u16 = _U16.pack
 _U32 = Struct(">I")
-_PROTOCOLS = {("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)}
-_TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
+_PROTOCOLS: Final = {("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)}
+_TOPIC_NAME_INVALID: Final = ReasonCode.TOPIC_NAME_INVALID
 
 
 # --------------------------------------------------------------------------- #
 # Variable Byte Integers
 # --------------------------------------------------------------------------- #
 
-_BYTE = [bytes((n,)) for n in range(256)]
+_BYTE: Final = [bytes((n,)) for n in range(256)]
 """_BYTE[n] == bytes((n,)), without building it each time."""
 
 
@@ -99,7 +106,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     """Read a Variable Byte Integer at ``pos``; returns (value, position after it).
 
     Raises MalformedPacket if it runs past ``end``, is longer than 4 bytes, or
@@ -125,7 +132,7 @@ def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- #
 
 
-def check_utf8(raw: bytes) -> str:
+def check_utf8(raw: bytes | bytearray) -> str:
     """Decode an MQTT UTF-8 string, enforcing [MQTT-1.5.4-1] and [MQTT-1.5.4-2].
 
     Python's strict UTF-8 codec rejects ill-formed sequences, overlong forms and
@@ -145,7 +152,7 @@ class _Cursor:
 
     __slots__ = ("buf", "pos", "end")
 
-    def __init__(self, buf: bytes, pos: int, end: int) -> None:
+    def __init__(self, buf: bytes | bytearray, pos: int, end: int) -> None:
         self.buf = buf
         self.pos = pos
         self.end = end
@@ -173,7 +180,7 @@ class _Cursor:
         value, self.pos = read_varint(self.buf, self.pos, self.end)
         return value
 
-    def binary(self) -> bytes:
+    def binary(self) -> bytes | bytearray:
         size = self.u16()
         start = self._take(size)
         return self.buf[start : start + size]
@@ -192,7 +199,7 @@ class _Cursor:
 
 _P = PropertyId
 _REASON_AND_USER = frozenset({_P.REASON_STRING, _P.USER_PROPERTY})
-WILL_PROPERTIES = "will"
+WILL_PROPERTIES: Final = "will"
 """Key of ALLOWED_PROPERTIES for the Will Properties of a CONNECT."""
 
 ALLOWED_PROPERTIES: dict[PacketType | str, frozenset[int]] = {
@@ -237,13 +244,13 @@ ALLOWED_PROPERTIES: dict[PacketType | str, frozenset[int]] = {
 
 # Properties whose value may only be 0 or 1 (each one's section says "It is a
 # Protocol Error to include ... any value other than 0 or 1").
-_ZERO_OR_ONE = frozenset({
+_ZERO_OR_ONE: Final = frozenset({
     _P.PAYLOAD_FORMAT_INDICATOR, _P.REQUEST_PROBLEM_INFORMATION, _P.REQUEST_RESPONSE_INFORMATION,
     _P.MAXIMUM_QOS, _P.RETAIN_AVAILABLE, _P.WILDCARD_SUBSCRIPTION_AVAILABLE,
     _P.SUBSCRIPTION_IDENTIFIER_AVAILABLE, _P.SHARED_SUBSCRIPTION_AVAILABLE,
 })
 # Properties for which the value 0 is a Protocol Error.
-_NOT_ZERO = frozenset({_P.RECEIVE_MAXIMUM, _P.MAXIMUM_PACKET_SIZE, _P.SUBSCRIPTION_IDENTIFIER})
+_NOT_ZERO: Final = frozenset({_P.RECEIVE_MAXIMUM, _P.MAXIMUM_PACKET_SIZE, _P.SUBSCRIPTION_IDENTIFIER})
 
 _READERS: dict[PropertyType, Callable[[_Cursor], Any]] = {
     PropertyType.BYTE: _Cursor.u8,
@@ -307,12 +314,6 @@ def _read_properties(cursor: _Cursor, context: PacketType | str) -> Properties:
     return _new_properties(values)
 
 
-class _PropertiesBuilder:
-    """Properties' slots on a class that is not frozen, for ``_new_properties`` (as _ConnectBuilder)."""
-
-    __slots__ = Properties.__slots__
-
-
 def _compile_new_properties() -> Callable[[dict[str, Any]], Properties]:
     """``Properties(**values)`` without the frozen dataclass ``__init__``, whose
     ``object.__setattr__`` a field cost 39,539 instructions for one property (27 fields; each
@@ -322,7 +323,7 @@ def _compile_new_properties() -> Callable[[dict[str, Any]], Properties]:
     for field in fields(Properties):   # (the defaults are None and (), written as they are)
         lines.append(f"    packet.{field.name} = get({field.name!r}, {field.default!r})")
     lines += ["    packet.__class__ = Properties", "    return packet"]
-    namespace = {"_new": object.__new__, "_PropertiesBuilder": _PropertiesBuilder, "Properties": Properties}
+    namespace: dict[str, Any] = {"_new": object.__new__, "_PropertiesBuilder": PropertiesBuilder, "Properties": Properties}
     exec("\n".join(lines), namespace)
     return namespace["new_properties"]  # type: ignore[no-any-return]
 
@@ -425,59 +426,13 @@ def _check_reason(code: int, allowed: frozenset[int], packet: str) -> int:
 
 # The flags (low nibble of byte 1) each packet type must carry ([MQTT-2.1.3-1]);
 # PUBLISH has its own flags and is absent here.
-_REQUIRED_FLAGS = {t: 0 for t in PacketType}
+_REQUIRED_FLAGS: dict[int, int] = {t: 0 for t in PacketType}
 _REQUIRED_FLAGS.update({PacketType.PUBREL: 2, PacketType.SUBSCRIBE: 2, PacketType.UNSUBSCRIBE: 2})
 del _REQUIRED_FLAGS[PacketType.PUBLISH]
 
-class PublishBuilder:
-    """Publish's slots on a class that is not frozen: ``new_publish`` fills one with plain
-    attribute stores, then turns it into a Publish by assigning ``__class__`` (CPython
-    allows that between classes of the same layout). The result is an ordinary, frozen
-    Publish; tests/protocol/test_codec.py checks that it is the Publish the class makes.
-    """
-
-    __slots__ = Publish.__slots__
-
-
-_new = object.__new__
-
-
-def new_publish(topic: str, payload: bytes, qos: int, retain: bool, dup: bool,
-                packet_id: int | None, properties: Properties, raw: bytes | None) -> Publish:
-    """``Publish(...)``, built ~5x faster than the frozen dataclass __init__ (the hot path).
-
-    Not a class with an ``__init__`` either: in CPython 3.11 calling a class with a Python
-    ``__init__`` (type_call, slot_tp_init) costs more than the stores themselves
-    (callgrind, benchmarks/profile_hotpath.py S3: 25,895 -> 25,543 instructions per message).
-    """
-    packet = _new(PublishBuilder)
-    packet.topic = topic
-    packet.payload = payload
-    packet.qos = qos
-    packet.retain = retain
-    packet.dup = dup
-    packet.packet_id = packet_id
-    packet.properties = properties
-    packet.raw = raw
-    packet.__class__ = Publish  # type: ignore[assignment]
-    return packet  # type: ignore[return-value]
-
-
-class PubackBuilder:
-    """Builds the commonest acknowledgement, a PUBACK with reason 0 and no properties,
-    as ``new_publish`` builds a Publish (about 2x faster than Puback's own __init__)."""
-
-    __slots__ = Puback.__slots__
-
-    def __init__(self, packet_id: int) -> None:
-        self.packet_id = packet_id
-        self.reason_code = 0
-        self.properties = NO_PROPERTIES
-        self.__class__ = Puback  # type: ignore[assignment]
-
 
 def decode_publish(
-    first_byte: int, buf: bytes, pos: int, end: int, version: int, raw: bytes | memoryview | None
+    first_byte: int, buf: bytes | bytearray, pos: int, end: int, version: int, raw: bytes | memoryview | None
 ) -> Publish:
     """Decode a PUBLISH whose body is ``buf[pos:end]`` (section 3.3).
 
@@ -528,22 +483,10 @@ def decode_publish(
     return new_publish(topic, payload, qos, first_byte & 1 == 1, dup, packet_id, properties, raw)
 
 
-class _ConnectBuilder:
-    """Connect's slots on a class that is not frozen: the CONNECT decoder stores each field
-    as it reads it, then makes the object a Connect, as ``new_publish`` makes a Publish.
-
-    A frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``: for
-    Connect's nine fields that cost 18,180 instructions by keyword and 14,608 by position,
-    this way 3,293 (callgrind, one Connect; a connection storm decodes one per client).
-    """
-
-    __slots__ = Connect.__slots__
-
-
-_SHORT = "packet shorter than its fields"
-_MQTT_LEVELS = {b"\x00\x04MQTT\x04": MQTT_3_1_1, b"\x00\x04MQTT\x05": MQTT_5}
+_SHORT: Final = "packet shorter than its fields"
+_MQTT_LEVELS: Final = {b"\x00\x04MQTT\x04": MQTT_3_1_1, b"\x00\x04MQTT\x05": MQTT_5}
 """The Protocol Name and Level of MQTT 3.1.1 and 5 CONNECTs, as they start the variable header."""
-_CONNECT = PacketType.CONNECT   # (a module global: an enum member costs an attribute lookup on its class)
+_CONNECT: Final = PacketType.CONNECT   # (a module global: an enum member costs an attribute lookup on its class)
 
 
 def _field_end(buf: bytes, pos: int, end: int) -> int:
@@ -555,7 +498,7 @@ def _field_end(buf: bytes, pos: int, end: int) -> int:
     return stop
 
 
-def _properties_at(buf: bytes, pos: int, end: int, context: PacketType | str) -> tuple[Properties, int]:
+def _properties_at(buf: bytes | bytearray, pos: int, end: int, context: PacketType | str) -> tuple[Properties, int]:
     """The properties at ``buf[pos]`` and the position after them; a Property Length of 0, the
     usual case, is the shared NO_PROPERTIES without a cursor."""
     if pos < end and not buf[pos]:
@@ -567,7 +510,7 @@ def _properties_at(buf: bytes, pos: int, end: int, context: PacketType | str) ->
 def decode_connect(buf: bytes, pos: int, end: int) -> Connect:
     """CONNECT (section 3.1) from ``buf[pos:end]``; the version comes from the packet itself.
 
-    Written flat, in one pass, and the Connect filled as it is read (_ConnectBuilder): each
+    Written flat, in one pass, and the Connect built by packets.new_connect (ConnectBuilder): each
     client of a connection storm sends one, and the plain way (a ``_Cursor`` method a field,
     the dataclass ``__init__``) cost 46,549 instructions for the storm's CONNECT, this way
     13,841 (callgrind, decode_at). tests/protocol/test_connect_decoding.py holds it to that
@@ -603,20 +546,16 @@ def decode_connect(buf: bytes, pos: int, end: int) -> Connect:
             raise MalformedPacket("password without a user name (3.1.1 [MQTT-3.1.2-22])")
         if pos + 3 > end:
             raise MalformedPacket(_SHORT)
-        packet = _new(_ConnectBuilder)
-        packet.protocol_name = protocol_name
-        packet.protocol_version = level
-        packet.clean_start = flags & 0x02 == 0x02
-        packet.keep_alive = buf[pos + 1] << 8 | buf[pos + 2]
+        clean_start = flags & 0x02 == 0x02
+        keep_alive = buf[pos + 1] << 8 | buf[pos + 2]
         pos += 3
+        properties = NO_PROPERTIES
         if level == MQTT_5:
-            packet.properties, pos = _properties_at(buf, pos, end, _CONNECT)
-        else:
-            packet.properties = NO_PROPERTIES
+            properties, pos = _properties_at(buf, pos, end, _CONNECT)
         stop = _field_end(buf, pos, end)
-        packet.client_id = check_utf8(buf[pos + 2 : stop])
+        client_id = check_utf8(buf[pos + 2 : stop])
         pos = stop
-        packet.will = None
+        will = None
         if flags & 0x04:
             will_properties = NO_PROPERTIES
             if level == MQTT_5:
@@ -625,16 +564,16 @@ def decode_connect(buf: bytes, pos: int, end: int) -> Connect:
             will_topic = check_utf8(buf[pos + 2 : stop])
             validate_topic_name(will_topic)
             pos = _field_end(buf, stop, end)
-            packet.will = Will(will_topic, buf[stop + 2 : pos], will_qos, flags & 0x20 == 0x20, will_properties)
-        packet.username = None
+            will = Will(will_topic, buf[stop + 2 : pos], will_qos, flags & 0x20 == 0x20, will_properties)
+        username = None
         if flags & 0x80:
             stop = _field_end(buf, pos, end)
-            packet.username = check_utf8(buf[pos + 2 : stop])
+            username = check_utf8(buf[pos + 2 : stop])
             pos = stop
-        packet.password = None
+        password = None
         if flags & 0x40:
             stop = _field_end(buf, pos, end)
-            packet.password = buf[pos + 2 : stop]
+            password = buf[pos + 2 : stop]
             pos = stop
         if pos != end:
             raise MalformedPacket("unexpected bytes at the end of the packet")
@@ -643,8 +582,8 @@ def decode_connect(buf: bytes, pos: int, end: int) -> Connect:
         if not hasattr(error, "protocol_version"):
             error.protocol_version = level  # type: ignore[attr-defined]
         raise
-    packet.__class__ = Connect  # type: ignore[assignment]
-    return packet  # type: ignore[return-value]
+    return new_connect(protocol_name, level, clean_start, keep_alive, properties, client_id, will,
+                       username, password)
 
 
 def _decode_connack(cursor: _Cursor, version: int) -> Connack:
@@ -671,7 +610,7 @@ def _packet_id(cursor: _Cursor, packet: str) -> int:
     return packet_id
 
 
-def _decode_ack(cursor: _Cursor, version: int, cls: type, codes: frozenset[int]) -> Packet:
+def _decode_ack(cursor: _Cursor, version: int, cls: Any, codes: frozenset[int]) -> Packet:
     """PUBACK, PUBREC, PUBREL, PUBCOMP: packet id, then (v5) optional reason and properties."""
     packet_id = cursor.u16()
     code = 0
@@ -762,7 +701,7 @@ def _decode_empty(cursor: _Cursor, cls: type) -> Packet:
 
 
 def _decode_reason_and_properties(
-    cursor: _Cursor, version: int, cls: type, codes: frozenset[int]
+    cursor: _Cursor, version: int, cls: Any, codes: frozenset[int]
 ) -> Packet:
     """DISCONNECT and AUTH: v5 may omit the reason (0) and then the properties."""
     if version != MQTT_5:
@@ -777,7 +716,7 @@ def _decode_reason_and_properties(
     return cls(code, properties)
 
 
-def _decode_auth(cursor: _Cursor, version: int) -> Auth:
+def _decode_auth(cursor: _Cursor, version: int) -> Packet:
     if version != MQTT_5:
         raise MalformedPacket("packet type 15 is reserved before MQTT 5")
     return _decode_reason_and_properties(cursor, version, Auth, _AUTH_CODES)
@@ -823,14 +762,14 @@ _BODILESS: dict[int, Packet] = {
 (every client of a connection storm sends a PINGREQ and a DISCONNECT)."""
 
 
-def decode_at(first_byte: int, buf: bytes, pos: int, end: int, version: int | None) -> Packet:
+def decode_at(first_byte: int, buf: bytes | bytearray, pos: int, end: int, version: int | None) -> Packet:
     """Decode the packet whose body is ``buf[pos:end]`` (the reader's entry point)."""
     if first_byte == 0x10:   # CONNECT, whose flags are 0 ([MQTT-2.1.3-1]): the storm's packet
-        return decode_connect(buf, pos, end)
+        return decode_connect(buf, pos, end)  # type: ignore[arg-type]
     check_fixed_header_flags(first_byte, version)
     packet_type = first_byte >> 4
     if packet_type == _CONNECT:   # (0x18 in MQTT 3.1, which let clients set DUP)
-        return decode_connect(buf, pos, end)
+        return decode_connect(buf, pos, end)  # type: ignore[arg-type]
     if version is None:
         raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
     if packet_type == PacketType.PUBLISH:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Final
 
 
 class PropertyType(Enum):
@@ -117,4 +118,11 @@ class Properties:
     shared_subscription_available: int | None = None
 
 
-NO_PROPERTIES = Properties()
+NO_PROPERTIES: Final = Properties()
+
+
+class PropertiesBuilder:
+    """Properties' slots on a class that is not frozen, for ``codec._new_properties`` (as
+    packets.ConnectBuilder); here, not in the codec, so that the codec can be compiled."""
+
+    __slots__ = Properties.__slots__

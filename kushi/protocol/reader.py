@@ -25,44 +25,45 @@ import threading
 from collections import deque
 from dataclasses import replace
 from struct import unpack_from
+from typing import Any, Final
 
 from kushi.errors import KushiError, MalformedPacket, PacketTooLarge
 
-from .codec import PubackBuilder, decode_at, decode_connect, decode_publish, new_publish
-from .packets import MQTT_5, Packet, Publish
+from .codec import decode_at, decode_connect, decode_publish
+from .packets import MQTT_5, Packet, PubackBuilder, Publish, new_publish
 from .properties import NO_PROPERTIES
 
 __all__ = ["PacketReader", "PubackRun", "DEFAULT_MAX_PACKET_SIZE"]
 
-DEFAULT_MAX_PACKET_SIZE = 268_435_460
+DEFAULT_MAX_PACKET_SIZE: Final = 268_435_460
 """The largest packet MQTT can express: 1 + 4 + 268,435,455 bytes."""
 
-PUBACK_WORDS = 64
+PUBACK_WORDS: Final = 64
 """How many 4-byte words behind a PUBACK ``read_packets`` unpacks at once to find the PUBACKs after it."""
 
-LARGE_PUBLISH = 4096
+LARGE_PUBLISH: Final = 4096
 """From this size on, a PUBLISH's ``raw`` and ``payload`` are memoryviews of the bytes read."""
 
-IN_PLACE_MAX = 1_048_576
+IN_PLACE_MAX: Final = 1_048_576
 """The largest PUBLISH received in place (``get_buffer``)."""
 
-LANDING_READ = 262_144
+LANDING_READ: Final = 262_144
 """A landing buffer has room for one packet of the connection's large size at first, twice as
 many after each read that filled one to its end (the socket held more), up to as many as fit
 in this many bytes: one read then takes several large packets, handled as one batch (one run,
 one route) instead of one read and one route each, while a connection that sends a large
 packet now and then keeps a buffer of one."""
 
-LANDING_POOL = 24
+LANDING_POOL: Final = 24
 """Landing buffers a connection keeps for reuse once their packets are let go of (more than a
 publisher's usual window of QoS 1 messages in flight, so the oldest is free when asked) ..."""
 
-LANDING_POOL_BYTES = 2_097_152
+LANDING_POOL_BYTES: Final = 2_097_152
 """... and at most this many bytes of them (at least two buffers). S6 (64 KiB QoS 1 pairs, up to
 1,024 messages in flight per subscriber): with 1 MiB, 39% of the buffers asked for were new
 (zero-filled, 192 KiB each), with 2 MiB 3%."""
 
-READ_SIZE = 65_536
+READ_SIZE: Final = 65_536
 """The size of the scratch buffer ``get_buffer`` offers between packets."""
 
 _scratch = threading.local()   # one scratch buffer per thread (per event loop): filled and copied
@@ -155,7 +156,7 @@ class PacketReader:
         if self._big is not None:
             size += self._big_fill - self._big_start
         if self._done:
-            size += sum(len(packet.raw) for packet in self._done if isinstance(packet, Publish))
+            size += sum(len(packet.raw) for packet in self._done if isinstance(packet, Publish))  # type: ignore[misc, arg-type]
         return size
 
     # ---- receiving in place (asyncio.BufferedProtocol) ---------------------------------
@@ -263,9 +264,9 @@ class PacketReader:
                     # (a copy, only where packet sizes vary), sized for it if it is larger
                     self._landing_size = max(self._landing_size, size)
                     fresh = self._landing = self._free_landing()
-                    part = memoryview(landing)[pos:end]
-                    if fresh is landing:   # the same buffer, free again: no overlapping copy
-                        part = part.tobytes()
+                    view = memoryview(landing)[pos:end]
+                    # the same buffer, free again: no overlapping copy
+                    part: bytes | memoryview = view.tobytes() if fresh is landing else view
                     fresh[:end - pos] = part
                     landing, body, end, pos = fresh, body - pos, end - pos, 0
                 self._big, self._big_start, self._big_body, self._big_fill, self._big_end = \
@@ -338,7 +339,7 @@ class PacketReader:
 
     def _take_done(self) -> list[Packet | PubackRun]:
         """The packets read in place, in order; an error behind them is raised by the next call."""
-        done = self._done
+        done: list[Any] = self._done   # type: ignore[assignment]
         self._done = ()
         if isinstance(done[-1], KushiError):
             error = done.pop()
@@ -419,11 +420,11 @@ class PacketReader:
         ``puback_runs``: consecutive PUBACKs with reason 0 come as one ``PubackRun``
         (for an owner that needs no PUBACK one by one: no hook reads packets).
         """
-        error = self.error_behind
-        if error is not None:   # the stream is broken there: nothing behind the bad packet is read
+        broken = self.error_behind
+        if broken is not None:   # the stream is broken there: nothing behind the bad packet is read
             self.error_behind = None
             self._data, self._pos, self._pending, self._pending_size = b"", 0, [], 0
-            raise error
+            raise broken
         data = self._data
         pos = self._pos
         if self._done:   # the packets read in place come before any bytes buffered
@@ -455,8 +456,14 @@ class PacketReader:
         # The last PUBLISH decoded inline: its head, size, where its body and packet id start
         # (0: QoS 0), flags. A packet with the same head is taken in a few steps (a run).
         # (run_topic, run_size, run_body, run_id_at, run_qos, run_retain are set with run_head and
-        # read only while it is set: not made for a read of one packet)
+        # read only while it is set: not made for a read of one packet; declared, not assigned)
         run_head: bytes | None = None
+        run_topic: str
+        run_size: int
+        run_body: int
+        run_id_at: int
+        run_qos: int
+        run_retain: bool
         try:
             while True:
                 if pos == size and not self._pending:
@@ -490,7 +497,7 @@ class PacketReader:
                         append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
                     elif first_byte == 0x40 and length == 2:  # PUBACK, reason 0: the QoS 1 hot path
                         if not puback_runs:
-                            append(PubackBuilder(data[pos + 2] << 8 | data[pos + 3]))
+                            append(PubackBuilder(data[pos + 2] << 8 | data[pos + 3]))  # type: ignore[arg-type]
                         elif acks is not None and type(packets[-1]) is PubackRun:
                             acks.append(data[pos + 2] << 8 | data[pos + 3])
                         else:
@@ -546,13 +553,13 @@ class PacketReader:
                     raw = data[pos:end]
                     append(decode_publish(first_byte, raw, 2, end - pos, version, raw))
                 else:
-                    append(new_publish(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,
+                    append(new_publish(topic, data[body:end], first_byte & 2 and 1, first_byte & 1 == 1,  # type: ignore[arg-type]
                                        first_byte & 8 == 8, packet_id, NO_PROPERTIES,
                                        data[pos:end]))
                     # a run may follow (not behind the read's last packet; DUP: never a run)
                     if end < size and run_head is not last_head and not first_byte & 8:
                         run_head = last_head
-                        run_topic = topic
+                        run_topic = topic  # type: ignore[assignment]  # (a str: body <= end)
                         run_size = end - pos
                         run_body = body - pos
                         run_id_at = topic_end - pos if first_byte & 2 else 0
@@ -569,7 +576,7 @@ class PacketReader:
                 self._pos = pos
 
     @staticmethod
-    def _read_remaining_length(data: bytes, pos: int, size: int) -> tuple[int, int] | None:
+    def _read_remaining_length(data: bytes | bytearray, pos: int, size: int) -> tuple[int, int] | None:
         """(Remaining Length, offset of the body), or None if the header is incomplete.
 
         The shortest-form rule of [MQTT-1.5.5-1] is checked by the decoder for

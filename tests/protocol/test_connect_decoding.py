@@ -117,7 +117,7 @@ def test_every_first_byte_of_a_connect_gives_what_the_reference_decoder_gives(
 
 
 def test_a_decoded_connect_is_the_frozen_record_the_class_makes() -> None:
-    """The decoder fills a Connect's slots itself (_ConnectBuilder): the result is a Connect
+    """The decoder's Connect is filled slot by slot (packets.new_connect): the result is a Connect
     as the class makes it, equal, hashed alike, and as frozen."""
     made = Connect(protocol_version=4, client_id="storm-1", keep_alive=60, username="u", password=b"p")
     decoded = decode_at(0x10, b"\x10" + _body(made), 1, 1 + len(_body(made)), None)
