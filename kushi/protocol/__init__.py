@@ -33,6 +33,11 @@ from .properties import NO_PROPERTIES, Properties, PropertyId, PropertyType
 from .reader import PacketReader
 from .reason_codes import ConnackReturnCode311, ReasonCode, v5_to_311_connack
 from .topics import parse_shared, topic_matches, validate_topic_filter, validate_topic_name
+from . import codec as _codec, reader as _reader
+
+compiled: bool = not any(str(module.__file__).endswith(".py") for module in (_codec, _reader))
+"""Whether the codec and the reader run compiled (mypyc extensions, the opt-in build:
+build_backend.py) rather than as their .py files. The two are compiled together or not at all."""
 
 __all__ = [
     "MQTT_3_1", "MQTT_3_1_1", "MQTT_5",
@@ -44,4 +49,5 @@ __all__ = [
     "encode", "decode", "encode_properties", "encode_varint", "PacketReader",
     "error_packet", "reply_version",
     "parse_shared", "topic_matches", "validate_topic_filter", "validate_topic_name",
+    "compiled",
 ]
