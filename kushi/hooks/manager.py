@@ -102,6 +102,12 @@ class HookManager:
         self._hooks: list[tuple[Hook, object | None]] = []
         self._providers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._provided: set[str] = set()
+        #: the connect-time providers as the broker calls them, kept up to date by ``_register``
+        #: (one tuple read per CONNECT instead of two ``providers()`` calls and a list built):
+        #: the ``on_connect`` ones, then the ``on_connect_authenticate`` ones from
+        #: ``connect_authenticate_from`` on
+        self.connect_providers: tuple[Callable[..., Any], ...] = ()
+        self.connect_authenticate_from = 0
         #: ``has.EVENT``: does a hook provide EVENT (``provides``, as an attribute for the hot path)
         self.has = ProvidedEvents()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,6 +162,10 @@ class HookManager:
     def _register(self, event: str, function: Callable[..., Any]) -> None:
         self._providers[event].append(function)
         self._provided.add(event)
+        if event in ("on_connect", "on_connect_authenticate"):
+            on_connect = self._providers["on_connect"]
+            self.connect_providers = (*on_connect, *self._providers["on_connect_authenticate"])
+            self.connect_authenticate_from = len(on_connect)
         setattr(self.has, event, True)
         if (not self.awaiting and event in MESSAGE_PATH_FILTER_EVENTS
                 and inspect.iscoroutinefunction(function)):

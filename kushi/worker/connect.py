@@ -92,15 +92,16 @@ class Connecting:
         (position, what to await) at the first provider that answered with an awaitable.
         """
         hooks = self.hooks
-        on_connect = hooks.providers("on_connect")
-        providers = on_connect + hooks.providers("on_connect_authenticate")
+        providers = hooks.connect_providers
         for position in range(position, len(providers)):
             answer = providers[position](conn, packet)
-            # the usual plain answers first: inspect.isawaitable's ABC instance check cost ~2%
-            # of a storm's CPU (py-spy) for answers that are True or None
-            if answer is not True and answer is not None and inspect.isawaitable(answer):
+            if answer is True:
+                continue   # lets the client in, from either kind of hook: the usual answer
+            # inspect.isawaitable's ABC instance check cost ~2% of a storm's CPU (py-spy):
+            # not for None, the other plain answer
+            if answer is not None and inspect.isawaitable(answer):
                 return position, answer
-            _judge_connect_hook(position >= len(on_connect), answer)
+            _judge_connect_hook(position >= hooks.connect_authenticate_from, answer)
         return None
 
     async def _connect_awaiting(self, conn: MQTTConnection, packet: Connect,
@@ -110,7 +111,7 @@ class Connecting:
             waiting: tuple[int, Awaitable[Any]] | None = (position, answer)
             while waiting is not None:
                 position, answer = waiting
-                is_authenticate = position >= len(self.hooks.providers("on_connect"))
+                is_authenticate = position >= self.hooks.connect_authenticate_from
                 _judge_connect_hook(is_authenticate, await answer)
                 waiting = self._run_connect_hooks(conn, packet, position + 1)
             self._accept_awaited(conn, packet, None)
