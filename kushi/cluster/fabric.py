@@ -65,7 +65,7 @@ from typing import Protocol
 import msgpack
 
 from ..protocol.packets import MQTT_5, Publish
-from ..protocol.topics import parse_shared
+from ..protocol.topics import parse_shared, topic_matches
 from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
@@ -340,6 +340,18 @@ class BusFabric:
         body = encode_message(message) if len(message.payload) else b""
         self._remember(message.topic, _RetainedEntry(order, body, time.monotonic()))
         self.bus.broadcast(RETAINED, msgpack.packb((message.topic, order, body)))
+
+    def retained_matching(self, topic_filter: str, now: float) -> list[Publish]:
+        """The retained messages this node knows whose topic matches ``topic_filter`` (not
+        expired at ``now``): what a node without a broker of its own, the supervisor's inline
+        client, hands a new subscription."""
+        messages = []
+        for topic, entry in self._retained.items():
+            if entry.body and topic_matches(topic_filter, topic):
+                message = self._as_of(entry, now)
+                if message is not None:
+                    messages.append(message)
+        return messages
 
     def watch_live_retained(self) -> LiveRetainedTopics:
         """Note, until its ``close()``, the topics of the retained messages routed live here."""

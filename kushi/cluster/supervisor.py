@@ -55,10 +55,11 @@ from ..errors import ConfigurationError
 from ..hooks.base import Hook
 from ..protocol.packets import Publish
 from ..protocol.properties import NO_PROPERTIES, Properties
-from ..protocol.topics import topic_matches
+from ..protocol.topics import parse_shared, topic_matches, validate_topic_filter
 from ..router.bus import Bus, make_runtime_dir
 from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
+from ..worker.subscriptions import SUBACK_WAIT_AT_MOST
 from ..worker.sys_info import SYS_INFO, SysInfoTicker
 from .client_limit import CONNECTED_COUNTS
 from .directory_node import DirectoryNode
@@ -108,9 +109,14 @@ class InlineSink:
     def deliver_remote(self, message: Publish) -> None:
         for (filter, _), callback in list(self.subscriptions.items()):
             if topic_matches(filter, message.topic):
-                result = callback(message.topic, bytes(message.payload), message)
-                if asyncio.iscoroutine(result):
-                    asyncio.get_running_loop().create_task(result)
+                self.call(callback, message)
+
+    @staticmethod
+    def call(callback: Callable[..., Any], message: Publish) -> None:
+        """Hand ``message`` to one subscription's callback (a coroutine one runs as a task)."""
+        result = callback(message.topic, bytes(message.payload), message)
+        if asyncio.iscoroutine(result):
+            asyncio.get_running_loop().create_task(result)
 
     def apply_retained(self, message: Publish) -> None:
         """The supervisor's fabric keeps the retained table itself; nothing more to store."""
@@ -505,10 +511,31 @@ class Supervisor:
         self.inline.deliver_remote(message)
 
     async def subscribe(self, filter: str, subscription_id: int, callback: Callable[..., Any]) -> None:
-        """Call ``callback(topic, payload, packet)`` for each message published on any worker."""
-        assert self.fabric is not None
+        """Call ``callback(topic, payload, packet)`` for each message published on any worker;
+        the retained messages matching ``filter`` before this returns, as a worker's inline
+        client does (``kushi.worker.subscriptions``): once every worker knows the filter (the
+        fabric's barrier, at most SUBACK_WAIT_AT_MOST), so that one set on a worker that did
+        not know it yet is among them, and none of a topic routed here live meanwhile."""
+        fabric = self.fabric
+        assert fabric is not None
+        validate_topic_filter(filter)
         self.inline.subscriptions[(filter, subscription_id)] = callback
-        self.fabric.interest_added(filter)
+        fabric.interest_added(filter)
+        group, topic_filter = parse_shared(filter)
+        if group is not None:
+            return   # a shared subscription gets no retained messages (MQTT 5.0, 4.8.2)
+        live = fabric.watch_live_retained()
+        try:
+            try:
+                await asyncio.wait_for(fabric.barrier(), SUBACK_WAIT_AT_MOST)
+            except asyncio.TimeoutError:
+                log.warning("inline subscription to %r: retained messages handed over after %.0f s "
+                            "without every worker's answer", filter, SUBACK_WAIT_AT_MOST)
+            for message in fabric.retained_matching(topic_filter, time.monotonic()):
+                if message.topic not in live.topics:
+                    self.inline.call(callback, message)
+        finally:
+            live.close()
 
     async def unsubscribe(self, filter: str, subscription_id: int) -> None:
         assert self.fabric is not None

@@ -106,3 +106,27 @@ def test_inline_client_of_the_supervisor_reaches_every_worker_and_stats_add_up()
         for client in clients:
             client.stop()
         assert program.stop() == 0
+
+
+def test_inline_subscription_of_the_supervisor_gets_the_retained_messages_of_every_worker() -> None:
+    """[MQTT-3.3.1-9] A retained message set through a worker reaches a later inline
+    subscription of the supervisor before ``subscribe`` returns, with RETAIN = 1 (as a worker's
+    inline client hands them over): set just before, its gossip may still be on the way, which
+    the subscription's barrier waits for."""
+    program = Program()
+    clients: list[PahoClient] = []
+    try:
+        port = int(program.next_line("PORT").split(" ", 1)[0])
+        client = PahoClient("127.0.0.1", port, "retainer")
+        clients.append(client)
+        client.connect()
+        client.publish("status/unit-7", b"online", qos=1, retain=True)   # waits for the PUBACK
+        assert program.process.stdin is not None
+        program.process.stdin.write("SUB status/#\n")
+        program.process.stdin.flush()
+        assert program.next_line("LATE") == "status/unit-7 online 1"
+        assert program.next_line("SUBSCRIBED") == "status/#"
+    finally:
+        for client in clients:
+            client.stop()
+        assert program.stop() == 0
