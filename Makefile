@@ -43,11 +43,13 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n auto -q
 	$(MAKE) test-compiled
 
-# tests/protocol against the compiled build: run by its pytest (no `python -m`, which would put
-# the working directory, and its kushi, first on the path) and without pyproject's pythonpath;
-# tests/protocol/test_compiled_build.py fails unless the extensions were the modules imported.
+# tests/protocol and tests/worker (the broker on real sockets) against the compiled build: run by
+# its pytest (no `python -m`, which would put the working directory, and its kushi, first on the
+# path) and without pyproject's pythonpath; tests/protocol/test_compiled_build.py fails unless
+# the extensions were the modules imported.
 test-compiled: $(CSTAMP)
-	KUSHI_EXPECT_COMPILED=1 $(CVENV)/bin/pytest -o pythonpath= -p no:cacheprovider -n auto -q tests/protocol
+	KUSHI_EXPECT_COMPILED=1 $(CVENV)/bin/pytest -o pythonpath= -p no:cacheprovider -n auto -q \
+		tests/protocol tests/worker
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
