@@ -16,6 +16,9 @@ run, are the result.
     python benchmarks/run.py                     # all scenarios, 3 rounds, 10 s each
     python benchmarks/run.py -d 3 --rounds 1 S1 S2   # a quick look
     python benchmarks/run.py --workers 2 S2      # kushi with 2 worker processes
+    python benchmarks/run.py --kushi-python build/venv-compiled/bin/python S5 SP
+        # kushi as installed for that interpreter: `make test-compiled` builds that venv
+        # with the mypyc-compiled codec and reader (README, "Compiled codec")
 """
 
 from __future__ import annotations
@@ -128,6 +131,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> N
     raise RuntimeError(f"broker did not listen on {port} within {timeout}s")
 
 
+KUSHI_PYTHON = sys.executable
+"""The interpreter kushi runs under (``--kushi-python``): kushi is imported as installed for it,
+never from the working directory (a broker starts in its own directory)."""
+
+
+def kushi_build(python: str) -> str:
+    """Which kushi ``python`` runs: "pure Python" or "compiled codec and reader (mypyc)"."""
+    probe = subprocess.run([python, "-c", "import kushi.protocol as p; print(getattr(p, 'compiled', False))"],
+                           capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return "compiled codec and reader (mypyc)" if probe.stdout.strip() == "True" else "pure Python"
+
+
 class Broker:
     """A broker process started for one measurement, in its own process group."""
 
@@ -141,14 +156,16 @@ class Broker:
             conf = self.workdir / f"mosquitto-{self.port}.conf"
             conf.write_text(MOSQUITTO_CONF.read_text().replace("PORT", str(self.port)))
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
-        return [sys.executable, "-m", "kushi.ops.cli", "serve", "--tcp", f"127.0.0.1:{self.port}",
+        return [KUSHI_PYTHON, "-m", "kushi.ops.cli", "serve", "--tcp", f"127.0.0.1:{self.port}",
                 "--ws", "none", "--http", "none", "--log-level", "warning",
                 "--workers", str(self.workers)]
 
     def __enter__(self) -> "Broker":
+        # in the work directory: ``python -m`` puts the current directory first on sys.path,
+        # which in the repository would be its kushi whatever --kushi-python installed
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                      stderr=open(self.workdir / f"{self.kind}-{self.port}.log", "w"),
-                                     preexec_fn=lambda: (os.setpgrp(), raise_nofile()))
+                                     preexec_fn=lambda: (os.setpgrp(), raise_nofile()), cwd=self.workdir)
         wait_for_port(self.port, self.proc)
         return self
 
@@ -244,7 +261,8 @@ def write_results(path: Path, results: dict[str, dict[str, list[Measurement]]], 
         f"Run: `python benchmarks/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"{args.rounds} round(s) of {args.duration:g} s per scenario, brokers interleaved "
         "(kushi, Mosquitto, kushi, ...), medians shown. Load generator: `build/mqbench` "
-        "(from ../shared/tools/mqbench), broker CPU from `../shared/tools/brokercpu`.",
+        "(from ../shared/tools/mqbench), broker CPU from `../shared/tools/brokercpu`. "
+        f"kushi: {kushi_build(KUSHI_PYTHON)}.",
         "",
         "Ratios are kushi / Mosquitto from the same run: for msg/s higher is better, for CPU and",
         "latency lower is better. Absolute numbers on a shared 2-core machine are noise.",
@@ -288,7 +306,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="kushi worker processes")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--kushi-python", default=sys.executable,
+                        help="the interpreter kushi runs under (default: this one)")
     args = parser.parse_args()
+    global KUSHI_PYTHON
+    KUSHI_PYTHON = os.path.abspath(args.kushi_python)   # brokers start in their own directory
+    print(f"kushi: {kushi_build(KUSHI_PYTHON)} ({KUSHI_PYTHON})", flush=True)
     if shutil.which("mosquitto") is None:
         sys.exit("mosquitto is not installed (Debian: apt-get install mosquitto); it is the yardstick")
     build_mqbench()

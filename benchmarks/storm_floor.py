@@ -84,7 +84,7 @@ async def serve_child(kind: str, port: int) -> None:
 
 def command(kind: str, port: int, workdir: Path) -> list[str]:
     if kind in ("floor", "server"):
-        return [sys.executable, __file__, "--child", kind, str(port)]
+        return [run.KUSHI_PYTHON, __file__, "--child", kind, str(port)]
     broker = run.Broker("mosquitto" if kind == "mosquitto" else "kushi", 1, workdir)
     broker.port = port
     return broker.command()
@@ -131,7 +131,7 @@ def storm(kind: str, workdir: Path) -> Storm:
     """
     port = run.free_port()
     scenario = next(sc for sc in run.SCENARIOS if sc.name == "S5")
-    proc = subprocess.Popen(command(kind, port, workdir), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(kind, port, workdir), cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: (os.setpgrp(), run.raise_nofile()))
     try:
@@ -175,7 +175,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kinds", nargs="*", default=list(KINDS), help=", ".join(KINDS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kushi-python", default=sys.executable,
+                        help="the interpreter the kushi servers run under (as run.py's)")
     args = parser.parse_args()
+    run.KUSHI_PYTHON = os.path.abspath(args.kushi_python)
+    print(f"kushi: {run.kushi_build(run.KUSHI_PYTHON)} ({run.KUSHI_PYTHON})", flush=True)
     run.build_mqbench()
     workdir = Path(tempfile.mkdtemp(prefix="kushi-floor-"))
     results: dict[str, list[Storm]] = {kind: [] for kind in args.kinds}
