@@ -39,8 +39,8 @@ from ..errors import ConfigurationError
 from ..hooks.base import Hook
 from . import bench
 from .config import (
-    DEFAULT_HTTP, LISTENER_KINDS, AuthFiles, ListenerConfig, ServeConfig, listener_kind,
-    load_config_file, parse_address, reload_changes,
+    DEFAULT_HTTP, LISTENER_KINDS, AuthFiles, ListenerConfig, ServeConfig, StorageConfig,
+    listener_kind, load_config_file, parse_address, reload_changes,
 )
 from .logging import LEVELS, configure_logging
 from .metrics import MetricsServer
