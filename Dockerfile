@@ -4,7 +4,7 @@ FROM python:3.11-slim
 
 # uvloop and pyzmq ship manylinux wheels, so no compiler is needed.
 WORKDIR /opt/kushi
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md build_backend.py setup.py ./
 COPY kushi ./kushi
 RUN pip install --no-cache-dir . \
     && useradd --system --no-create-home kushi
