@@ -332,9 +332,12 @@ class PacketReader:
                                     memoryview(landing)[start:end])
         except KushiError as error:
             return error
-        correlation = packet.properties.correlation_data
-        if correlation is not None and type(correlation) is not bytes:   # a slice of the bytearray
-            packet = replace(packet, properties=replace(packet.properties, correlation_data=bytes(correlation)))
+        # a slice of the bytearray, though the property is declared bytes: read through Any,
+        # since a compiled build (mypyc) checks a declared attribute's type when it reads it
+        properties: Any = packet.properties
+        correlation = properties.correlation_data
+        if correlation is not None and type(correlation) is not bytes:
+            packet = replace(packet, properties=replace(properties, correlation_data=bytes(correlation)))
         return packet
 
     def _take_done(self) -> list[Packet | PubackRun]:

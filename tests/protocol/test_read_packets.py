@@ -280,6 +280,21 @@ def outcome_in_place(chunks: list[bytes], version: int) -> tuple[list[object], t
     return received, None
 
 
+def test_a_publish_read_in_place_has_its_correlation_data_as_bytes() -> None:
+    """A large v5 PUBLISH received into a landing buffer (a bytearray): its payload stays a view
+    of it, but its Correlation Data, decoded as a slice of it, comes as bytes, as the property is
+    declared (a compiled build checks the declared types at run time; hypothesis found one
+    that did not, in the test below)."""
+    sent = [Publish("t", bytes(LARGE_PUBLISH), properties=Properties(correlation_data=b"cd"))] * 2
+    data = b"".join(encode(packet, MQTT_5) for packet in sent)
+    # the first one cut off by the first read: the rest of it and the second land in a
+    # landing buffer, where the second is decoded in place
+    received, error = outcome_in_place([data[:LARGE_PUBLISH], data[LARGE_PUBLISH:]], MQTT_5)
+    assert error is None and received == sent
+    assert [type(packet.properties.correlation_data) for packet in received] == [bytes, bytes]
+    assert isinstance(received[1].payload, memoryview)
+
+
 @pytest.mark.parametrize("landing_read", [LANDING_READ, 2 * LARGE_PUBLISH])
 @pytest.mark.parametrize("version", VERSIONS)
 @SETTINGS
