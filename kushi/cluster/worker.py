@@ -78,7 +78,7 @@ RETIRE_GRACE = 10.0          # how long a retiring worker waits for its sessions
 OPTIONS = "options"          # bus kind: options changed by a SIGHUP reload, for every worker
 STATS = "stats"              # bus kind: a worker's statistics snapshot, for the supervisor
 STATS_INTERVAL = 1.0         # seconds between two snapshots
-GC_YOUNG_THRESHOLD = 10_000  # allocations between two young-generation collections (CPython: 700)
+GC_YOUNG_THRESHOLD = 30_000  # allocations between two young-generation collections (CPython: 700)
 
 
 def node_name(worker_id: int) -> str:
@@ -332,8 +332,13 @@ def tune_garbage_collector() -> None:
     with CPython's default young threshold (700) a storm of 10,000 clients ran
     ~320 young, ~29 middle and 2 full collections, the full ones over every live
     client, ~0.24-0.31 s of a storm's ~1.3 s of CPU (gc callbacks, one-process
-    server). A young generation of GC_YOUNG_THRESHOLD objects: 84, 6 and no full
-    collection, ~0.10-0.14 s. ``gc.freeze()`` first puts what start-up made
+    server). A young generation of 10,000 objects: 84, 6 and no full collection,
+    ~0.10-0.14 s. Counted live (``benchmarks/callgrind_storm.py serve -n 10000``, the
+    worker's instructions per connect): 91,351 with 10,000, 85,189 with 30,000, 84,963
+    with 50,000, 84,859 with 100,000; so 30,000, the smallest young generation near that
+    floor (each young collection is a pause over up to that many objects; they come
+    only as tracked objects accumulate, in a storm, not with the message flow).
+    ``gc.freeze()`` first puts what start-up made
     (modules, hooks, the bus) out of the collector's sight for good: it is never
     garbage, and full collections no longer walk it. Here, in the worker process
     only: a program that embeds ``kushi.Server`` keeps its own collector settings.
