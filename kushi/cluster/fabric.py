@@ -70,6 +70,7 @@ from ..router.bus import Bus, BusError
 from ..router.bus_clock import HybridClock, Order
 from ..router.trie import SubscriptionTrie
 from ..worker.delivery import shared_groups_in
+from ..worker.subscriptions import SUBACK_WAIT_AT_MOST
 from .session_link import DIRECTORY, SessionLink
 from .shared_groups import SharedGroups
 from .wire import (
@@ -356,6 +357,21 @@ class BusFabric:
     def watch_live_retained(self) -> LiveRetainedTopics:
         """Note, until its ``close()``, the topics of the retained messages routed live here."""
         return LiveRetainedTopics(self._watching)
+
+    async def live_retained_until(self, known: asyncio.Future[None], what: str) -> LiveRetainedTopics:
+        """Wait for ``known`` (``known_everywhere``'s future, perhaps shared: never cancelled)
+        at most SUBACK_WAIT_AT_MOST, as a SUBACK does (then log and go on), noting meanwhile the
+        topics of the retained messages routed live here: the wait of an inline subscription
+        (a worker's or the supervisor's) before its retained messages are looked up."""
+        live = self.watch_live_retained()
+        try:
+            await asyncio.wait_for(asyncio.shield(known), SUBACK_WAIT_AT_MOST)
+        except asyncio.TimeoutError:
+            log.warning("retained messages for %s handed over after %.0f s without every worker's "
+                        "answer", what, SUBACK_WAIT_AT_MOST)
+        finally:
+            live.close()
+        return live
 
     def _routed_live(self, topic: str) -> None:
         for window in self._watching:

@@ -59,7 +59,6 @@ from ..protocol.topics import parse_shared, topic_matches, validate_topic_filter
 from ..router.bus import Bus, make_runtime_dir
 from ..worker.listeners import Unix, bind_socket, parse_address
 from ..worker.options import Options
-from ..worker.subscriptions import SUBACK_WAIT_AT_MOST
 from ..worker.sys_info import SYS_INFO, SysInfoTicker
 from .client_limit import CONNECTED_COUNTS
 from .directory_node import DirectoryNode
@@ -513,9 +512,9 @@ class Supervisor:
     async def subscribe(self, filter: str, subscription_id: int, callback: Callable[..., Any]) -> None:
         """Call ``callback(topic, payload, packet)`` for each message published on any worker;
         the retained messages matching ``filter`` before this returns, as a worker's inline
-        client does (``kushi.worker.subscriptions``): once every worker knows the filter (the
-        fabric's barrier, at most SUBACK_WAIT_AT_MOST), so that one set on a worker that did
-        not know it yet is among them, and none of a topic routed here live meanwhile."""
+        client does (``kushi.worker.subscriptions``): once every worker knows the filter
+        (``BusFabric.live_retained_until``), so that one set on a worker that did not know it
+        yet is among them, and none of a topic routed here live meanwhile."""
         fabric = self.fabric
         assert fabric is not None
         validate_topic_filter(filter)
@@ -524,18 +523,14 @@ class Supervisor:
         group, topic_filter = parse_shared(filter)
         if group is not None:
             return   # a shared subscription gets no retained messages (MQTT 5.0, 4.8.2)
-        live = fabric.watch_live_retained()
-        try:
-            try:
-                await asyncio.wait_for(fabric.barrier(), SUBACK_WAIT_AT_MOST)
-            except asyncio.TimeoutError:
-                log.warning("inline subscription to %r: retained messages handed over after %.0f s "
-                            "without every worker's answer", filter, SUBACK_WAIT_AT_MOST)
-            for message in fabric.retained_matching(topic_filter, time.monotonic()):
-                if message.topic not in live.topics:
-                    self.inline.call(callback, message)
-        finally:
-            live.close()
+        routed_live: set[str] = set()
+        known = fabric.known_everywhere([filter])
+        if known is not None:
+            waited = await fabric.live_retained_until(known, f"the inline subscription to {filter!r}")
+            routed_live = waited.topics
+        for message in fabric.retained_matching(topic_filter, time.monotonic()):
+            if message.topic not in routed_live:
+                self.inline.call(callback, message)
 
     async def unsubscribe(self, filter: str, subscription_id: int) -> None:
         assert self.fabric is not None

@@ -265,17 +265,10 @@ class Subscriptions:
                                   callback=callback)
         self.add_subscription(None, entry)
         group, topic_filter = parse_shared(filter)
-        live = NOTHING_LIVE
+        live: LiveTopics = NOTHING_LIVE
         known = self._interest_known_everywhere([filter])
-        if known is not None:
-            live = self._watch_live_retained()
-            try:
-                await asyncio.wait_for(asyncio.shield(known), SUBACK_WAIT_AT_MOST)
-            except asyncio.TimeoutError:
-                log.warning("retained messages for the inline subscription to %r handed over after "
-                            "%.0f s without every worker's answer", filter, SUBACK_WAIT_AT_MOST)
-            finally:
-                live.close()
+        if known is not None:   # a cluster fabric: it has the wait too
+            live = await self.fabric.live_retained_until(known, f"the inline subscription to {filter!r}")
         wanted = [(entry, topic_filter)] if group is None else []
         for _, messages in self._retained_for(wanted, monotonic(), live):
             for message in messages:
