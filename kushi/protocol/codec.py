@@ -52,7 +52,6 @@ from .packets import (
     Pingreq,
     Pingresp,
     Puback,
-    PubackBuilder,   # (not used here: the broker imports it from the codec, as before it moved)
     Pubcomp,
     Publish,
     Pubrec,

@@ -33,9 +33,9 @@ from ..errors import ProtocolError, ReceiveMaximumExceeded, SessionTakenOver
 from ..hooks.base import PublishDropped, PublishRejected
 from ..hooks.manager import HookManager
 from ..protocol.packets import (
-    MQTT_5, Disconnect, PacketType, Pingresp, Puback, Pubcomp, Publish, Pubrec, Pubrel,
+    MQTT_5, Disconnect, PacketType, Pingresp, Puback, PubackBuilder, Pubcomp, Publish, Pubrec,
+    Pubrel,
 )
-from ..protocol.codec import PubackBuilder
 from ..protocol.properties import NO_PROPERTIES
 from ..protocol.reader import PubackRun
 from ..protocol.topics import validate_topic_name

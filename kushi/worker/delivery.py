@@ -26,9 +26,8 @@ from operator import attrgetter
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from ..protocol.codec import encode, new_publish
-from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel
-from ..protocol.properties import NO_PROPERTIES
+from ..protocol.codec import encode
+from ..protocol.packets import MQTT_5, Puback, Pubcomp, Publish, Pubrec, Pubrel, new_publish
 from ..protocol.reader import LARGE_PUBLISH
 from ..protocol.topics import topic_matches
 from .fabric import LocalFabric

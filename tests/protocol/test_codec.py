@@ -18,7 +18,7 @@ from kushi.errors import (
     TopicAliasInvalid,
     UnsupportedProtocolVersion,
 )
-from kushi.protocol.codec import MAX_VARINT, decode, encode, encode_varint, new_publish
+from kushi.protocol.codec import MAX_VARINT, decode, encode, encode_varint
 from kushi.protocol.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -40,6 +40,7 @@ from kushi.protocol.packets import (
     Unsuback,
     Unsubscribe,
     Will,
+    new_publish,
 )
 from kushi.protocol.properties import NO_PROPERTIES, Properties
 
