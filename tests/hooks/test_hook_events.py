@@ -156,6 +156,41 @@ def test_on_disconnect_reports_the_error_and_whether_the_session_ends(make_broke
     assert error is not None and expire is True
 
 
+class AddressHook(kushi.Hook):
+    """Reads ``remote_address`` at ``on_disconnect``, for every client but "quiet"."""
+
+    id = "address"
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def on_disconnect(self, client: Any, error: BaseException | None, expire: bool) -> None:
+        self.seen[client.client_id] = client.remote_address if client.client_id != "quiet" else None
+
+
+def test_remote_address_is_the_peers_at_on_disconnect_and_once_the_connection_is_gone(
+        make_broker, paho) -> None:
+    """On uvloop's TCP transport the address is read when first asked for (MQTTConnection):
+    asked during on_disconnect, or first from a detached session's ClientInfo afterwards."""
+    hook = AddressHook()
+    running = make_broker(hooks=[hook])
+    clients = {client_id: paho.connected(running, client_id, properties=_session_expiry(60))
+               for client_id in ("closes", "drops", "quiet")}
+    addresses = {client_id: client.client.socket().getsockname()
+                 for client_id, client in clients.items()}
+    clients["closes"].disconnect()
+    clients["drops"].drop()
+    clients["quiet"].drop()
+    wait_until(lambda: len(hook.seen) == 3)
+    assert hook.seen == {"closes": addresses["closes"], "drops": addresses["drops"], "quiet": None}
+
+    def detached_addresses() -> dict[str, Any]:
+        sessions = running.server.broker.sessions
+        return {client_id: sessions[client_id].client.remote_address for client_id in addresses}
+
+    assert running.sync(detached_addresses) == addresses
+
+
 def _session_expiry(seconds: int) -> Any:
     return connect_properties(SessionExpiryInterval=seconds)
 
