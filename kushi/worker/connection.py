@@ -257,6 +257,10 @@ class MQTTConnection(asyncio.BufferedProtocol):
                 self.protocol_version = packet.protocol_version
                 self.state = CONNECTING
                 broker.begin_connect(self, packet, now)
+                if not reader.buffered():
+                    # the CONNECT came alone, as nearly always: asking costs less than a
+                    # read_packets that finds nothing (~900 against ~1,800 instructions)
+                    return
             elif state is CONNECTING:
                 if self.auth_waiter is None:
                     # bytes after the CONNECT wait until it is answered; the socket is paused
