@@ -27,7 +27,7 @@ from ..protocol.packets import MQTT_3_1, MQTT_5, Auth, Connack, Connect
 from ..protocol.properties import NO_PROPERTIES, Properties
 from ..protocol.topics import validate_topic_name
 from .connection import CONNECTED, CONNECTING
-from .session import NEVER, Session
+from .session import NEVER, new_session
 
 if TYPE_CHECKING:
     from .connection import MQTTConnection
@@ -250,7 +250,7 @@ class Connecting:
             session.attach()
             session.protocol_version = version
         else:  # made for this CONNECT: attached, of its version, never in ``detached``
-            session = Session(client_id, version, options.max_queued_messages)
+            session = new_session(client_id, version, options.max_queued_messages)
             self.sessions[client_id] = session
         properties = packet.properties
         keep_alive = packet.keep_alive

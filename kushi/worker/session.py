@@ -205,6 +205,35 @@ class Session:
         return due is not None and now >= due
 
 
+_new = object.__new__
+
+
+def new_session(client_id: str, protocol_version: int, max_queued_messages: int) -> Session:
+    """``Session(client_id, protocol_version, max_queued_messages)`` in fewer steps, for the
+    session a CONNECT starts (each client of a connection storm): the dataclass ``__init__``,
+    called through ``type_call`` with 17 parameters and two default factories, costs ~3,600
+    instructions, this ~2,600 (callgrind; a live connect ~1,200 less). Every field as the
+    dataclass sets it (tests/worker/test_session.py holds the two equal)."""
+    session = _new(Session)
+    session.client_id = client_id
+    session.protocol_version = protocol_version
+    session.max_queued_messages = max_queued_messages
+    session.expiry_interval = 0
+    session.subscriptions = {}
+    session.inflight = {}
+    session.queue = ()
+    session.inbound_qos2 = ()
+    session.will = None
+    session.will_delay = 0
+    session.will_due_at = None
+    session.client = None
+    session.disconnected_at = None
+    session.send_quota_limit = 65535
+    session.dropped = 0
+    session._last_packet_id = 0
+    return session
+
+
 def remaining_expiry(message: Publish, received_at: float, now: float) -> int | None:
     """The Message Expiry Interval left for ``message`` at ``now`` [MQTT-3.3.2-6].
 

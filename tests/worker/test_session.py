@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from kushi.protocol.packets import Publish
-from kushi.worker.session import Outbound, Session
+from kushi.worker.session import Outbound, Session, new_session
 
 
 def message(n: int) -> Outbound:
@@ -57,3 +57,12 @@ def test_with_every_id_in_flight_none_is_given() -> None:
     session = Session("c", 5)
     session.inflight.update({packet_id: message(packet_id) for packet_id in range(1, 65536)})
     assert session.allocate_packet_id() is None and not session.start_inflight(message(0))
+
+
+def test_new_session_is_the_dataclass_made_session() -> None:
+    """``new_session``, the CONNECT's shortcut, sets every field as ``Session(...)`` does (a field
+    it leaves out fails the comparison), and gives each session dicts of its own."""
+    made = new_session("c", 4, 10)
+    assert type(made) is Session and made == Session("c", 4, 10)
+    other = new_session("d", 5, 10)
+    assert made.subscriptions is not other.subscriptions and made.inflight is not other.inflight
