@@ -70,12 +70,17 @@ _scratch = threading.local()   # one scratch buffer per thread (per event loop):
                                # out within one get_buffer/buffer_updated pair, never kept
 
 
+def scratch_buffer() -> memoryview:
+    """A new scratch buffer, for the readers that read on one thread (``PacketReader(scratch=)``)."""
+    return memoryview(bytearray(READ_SIZE))
+
+
 def _thread_scratch() -> memoryview:
-    """This thread's scratch buffer. A reader keeps it at its first read: reading the
-    threading.local costs ~670 instructions (callgrind), and a connection reads on one thread."""
+    """This thread's scratch buffer. A reader given none keeps it at its first read: reading
+    the threading.local costs ~670 instructions (callgrind), and a connection reads on one thread."""
     view = getattr(_scratch, "view", None)
     if view is None:
-        view = _scratch.view = memoryview(bytearray(READ_SIZE))
+        view = _scratch.view = scratch_buffer()
     return view
 
 
@@ -109,7 +114,8 @@ class PacketReader:
                  "_big", "_big_start", "_big_body", "_big_fill", "_big_end", "_done", "_landing",
                  "_landing_at", "_landing_size", "_landing_packets", "_offered", "_retired", "_scratch")
 
-    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+                 scratch: memoryview | None = None) -> None:
         self.version: int | None = None
         self.max_packet_size = max_packet_size
         self._data = b""  # the chunk being parsed
@@ -129,8 +135,10 @@ class PacketReader:
         self._landing_packets = 1                # room in a new landing buffer, in such packets
         self._offered: bytearray | None = None   # the landing buffer get_buffer gave, if it did
         self._retired: deque[bytearray] | None = None   # landing buffers whose packets may be held
-        # the thread's scratch buffer, kept at the first get_buffer (see there)
-        self._scratch: memoryview | None = None
+        # the scratch buffer of get_buffer: ``scratch``, shared by the readers that read on
+        # this thread (a broker's connections: no lookup a connection), else the thread's,
+        # kept at the first get_buffer
+        self._scratch: memoryview | None = scratch
         # PUBLISH packets read in place, an error last; () while there are none (an idle
         # connection keeps no list)
         self._done: list[Packet | KushiError] | tuple[()] = ()

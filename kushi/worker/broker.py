@@ -37,7 +37,7 @@ from ..protocol.packets import (
     Pubrel,
 )
 from ..protocol.properties import NO_PROPERTIES
-from ..protocol.reader import PubackRun
+from ..protocol.reader import PubackRun, scratch_buffer
 from ..protocol.topics import validate_topic_name
 from ..router.matcher import TopicMatcher
 from ..router.retained import RetainedStore
@@ -102,6 +102,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         self.interest: dict[str, int] = {}                     # filter -> local subscriptions
         self._folds: dict[str, Any] = {}                       # route's per-topic cache
         self._connack_cache: dict[tuple, bytes] = {}           # encoded CONNACKs
+        self.read_scratch = scratch_buffer()   # where the connections' reads land between packets
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._to_flush: list[MQTTConnection] = []            # written to in this loop iteration

@@ -87,7 +87,7 @@ class MQTTConnection(asyncio.BufferedProtocol):
         self.broker = broker
         self.listener = listener
         options = broker.options
-        self.reader = PacketReader(options.maximum_packet_size)
+        self.reader = PacketReader(options.maximum_packet_size, broker.read_scratch)
         self.write_buffer_limit = options.write_buffer_limit
         self.topic_alias_maximum = options.topic_alias_maximum
         self.state = WAITING_FOR_CONNECT

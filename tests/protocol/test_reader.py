@@ -12,7 +12,7 @@ from kushi.errors import MalformedPacket, PacketTooLarge, ProtocolError
 from kushi.protocol.codec import encode
 from kushi.protocol.packets import MQTT_3_1_1, MQTT_5, Connect, Pingreq, Puback, Publish
 from kushi.protocol.properties import Properties
-from kushi.protocol.reader import DEFAULT_MAX_PACKET_SIZE, PacketReader
+from kushi.protocol.reader import DEFAULT_MAX_PACKET_SIZE, PacketReader, scratch_buffer
 
 
 def reader_for(version: int | None = MQTT_5, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> PacketReader:
@@ -210,6 +210,29 @@ def test_buffered_counts_the_bytes_read_in_place_and_not_yet_taken() -> None:
     read(packet[3000:])
     assert reader.buffered() == len(packet)
     assert reader.next_packet() == sent and reader.buffered() == 0
+
+
+def test_readers_given_one_scratch_buffer_read_into_it_and_keep_their_own_bytes() -> None:
+    """A broker's connections share one scratch buffer (``PacketReader(scratch=)``): each read
+    lands there and is copied out by ``buffer_updated``, so readers taking turns, a packet cut
+    between two reads included, each get their own packets."""
+    scratch = scratch_buffer()
+    first, second = PacketReader(scratch=scratch), PacketReader(scratch=scratch)
+    first.version = second.version = MQTT_3_1_1
+    mine, theirs = Publish("a", b"1" * 100), Publish("b", b"2" * 100)
+    data = {first: encode(mine, MQTT_3_1_1), second: encode(theirs, MQTT_3_1_1)}
+
+    def read(reader: PacketReader, part: bytes) -> None:
+        buffer = reader.get_buffer()
+        assert buffer.obj is scratch.obj   # the scratch given, not the thread's
+        buffer[: len(part)] = part
+        reader.buffer_updated(len(part))
+
+    read(first, data[first][:50])
+    read(second, data[second][:70])
+    read(first, data[first][50:])
+    read(second, data[second][70:])
+    assert first.read_packets() == [mine] and second.read_packets() == [theirs]
 
 
 def test_read_packets_gives_a_read_whole_packets_in_place_and_the_small_ones_behind() -> None:
