@@ -62,9 +62,11 @@ CLOSED = State.CLOSED
 _UNREAD = object()
 """``_remote_address`` of a connection whose transport was not asked for it yet."""
 
+# the transport whose peer's address is read when first asked for (see remote_address)
 _ADDRESS_KEEPING: type | None
-try:   # the transport whose peer's address is read when first asked for (see remote_address)
-    from uvloop.loop import TCPTransport as _ADDRESS_KEEPING
+try:
+    import uvloop.loop
+    _ADDRESS_KEEPING = uvloop.loop.TCPTransport
 except ImportError:   # (no uvloop on Windows)
     _ADDRESS_KEEPING = None
 
