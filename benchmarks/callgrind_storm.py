@@ -68,29 +68,45 @@ def totals(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("server", "serve"))
-    parser.add_argument("-n", "--clients", type=int, default=2000)
-    parser.add_argument("--claim-gather", type=float, default=0.1)
-    parser.add_argument("--kushi-python", default=sys.executable,
-                        help="the interpreter the server runs under (as run.py's)")
-    args = parser.parse_args()
-    run.KUSHI_PYTHON = os.path.abspath(args.kushi_python)
-    work = Path(tempfile.mkdtemp(prefix="kushi-cg-"))
+def start(kind: str, work: Path, claim_gather: float) -> tuple[subprocess.Popen, int]:
+    """``kind``'s server under callgrind, instrumentation off, once it listens: (process, port)."""
     port = run.free_port()
-    command = storm_floor.command(args.kind, port, work)
+    command = storm_floor.command(kind, port, work)
     if command[1:3] == ["-m", "kushi.ops.cli"]:
         command = [command[0], "-c", UNDER_VALGRIND, *command[3:]]
+    if kind == "mosquitto" and os.geteuid() == 0:
+        # started as root, Mosquitto becomes the user mosquitto, and callgrind_control (vgdb) then
+        # finds no pipe of the process's: it stays root for the run
+        conf = Path(command[-1])
+        conf.write_text(conf.read_text() + "user root\n")
     valgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
                 f"--callgrind-out-file={work}/cg.%p"]
     server = subprocess.Popen(valgrind + command, cwd=work, stdout=subprocess.DEVNULL,
                               stderr=open(work / "valgrind.log", "w"),
-                              env=dict(os.environ, PYTHONHASHSEED="0", CLAIM_GATHER=str(args.claim_gather)),
+                              env=dict(os.environ, PYTHONHASHSEED="0", CLAIM_GATHER=str(claim_gather)),
                               preexec_fn=lambda: (os.setpgrp(), run.raise_nofile()))
+    run.wait_for_port(port, server, timeout=300)
+    time.sleep(3)   # the workers' start-up after the port opens (joining the bus): not counted
+    return server, port
+
+
+def dumped(work: Path) -> list[tuple[str, int]]:
+    """(process, instructions) of each process's first dump in ``work``: "process" alone, or
+    the supervisor (the first pid) and the worker of ``kushi serve``."""
+    dumps = sorted(work.glob("cg.*.1"))   # one per process: the dump control(--dump) took
+    counted = []
+    for dump in dumps:
+        pid = dump.name.split(".")[1]
+        role = "process" if len(dumps) == 1 else ("supervisor" if dump is dumps[0] else "worker")
+        counted.append((f"{role} (pid {pid})", totals(dump)))
+    return counted
+
+
+def storm(args: argparse.Namespace) -> None:
+    """The connect phase of a storm of ``args.clients`` clients, per connect."""
+    work = Path(tempfile.mkdtemp(prefix="kushi-cg-"))
+    server, port = start(args.kind, work, args.claim_gather)
     try:
-        run.wait_for_port(port, server, timeout=300)
-        time.sleep(3)   # the workers' start-up after the port opens (joining the bus): not counted
         control(server.pid, "--instr=on")
         control(server.pid, "--zero")
         storm = subprocess.Popen([str(run.MQBENCH), "-p", str(port), "-d", "30", "--conns",
@@ -106,11 +122,77 @@ def main() -> int:
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-    dumps = sorted(work.glob("cg.*.1"))   # one per process: the dump taken above
-    for dump in dumps:
-        pid = dump.name.split(".")[1]
-        role = "process" if len(dumps) == 1 else ("supervisor" if dump is dumps[0] else "worker")
-        print(f"{args.kind} {role} (pid {pid}): {totals(dump) / args.clients:,.0f} instructions per connect")
+    for process, instructions in dumped(work):
+        print(f"{args.kind} {process}: {instructions / args.clients:,.0f} instructions per connect")
+
+
+SPARSE = ["--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0", "-s", "64"]
+"""SP's shape (benchmarks/run.py): 32 QoS 0 pairs, 64-byte payloads, each pair its own topic."""
+
+
+def sparse_run(args: argparse.Namespace, rate: float) -> tuple[int, list[tuple[str, int]]]:
+    """One sparse run at ``rate`` messages/s per publisher: (messages delivered, [(process,
+    instructions)]), counted from the start of the publishing (every subscription in place)
+    to mqbench's end."""
+    work = Path(tempfile.mkdtemp(prefix="kushi-cg-"))
+    server, port = start(args.kind, work, args.claim_gather)
+    try:
+        control(server.pid, "--instr=on")
+        bench = subprocess.Popen([str(run.MQBENCH), "-p", str(port), *SPARSE, "--rate", str(rate),
+                                  "-d", str(args.duration), "--warmup", "0", "-v"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert bench.stderr is not None and bench.stdout is not None
+        for line in bench.stderr:   # -v: this line once every CONNACK and SUBACK came back
+            if "connections ready" in line:
+                control(server.pid, "--zero")
+                break
+        else:
+            raise SystemExit(f"mqbench ended before publishing:\n{bench.stdout.read()}")
+        output = bench.stdout.read()
+        bench.wait()
+        control(server.pid, "--dump")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    print(f"{args.kind} at {rate:g} msg/s a publisher: dumps in {work}", file=sys.stderr)
+    return int(run.parse_result(output)["recv"]), dumped(work)
+
+
+def sparse(args: argparse.Namespace) -> None:
+    """Instructions per delivered message, one message per read: two runs of the same length
+    at two rates, the slower one's count taken from the faster one's. What a run pays once
+    (the drain, the 64 disconnects) and what the broker does per second (its tick, the
+    statistics) drop out: what is left is what one more message costs."""
+    slow, fast = args.rates
+    few, first = sparse_run(args, slow)
+    many, second = sparse_run(args, fast)
+    print(f"{args.kind}, 32 pairs for {args.duration:g} s: {few} messages delivered at {slow:g} msg/s "
+          f"a publisher, {many} at {fast:g}")
+    for (process, more), (_, fewer) in zip(second, first):
+        print(f"{args.kind} {process}: {(more - fewer) / (many - few):,.0f} instructions per message "
+              f"({more / many:,.0f} in the faster run alone)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("server", "serve", "mosquitto"))
+    parser.add_argument("-n", "--clients", type=int, default=2000)
+    parser.add_argument("--claim-gather", type=float, default=0.1)
+    parser.add_argument("--kushi-python", default=sys.executable,
+                        help="the interpreter the server runs under (as run.py's)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="not a storm: SP's pairs, each message alone in its read (see the docstring)")
+    parser.add_argument("--rates", type=float, nargs=2, default=(1.0, 3.0),
+                        help="--sparse: the two runs' messages/s per publisher (32 publishers)")
+    parser.add_argument("-d", "--duration", type=float, default=20.0,
+                        help="--sparse: each run's publishing seconds")
+    args = parser.parse_args()
+    run.KUSHI_PYTHON = os.path.abspath(args.kushi_python)
+    run.build_mqbench()
+    if args.sparse:
+        sparse(args)
+    else:
+        storm(args)
     return 0
 
 
