@@ -104,7 +104,7 @@ class Broker(Connecting, Subscriptions, Delivery):
         self._connack_cache: dict[tuple, bytes] = {}           # encoded CONNACKs
         self.server_info = ServerInfo()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._to_flush: list[MQTTConnection] = []            # written to in this loop iteration
+        self.to_flush: list[MQTTConnection] = []             # written to in this loop iteration
         self.async_filters: Any = None   # set by kushi.worker.async_filters when it steps in
         self.held: dict[MQTTConnection, list[Any]] = {}      # packets waiting behind a SUBACK
         self.suback_wait_timeouts = 0                        # SUBACKs sent without the cluster's barrier
@@ -224,16 +224,11 @@ class Broker(Connecting, Subscriptions, Delivery):
                 self.hooks.on_client_expired(session.client_id)
 
     # ---- writing -------------------------------------------------------------------------
-    def flush_later(self, conn: MQTTConnection) -> None:
-        """Flush ``conn`` at the end of this loop iteration; one callback flushes them all."""
-        to_flush = self._to_flush
-        if not to_flush:
-            self.loop.call_soon(self._flush_all)
-        to_flush.append(conn)
-
-    def _flush_all(self) -> None:
-        to_flush = self._to_flush
-        self._to_flush = []
+    def flush_all(self) -> None:
+        """Flush every connection written to in this loop iteration (``to_flush``): the one
+        callback ``MQTTConnection.write`` schedules for them all."""
+        to_flush = self.to_flush
+        self.to_flush = []
         for conn in to_flush:
             conn.flush()
 

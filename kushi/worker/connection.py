@@ -373,16 +373,24 @@ class MQTTConnection(asyncio.BufferedProtocol):
             self._out = [data]
         self._out_size += len(data)
         if not self._flush_scheduled:
+            # flushed at the end of this loop iteration, with every connection written to in it,
+            # by one callback (Broker.flush_all); written out here, not a call of the broker's:
+            # a call less a message in sparse traffic (callgrind, profile_hotpath.py SP
+            # --buffered: 42,001 -> 41,662 instructions a message)
             self._flush_scheduled = True
-            self.broker.flush_later(self)
+            broker = self.broker
+            to_flush = broker.to_flush
+            if not to_flush:
+                broker.loop.call_soon(broker.flush_all)
+            to_flush.append(self)
 
     def write_at_once(self, data: bytes) -> None:
         """Hand ``data`` to the transport now, unless bytes wait to be flushed (it goes behind
         them then: nothing overtakes what was written before).
 
         For the CONNACK: in a connection storm nearly every CONNACK is the one thing its
-        connection writes in the loop iteration, and scheduling a flush for it (flush_later,
-        _flush_all, flush) cost more than the write itself. The transport sends at once
+        connection writes in the loop iteration, and scheduling a flush for it (``write``'s
+        call_soon, flush_all, flush) cost more than the write itself. The transport sends at once
         either way (no system call more, strace); what comes after goes out with the next
         flush.
         """
