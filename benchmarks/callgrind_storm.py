@@ -20,6 +20,23 @@ session directory, and the worker). Two adjustments for valgrind, both for the r
 - under valgrind a storm runs at ~400 connects/s, so the worker's claims would go a few
   at a time after their 5 ms of gathering; ``--claim-gather`` (0.1 s by default) gives
   batches of a real storm's size (~40-50 claims, benchmarks/PROFILE.md section 20).
+
+``--sparse``: not a storm but SP's pairs (32 QoS 0 publisher/subscriber pairs, 64-byte
+payloads, each pair its own topic) slow enough that every message comes alone in its read
+and its loop iteration, as SP10 has them without valgrind:
+
+    .venv/bin/python benchmarks/callgrind_storm.py serve --sparse
+    .venv/bin/python benchmarks/callgrind_storm.py mosquitto --sparse
+
+Two runs of ``-d`` seconds at the two ``--rates`` (messages/s a publisher), counted from
+the publishing's start (mqbench -v says every CONNACK and SUBACK came back) to mqbench's
+end; the slower run's count is taken from the faster one's. What a run pays once (the
+drain, the disconnects) and what the server does per second (its tick) drop out: what is
+left is the instructions of one more lone message. The wake-ups (``epoll_wait`` calls) a
+message say how alone they came: a little over 1 when each had its own loop iteration
+(the tick's wake-ups on top); faster rates, or a valgrind slowed by a loaded machine, let
+messages meet in an iteration, and then they cost less. Mosquitto, started as root, stays
+root for the run: as the user mosquitto callgrind_control cannot reach it.
 """
 
 from __future__ import annotations
@@ -90,15 +107,32 @@ def start(kind: str, work: Path, claim_gather: float) -> tuple[subprocess.Popen,
     return server, port
 
 
-def dumped(work: Path) -> list[tuple[str, int]]:
-    """(process, instructions) of each process's first dump in ``work``: "process" alone, or
-    the supervisor (the first pid) and the worker of ``kushi serve``."""
+def wakeups(path: Path) -> int:
+    """How many times the process of a callgrind dump waited in epoll (``epoll_wait`` or
+    ``epoll_pwait`` calls): its event loop's iterations, the wake-ups."""
+    names: dict[str, str] = {}   # the dump names a function once, then by its number
+    waits = 0
+    called = ""
+    for line in path.read_text().splitlines():
+        if line.startswith(("fn=(", "cfn=(")):
+            number, _, name = line.partition("=")[2].partition(" ")
+            if name:
+                names[number] = name
+            called = names.get(number, "") if line[0] == "c" else ""
+        elif line.startswith("calls=") and called in ("epoll_wait", "epoll_pwait"):
+            waits += int(line[6:].split()[0])
+    return waits
+
+
+def dumped(work: Path) -> list[tuple[str, int, int]]:
+    """(process, instructions, wake-ups) of each process's first dump in ``work``: "process"
+    alone, or the supervisor (the first pid) and the worker of ``kushi serve``."""
     dumps = sorted(work.glob("cg.*.1"))   # one per process: the dump control(--dump) took
     counted = []
     for dump in dumps:
         pid = dump.name.split(".")[1]
         role = "process" if len(dumps) == 1 else ("supervisor" if dump is dumps[0] else "worker")
-        counted.append((f"{role} (pid {pid})", totals(dump)))
+        counted.append((f"{role} (pid {pid})", totals(dump), wakeups(dump)))
     return counted
 
 
@@ -122,7 +156,7 @@ def storm(args: argparse.Namespace) -> None:
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-    for process, instructions in dumped(work):
+    for process, instructions, _ in dumped(work):
         print(f"{args.kind} {process}: {instructions / args.clients:,.0f} instructions per connect")
 
 
@@ -130,7 +164,7 @@ SPARSE = ["--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0",
 """SP's shape (benchmarks/run.py): 32 QoS 0 pairs, 64-byte payloads, each pair its own topic."""
 
 
-def sparse_run(args: argparse.Namespace, rate: float) -> tuple[int, list[tuple[str, int]]]:
+def sparse_run(args: argparse.Namespace, rate: float) -> tuple[int, list[tuple[str, int, int]]]:
     """One sparse run at ``rate`` messages/s per publisher: (messages delivered, [(process,
     instructions)]), counted from the start of the publishing (every subscription in place)
     to mqbench's end."""
@@ -168,9 +202,9 @@ def sparse(args: argparse.Namespace) -> None:
     many, second = sparse_run(args, fast)
     print(f"{args.kind}, 32 pairs for {args.duration:g} s: {few} messages delivered at {slow:g} msg/s "
           f"a publisher, {many} at {fast:g}")
-    for (process, more), (_, fewer) in zip(second, first):
+    for (process, more, woken), (_, fewer, _) in zip(second, first):
         print(f"{args.kind} {process}: {(more - fewer) / (many - few):,.0f} instructions per message "
-              f"({more / many:,.0f} in the faster run alone)")
+              f"({more / many:,.0f} in the faster run alone, {woken / many:.2f} wake-ups a message)")
 
 
 def main() -> int:
@@ -182,9 +216,9 @@ def main() -> int:
                         help="the interpreter the server runs under (as run.py's)")
     parser.add_argument("--sparse", action="store_true",
                         help="not a storm: SP's pairs, each message alone in its read (see the docstring)")
-    parser.add_argument("--rates", type=float, nargs=2, default=(1.0, 3.0),
+    parser.add_argument("--rates", type=float, nargs=2, default=(0.5, 1.5),
                         help="--sparse: the two runs' messages/s per publisher (32 publishers)")
-    parser.add_argument("-d", "--duration", type=float, default=20.0,
+    parser.add_argument("-d", "--duration", type=float, default=30.0,
                         help="--sparse: each run's publishing seconds")
     args = parser.parse_args()
     run.KUSHI_PYTHON = os.path.abspath(args.kushi_python)
