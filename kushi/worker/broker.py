@@ -262,8 +262,8 @@ class Broker(Connecting, Subscriptions, Delivery):
                     self.hold_rest(conn, packets, packet)
                     return
             return
-        run: list[Publish] = []
-        topic = None
+        run: Any = None   # the run under way: None, not an empty list, until one starts
+        topic = None      # (a list less a read, for the one PUBLISH of sparse traffic)
         qos = 0
         for packet in packets:
             kind = type(packet)
@@ -280,7 +280,7 @@ class Broker(Connecting, Subscriptions, Delivery):
                 continue
             if run:
                 self.publish_run(conn, run, now)
-                run = []
+                run = None
                 topic = None
             if conn.state is not CONNECTED:
                 return
