@@ -23,6 +23,10 @@ The broker has no hook, as ``kushi serve`` without authentication runs (and an
 embedding program without hooks); ``--allow-all`` adds the AllowAllHook, as
 ``kushi serve`` did before it left it out.
 
+``--bus`` gives the broker the fabric of a ``kushi serve`` worker (``BusFabric``) on a bus
+with no other worker (``BusStandIn``): what a message costs a worker of one, the cluster's
+checks included (the default is the one-process server's ``LocalFabric``).
+
 ``--buffered`` feeds each read as a TCP, TLS or Unix transport does (uvloop and asyncio
 call ``get_buffer`` then ``buffer_updated`` on an ``asyncio.BufferedProtocol``), not through
 ``data_received`` (the WebSocket layer's way): the path a real socket read takes. Copying
@@ -44,7 +48,9 @@ import pstats
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from kushi.cluster.fabric import BusFabric
 from kushi.hooks.allow_all import AllowAllHook
 from kushi.hooks.manager import HookManager
 from kushi.protocol.codec import encode
@@ -89,6 +95,32 @@ class FakeTransport:
         pass
 
 
+class BusStandIn:
+    """The part of ``kushi.router.bus.Bus`` a ``BusFabric`` uses, for a worker with no peers:
+    nothing is sent, and a barrier (a SUBACK's) has nobody to wait for."""
+
+    name = "w0"
+
+    def __init__(self) -> None:
+        self.peers: set[str] = set()
+        self.on_peer_left: list[Any] = []
+
+    def on(self, kind: str, handler: Any) -> None:
+        pass
+
+    def serve(self, kind: str, handler: Any) -> None:
+        pass
+
+    def send(self, *message: Any) -> None:
+        pass
+
+    def broadcast(self, *message: Any) -> None:
+        pass
+
+    def flush(self, *peers: Any) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Shape:
     publishers: int
@@ -105,6 +137,8 @@ class Shape:
             return self.subscribers
         return max(1, self.subscribers // self.publishers) if self.subscribers >= self.publishers else 1
 
+
+CONNACK_AND_SUBACK = 4 + 5   # bytes a subscriber is sent before any message (MQTT 3.1.1)
 
 SHAPES = {
     "S1": Shape(16, 1, 64, fanin=True),
@@ -142,7 +176,7 @@ def turn(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def measure(name: str, rounds: int, profile: cProfile.Profile | None, allow_all: bool = False,
-            buffered: bool = False) -> float:
+            buffered: bool = False, bus: bool = False) -> float:
     """Microseconds of CPU per delivered message for one shape (``buffered``: reads as TCP makes them)."""
     shape = SHAPES[name]
     loop = asyncio.new_event_loop()
@@ -150,11 +184,22 @@ def measure(name: str, rounds: int, profile: cProfile.Profile | None, allow_all:
     hooks = HookManager()
     if allow_all:
         hooks.add(AllowAllHook())
-    broker = Broker(Options(), hooks, loop=loop)
+    fabric = BusFabric(BusStandIn(), 0) if bus else None  # type: ignore[arg-type]
+    broker = Broker(Options(), hooks, fabric, loop=loop)
+    if fabric is not None:
+        fabric.attach(broker)
     subscribers = [connect(broker, f"sub-{i}") for i in range(shape.subscribers)]
-    for i, sub in enumerate(subscribers):
-        topic_filter = "bench/#" if shape.fanin else f"bench/{i if shape.publishers > 1 else 0}"
-        sub.data_received(encode(Subscribe(1, (Subscription(topic_filter, qos=shape.qos),)), MQTT_3_1_1))
+
+    async def subscribe() -> None:
+        """Each subscriber subscribes; back once every SUBACK is written (with a BusFabric, a
+        SUBACK waits for the fabric's barrier, a future: the loop must run)."""
+        for i, sub in enumerate(subscribers):
+            topic_filter = "bench/#" if shape.fanin else f"bench/{i if shape.publishers > 1 else 0}"
+            sub.data_received(encode(Subscribe(1, (Subscription(topic_filter, qos=shape.qos),)), MQTT_3_1_1))
+        while any(sub.transport.written < CONNACK_AND_SUBACK for sub in subscribers):  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(subscribe())
     publishers = [connect(broker, f"pub-{i}") for i in range(shape.publishers)]
     turn(loop)
     payload = b"x" * 64
@@ -210,6 +255,8 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true", help="print the top functions (cProfile)")
     parser.add_argument("--allow-all", action="store_true",
                         help="with the AllowAllHook (kushi serve without authentication before it left it out)")
+    parser.add_argument("--bus", action="store_true",
+                        help="a kushi serve worker's fabric (BusFabric) on a bus of one worker")
     parser.add_argument("--buffered", action="store_true",
                         help="feed reads through get_buffer/buffer_updated, as a TCP transport does")
     args = parser.parse_args()
@@ -217,12 +264,12 @@ def main() -> int:
         shape = SHAPES[name]
         per_round = shape.publishers * shape.per_read * shape.deliveries_per_message()
         rounds = max(1, args.messages // per_round)
-        best = min(measure(name, rounds, None, args.allow_all, args.buffered) for _ in range(args.repeat))
+        best = min(measure(name, rounds, None, args.allow_all, args.buffered, args.bus) for _ in range(args.repeat))
         print(f"{name}: {best:.2f} us CPU per delivered message "
               f"({rounds * per_round:,} deliveries, best of {args.repeat})")
         if args.cprofile:
             profile = cProfile.Profile()
-            measure(name, rounds, profile, args.allow_all, args.buffered)
+            measure(name, rounds, profile, args.allow_all, args.buffered, args.bus)
             pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(18)
     return 0
 

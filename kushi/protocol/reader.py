@@ -168,8 +168,10 @@ class PacketReader:
         return size
 
     # ---- receiving in place (asyncio.BufferedProtocol) ---------------------------------
-    def get_buffer(self) -> memoryview:
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next read should go (``buffer_updated`` then says how much came).
+        (``sizehint``, asyncio.BufferedProtocol's, is not read: the connection hands this
+        method to its transport as its own.)
 
         Between packets, a scratch buffer shared by the thread's readers, whose bytes
         ``buffer_updated`` copies out (as a transport's new ``bytes`` would be). Once a

@@ -210,6 +210,7 @@ class Delivery:
 
     # provided by Broker
     fabric: Any
+    fabric_groups_matching: Callable[[str], Any] | None
     sessions: dict[str, Session]
     connections: dict[str, MQTTConnection]
     _folds: dict[str, tuple[Any, list[Fold]]]   # topic -> (MatchResult, its folds)
@@ -366,7 +367,8 @@ class Delivery:
         has = hooks.has
         if ((match.shared and shared_groups) or has.on_select_subscribers
                 or (shared_groups and self.fabric.__class__ is not LocalFabric
-                    and self.remote_shared_groups(topic, ()))
+                    and (self.remote_shared_groups(topic, ()) if self.fabric_groups_matching is None
+                         else self.fabric_groups_matching(topic)))
                 or has.on_packet_encode or has.on_packet_sent or qos and has.on_qos_publish):
             return None
         acl = has.on_acl_check
@@ -472,12 +474,11 @@ class Delivery:
         they are read from its table of the other workers' interest, where
         "$share/g/f" of node n is the filter f under the key "n\\0g".
         """
-        fabric = self.fabric
-        groups_matching = getattr(fabric, "shared_groups_matching", None)
+        groups_matching = self.fabric_groups_matching
         if groups_matching is not None:
             groups = groups_matching(topic)
         else:
-            interest = getattr(fabric, "interest", None)
+            interest = getattr(self.fabric, "interest", None)
             groups = shared_groups_in(interest, topic) if interest is not None else ()
         if not groups:
             return []
