@@ -67,14 +67,14 @@ CONNECTING: Final = State.CONNECTING
 CONNECTED: Final = State.CONNECTED
 CLOSED: Final = State.CLOSED
 
-_UNREAD = object()
+_UNREAD: Final = object()
 """``_remote_address`` of a connection whose transport was not asked for it yet."""
 
 # the transport whose peer's address is read when first asked for (see remote_address)
 _ADDRESS_KEEPING: type | None
 try:
     import uvloop.loop
-    _ADDRESS_KEEPING = uvloop.loop.TCPTransport
+    _ADDRESS_KEEPING = uvloop.loop.TCPTransport  # type: ignore[attr-defined]  # (not in its .pyi)
 except ImportError:   # (no uvloop on Windows)
     _ADDRESS_KEEPING = None
 
