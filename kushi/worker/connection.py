@@ -31,7 +31,7 @@ import logging
 from dataclasses import replace
 from enum import Enum
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from ..errors import KeepAliveTimeout, KushiError, ProtocolError, TopicAliasInvalid
 from ..protocol.codec import encode
@@ -92,6 +92,8 @@ class MQTTConnection(asyncio.BufferedProtocol):
         "_flush_scheduled", "_writing_paused", "_broker_told", "_reading_paused",
         "problem_information", "get_buffer",
     )
+    # an attribute, not asyncio.BufferedProtocol's method: the reader's own (see __init__)
+    get_buffer: Callable[[int], memoryview]  # type: ignore[assignment]  # (a method there)
 
     def __init__(self, broker: Broker, listener: str) -> None:
         self.broker = broker
