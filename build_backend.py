@@ -1,11 +1,11 @@
 """kushi's build backend: setuptools' own, plus an opt-in compiled codec.
 
 ``pip install .`` builds kushi as pure Python, exactly as ``setuptools.build_meta`` does.
-``KUSHI_COMPILE=1 pip install .`` builds a wheel whose ``kushi/protocol/codec`` and
-``kushi/protocol/reader`` are C extensions made by mypyc (the pinned ``MYPYC_REQUIREMENT``,
-asked for only then, so an ordinary install downloads nothing more). The ``.py`` files stay
-in the wheel; ``kushi.protocol.compiled`` says which of the two is imported. Measured gains and
-how to reproduce them: benchmarks/mypyc/README.md.
+``KUSHI_COMPILE=1 pip install .`` builds a wheel whose ``COMPILED_MODULES`` (the codec, the
+reader, the connection, the deadlines) are C extensions made by mypyc (the pinned
+``MYPYC_REQUIREMENT``, asked for only then, so an ordinary install downloads nothing more). The
+``.py`` files stay in the wheel; ``kushi.protocol.compiled`` says which of the two is imported.
+Measured gains and how to reproduce them: benchmarks/mypyc/README.md.
 
 setup.py reads ``COMPILED_MODULES`` and ``compile_requested`` from here (pyproject.toml's
 ``backend-path`` puts this directory on the build's path), so the switch lives in one place.
@@ -28,10 +28,13 @@ MYPYC_REQUIREMENT = "mypy==2.4.1"
 """mypyc ships with mypy. Pinned: another mypyc may compile the modules differently (or refuse
 them), and the compiled build is measured and tested with this one."""
 
-COMPILED_MODULES = ["kushi/protocol/codec.py", "kushi/protocol/reader.py"]
-"""The modules mypyc compiles: the byte-level hot path (the profile shows the interpreter's
-dispatch there; benchmarks/mypyc/README.md). The record classes (packets.py, properties.py)
-stay interpreted on purpose: see the note at packets.py's builders."""
+COMPILED_MODULES = ["kushi/protocol/codec.py", "kushi/protocol/reader.py",
+                    "kushi/worker/connection.py", "kushi/worker/deadlines.py"]
+"""The modules mypyc compiles: the byte-level hot path and the connection object that drives it
+(the profile shows the interpreter's dispatch there; benchmarks/mypyc/README.md). The record
+classes (packets.py, properties.py) stay interpreted on purpose: see the note at packets.py's
+builders. The connect path's other modules do not pay compiled (connect.py, session.py: the
+README's measurements)."""
 
 
 def compile_requested() -> bool:

@@ -17,6 +17,11 @@ costs one system call, not one per message (ARCHITECTURE.md, "The hot path").
 
 The connection never knows its transport: TCP, TLS, WebSocket and Unix sockets
 all look the same from here. It is also the ``ClientInfo`` the hooks see.
+
+The opt-in compiled build (build_backend.py) compiles this module with mypyc: there the
+annotations are checked at run time, module constants are ``Final``, and the class is a
+native one (no instance ``__dict__``; a method patched on the class is not what its own
+compiled calls reach).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import logging
 from dataclasses import replace
 from enum import Enum
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from ..errors import KeepAliveTimeout, KushiError, ProtocolError, TopicAliasInvalid
 from ..protocol.codec import encode
@@ -40,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kushi.connection")
 
-PUBLISH, CONNACK, DISCONNECT = PacketType.PUBLISH, PacketType.CONNACK, PacketType.DISCONNECT
+PUBLISH: Final = PacketType.PUBLISH
+CONNACK: Final = PacketType.CONNACK
+DISCONNECT: Final = PacketType.DISCONNECT
 
 
 class State(Enum):
@@ -53,20 +60,21 @@ class State(Enum):
 # The states as module constants, as the code here reads them: on Python 3.11 reading a
 # member from an Enum class (``State.CLOSED``) goes through EnumType.__getattr__, ~1,100
 # instructions against a few for a global (callgrind: 9 such reads per CONNECT were 10k of
-# its 158k instructions; ``write`` made one per message)
-WAITING_FOR_CONNECT = State.WAITING_FOR_CONNECT
-CONNECTING = State.CONNECTING
-CONNECTED = State.CONNECTED
-CLOSED = State.CLOSED
+# its 158k instructions; ``write`` made one per message). Final: compiled with mypyc (the
+# opt-in build), a Final global is a C variable, any other a dict lookup
+WAITING_FOR_CONNECT: Final = State.WAITING_FOR_CONNECT
+CONNECTING: Final = State.CONNECTING
+CONNECTED: Final = State.CONNECTED
+CLOSED: Final = State.CLOSED
 
-_UNREAD = object()
+_UNREAD: Final = object()
 """``_remote_address`` of a connection whose transport was not asked for it yet."""
 
 # the transport whose peer's address is read when first asked for (see remote_address)
 _ADDRESS_KEEPING: type | None
 try:
     import uvloop.loop
-    _ADDRESS_KEEPING = uvloop.loop.TCPTransport
+    _ADDRESS_KEEPING = uvloop.loop.TCPTransport  # type: ignore[attr-defined]  # (not in its .pyi)
 except ImportError:   # (no uvloop on Windows)
     _ADDRESS_KEEPING = None
 
@@ -84,6 +92,8 @@ class MQTTConnection(asyncio.BufferedProtocol):
         "_flush_scheduled", "_writing_paused", "_broker_told", "_reading_paused",
         "problem_information", "get_buffer",
     )
+    # an attribute, not asyncio.BufferedProtocol's method: the reader's own (see __init__)
+    get_buffer: Callable[[int], memoryview]  # type: ignore[assignment]  # (a method there)
 
     def __init__(self, broker: Broker, listener: str) -> None:
         self.broker = broker
@@ -99,7 +109,7 @@ class MQTTConnection(asyncio.BufferedProtocol):
         self.write_buffer_limit = options.write_buffer_limit
         self.topic_alias_maximum = options.topic_alias_maximum
         self.state = WAITING_FOR_CONNECT
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.opened_at = 0.0
         self.last_received = 0.0
         # ClientInfo (what hooks read)
@@ -164,7 +174,9 @@ class MQTTConnection(asyncio.BufferedProtocol):
         return f"<MQTTConnection {self.client_id!r} {self.remote_address} {self.state.name}>"
 
     # ---- asyncio.Protocol ------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    # (asyncio types the argument BaseTransport; every transport kushi serves is a Transport, and
+    # mypyc, which compiles this module in the opt-in build, needs its write and pause methods)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         self.opened_at = self.last_received = monotonic()
         # asked at once on other transports: they may not answer once closed (TLS: not in
@@ -309,7 +321,7 @@ class MQTTConnection(asyncio.BufferedProtocol):
     def resolve_topic_alias(self, packet: Publish) -> Publish:
         """Apply the inbound Topic Alias of a v5 PUBLISH; the result has no alias [MQTT-3.3.2-12]."""
         alias = packet.properties.topic_alias
-        topic = packet.topic
+        topic: str | None = packet.topic
         if alias is None:
             if not topic:
                 raise ProtocolError("empty topic name without a topic alias")

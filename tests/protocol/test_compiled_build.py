@@ -13,12 +13,14 @@ import os
 
 import kushi.protocol
 from kushi.protocol import codec, reader
+from kushi.worker import connection, deadlines
 
 EXPECT_COMPILED = os.environ.get("KUSHI_EXPECT_COMPILED", "0") == "1"
 
 
-def test_the_codec_and_the_reader_are_the_build_the_run_expects() -> None:
-    for module in (codec, reader):
+def test_the_compiled_modules_are_the_build_the_run_expects() -> None:
+    """build_backend.py's COMPILED_MODULES: the codec, the reader, the connection, the deadlines."""
+    for module in (codec, reader, connection, deadlines):
         assert module.__file__ is not None
         assert module.__file__.endswith(".py") is not EXPECT_COMPILED, module.__file__
     assert kushi.protocol.compiled is EXPECT_COMPILED
