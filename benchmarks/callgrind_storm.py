@@ -160,8 +160,12 @@ def storm(args: argparse.Namespace) -> None:
         print(f"{args.kind} {process}: {instructions / args.clients:,.0f} instructions per connect")
 
 
-SPARSE = ["--pubs", "32", "--subs", "32", "--topics", "32", "--pair", "-q", "0", "-s", "64"]
-"""SP's shape (benchmarks/run.py): 32 QoS 0 pairs, 64-byte payloads, each pair its own topic."""
+def sp_shape() -> list[str]:
+    """SP's mqbench arguments as benchmarks/run.py has them (32 QoS 0 pairs, each its own
+    topic, mqbench's 64-byte payloads), without its rate: a sparse run sets its own."""
+    args = list(next(scenario.args for scenario in run.SCENARIOS if scenario.name == "SP"))
+    at = args.index("--rate")
+    return args[:at] + args[at + 2:]
 
 
 def sparse_run(args: argparse.Namespace, rate: float) -> tuple[int, list[tuple[str, int, int]]]:
@@ -172,7 +176,7 @@ def sparse_run(args: argparse.Namespace, rate: float) -> tuple[int, list[tuple[s
     server, port = start(args.kind, work, args.claim_gather)
     try:
         control(server.pid, "--instr=on")
-        bench = subprocess.Popen([str(run.MQBENCH), "-p", str(port), *SPARSE, "--rate", str(rate),
+        bench = subprocess.Popen([str(run.MQBENCH), "-p", str(port), *sp_shape(), "--rate", str(rate),
                                   "-d", str(args.duration), "--warmup", "0", "-v"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert bench.stderr is not None and bench.stdout is not None
